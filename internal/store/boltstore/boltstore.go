@@ -1,0 +1,694 @@
+// Package boltstore implements store.Store on an embedded bbolt file.
+//
+// Layout (schema version 1), all buckets created once at Open:
+//
+//	users        id -> JSON of store.User
+//	usernames    store.NormalizeUsername(name) -> id
+//	deleted_ids  id -> RFC 3339 deletion time (tombstone: the ID is never handed out again)
+//	meta         "schema_version" -> "1"; "secret:<name>" -> secret bytes
+//
+// bbolt locks the file exclusively, so only one process (and, within a
+// process, one Store) can have it open at a time; see Open.
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+)
+
+const (
+	// DefaultTimeout is how long Open waits for the file lock when
+	// Options.Timeout is zero.
+	DefaultTimeout = 2 * time.Second
+	// DefaultCacheSize is the AuthState cache bound when Options.CacheSize
+	// is zero.
+	DefaultCacheSize = 100_000
+
+	// schemaVersion is the layout described in the package comment.
+	schemaVersion = "1"
+	// maxIDTries bounds the (astronomically unlikely) retries when NewID
+	// collides with a live or deleted ID.
+	maxIDTries = 8
+)
+
+var (
+	bucketUsers     = []byte("users")
+	bucketUsernames = []byte("usernames")
+	bucketDeleted   = []byte("deleted_ids")
+	bucketMeta      = []byte("meta")
+
+	keySchemaVersion = []byte("schema_version")
+)
+
+// secretPrefix namespaces secrets inside the meta bucket.
+const secretPrefix = "secret:"
+
+// errIDChanged is returned by UpdateUser when fn changed the user's ID.
+var errIDChanged = errors.New("user id cannot be changed")
+
+// Options configures Open. The zero value is ready to use.
+type Options struct {
+	// Timeout bounds how long Open waits for the exclusive file lock that
+	// another process (or another open Store in this process) holds.
+	// Default: DefaultTimeout (2s). Zero or negative means the default; bbolt's
+	// "wait forever" is deliberately not offered.
+	Timeout time.Duration
+
+	// CacheSize bounds the number of users whose AuthState is kept in
+	// memory. When the bound is reached, about half of the entries are
+	// dropped, chosen arbitrarily. Default: DefaultCacheSize (100000).
+	// Negative disables the cache.
+	CacheSize int
+}
+
+// Store is a store.Store backed by one bbolt file. It is safe for
+// concurrent use. Create it with Open.
+type Store struct {
+	db     *bolt.DB
+	path   string
+	closed atomic.Bool
+	cache  authCache
+}
+
+// lockedError is returned by Open when the file lock cannot be taken in
+// time. It unwraps to store.ErrLocked but carries its own message, which
+// tells the operator what to do.
+type lockedError struct{ path string }
+
+func (e *lockedError) Error() string {
+	return "file " + e.path + " is locked by another process, e.g. a running caddy holding it: " +
+		"stop that process, or use `caddy crudauth` (which talks to a running caddy's admin api), " +
+		"or choose another db path"
+}
+
+func (e *lockedError) Unwrap() error { return store.ErrLocked }
+
+// Open opens (creating if needed) the bbolt database at path. The parent
+// directory is created with mode 0700 and a new file with mode 0600; the mode
+// of an existing file is left alone.
+//
+// When another process holds the file, Open gives up after opts.Timeout with
+// an error that wraps store.ErrLocked. Within one process, share a single
+// Store per file (for example through a caddy.UsagePool): a second Open of the
+// same path also waits for the lock and fails.
+func Open(path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("database path is empty")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve database path %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("create database directory: %w", err)
+	}
+
+	bopts := *bolt.DefaultOptions
+	bopts.Timeout = opts.Timeout
+	if bopts.Timeout <= 0 {
+		bopts.Timeout = DefaultTimeout
+	}
+	db, err := bolt.Open(abs, 0o600, &bopts)
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, &lockedError{path: abs}
+		}
+		return nil, fmt.Errorf("open database %s: %w", abs, err)
+	}
+
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketUsers, bucketUsernames, bucketDeleted, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keySchemaVersion); {
+		case v == nil:
+			return meta.Put(keySchemaVersion, []byte(schemaVersion))
+		case string(v) != schemaVersion:
+			return fmt.Errorf("unsupported schema version %q (this build understands %q)", v, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("initialize database %s: %w", abs, err)
+	}
+
+	size := opts.CacheSize
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	s := &Store{db: db, path: abs}
+	s.cache.max = size
+	return s, nil
+}
+
+// Path returns the absolute path of the database file.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database file and drops the cache. Every later call,
+// including AuthState for cached users, fails with store.ErrClosed; a second
+// Close is a no-op that returns nil. Close waits for running transactions.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := s.db.Close()
+	s.cache.clear()
+	if err != nil {
+		return fmt.Errorf("close database %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// view runs fn in a read-only transaction. Errors from fn are returned
+// unchanged; a store closed underneath yields store.ErrClosed.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return mapErr(s.db.View(fn))
+}
+
+// update runs fn in a read-write transaction, like view.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return mapErr(s.db.Update(fn))
+}
+
+// mapErr turns bbolt's "closed" error, which a call racing Close can get
+// after passing the closed check, into store.ErrClosed.
+func mapErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return store.ErrClosed
+	}
+	return err
+}
+
+// CreateUser implements store.Store. The username must be non-empty. u is
+// updated only on success.
+func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
+	if u == nil {
+		return errors.New("user is nil")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if u.Username == "" {
+		return errors.New("username is empty")
+	}
+	nu := *u
+	now := time.Now().UTC()
+	if nu.CreatedAt.IsZero() {
+		nu.CreatedAt = now
+	}
+	if nu.UpdatedAt.IsZero() {
+		nu.UpdatedAt = now
+	}
+	if nu.PasswordChangedAt.IsZero() {
+		nu.PasswordChangedAt = now
+	}
+	norm := []byte(store.NormalizeUsername(nu.Username))
+
+	err := s.update(func(tx *bolt.Tx) error {
+		users, names, deleted := tx.Bucket(bucketUsers), tx.Bucket(bucketUsernames), tx.Bucket(bucketDeleted)
+		if names.Get(norm) != nil {
+			return fmt.Errorf("username %q: %w", nu.Username, store.ErrExists)
+		}
+		if nu.ID == "" {
+			for i := 0; ; i++ {
+				if i == maxIDTries {
+					return errors.New("could not generate an unused user id")
+				}
+				id := store.NewID()
+				if users.Get([]byte(id)) == nil && deleted.Get([]byte(id)) == nil {
+					nu.ID = id
+					break
+				}
+			}
+		} else if users.Get([]byte(nu.ID)) != nil || deleted.Get([]byte(nu.ID)) != nil {
+			return fmt.Errorf("user id %s is or was in use: %w", nu.ID, store.ErrExists)
+		}
+		data, err := json.Marshal(&nu)
+		if err != nil {
+			return fmt.Errorf("encode user: %w", err)
+		}
+		if err := users.Put([]byte(nu.ID), data); err != nil {
+			return err
+		}
+		return names.Put(norm, []byte(nu.ID))
+	})
+	if nu.ID != "" {
+		// Nothing can be cached for a new ID (negative results are not
+		// cached), but every write path invalidates, so that stays true if
+		// that ever changes.
+		s.cache.invalidate(nu.ID)
+	}
+	if err != nil {
+		return err
+	}
+	*u = nu
+	return nil
+}
+
+// GetUser implements store.Store. The returned user is the caller's own copy.
+func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var u *store.User
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		u, err = getUser(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// GetUserByName implements store.Store. The returned user is the caller's
+// own copy.
+func (s *Store) GetUserByName(ctx context.Context, username string) (*store.User, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var u *store.User
+	err := s.view(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketUsernames).Get([]byte(store.NormalizeUsername(username)))
+		if id == nil {
+			return store.ErrNotFound
+		}
+		var err error
+		u, err = getUser(tx, string(id))
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("username index for %q points to missing user %s", username, id)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// getUser decodes the user with the given ID. Decoding copies everything
+// out of the mmap, so the result outlives tx.
+func getUser(tx *bolt.Tx, id string) (*store.User, error) {
+	if id == "" {
+		return nil, store.ErrNotFound
+	}
+	data := tx.Bucket(bucketUsers).Get([]byte(id))
+	if data == nil {
+		return nil, store.ErrNotFound
+	}
+	u := new(store.User)
+	if err := json.Unmarshal(data, u); err != nil {
+		return nil, fmt.Errorf("decode user %s: %w", id, err)
+	}
+	return u, nil
+}
+
+// UpdateUser implements store.Store. fn runs inside the write transaction
+// on a decoded copy and must not call back into the store. An error from
+// fn is returned unchanged and nothing is written.
+func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (*store.User, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var u *store.User
+	err := s.update(func(tx *bolt.Tx) error {
+		var err error
+		if u, err = getUser(tx, id); err != nil {
+			return err
+		}
+		oldNorm := store.NormalizeUsername(u.Username)
+		if err := fn(u); err != nil {
+			return err
+		}
+		if u.ID != id {
+			return errIDChanged
+		}
+		if u.Username == "" {
+			return errors.New("username is empty")
+		}
+		u.UpdatedAt = time.Now().UTC()
+
+		names := tx.Bucket(bucketUsernames)
+		if newNorm := store.NormalizeUsername(u.Username); newNorm != oldNorm {
+			if owner := names.Get([]byte(newNorm)); owner != nil && string(owner) != id {
+				return fmt.Errorf("username %q: %w", u.Username, store.ErrExists)
+			}
+			if err := names.Delete([]byte(oldNorm)); err != nil {
+				return err
+			}
+			if err := names.Put([]byte(newNorm), []byte(id)); err != nil {
+				return err
+			}
+		}
+		data, err := json.Marshal(u)
+		if err != nil {
+			return fmt.Errorf("encode user: %w", err)
+		}
+		return tx.Bucket(bucketUsers).Put([]byte(id), data)
+	})
+	// After the commit and before returning: from here on AuthState reads
+	// the new state. Invalidating on failure too is harmless.
+	s.cache.invalidate(id)
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// DeleteUser implements store.Store. The ID is kept as a tombstone in
+// deleted_ids so that CreateUser never accepts it again.
+func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		u, err := getUser(tx, id)
+		if err != nil {
+			return err
+		}
+		names := tx.Bucket(bucketUsernames)
+		norm := []byte(store.NormalizeUsername(u.Username))
+		if owner := names.Get(norm); owner != nil && string(owner) == id {
+			if err := names.Delete(norm); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketUsers).Delete([]byte(id)); err != nil {
+			return err
+		}
+		stamp := time.Now().UTC().Format(time.RFC3339Nano)
+		return tx.Bucket(bucketDeleted).Put([]byte(id), []byte(stamp))
+	})
+	s.cache.invalidate(id)
+	return err
+}
+
+// ListUsers implements store.Store. It walks the usernames index in key
+// order inside one read transaction, so fn must not call back into the
+// store: a write (and even a read, when a writer is waiting to grow the
+// file) would deadlock. Each user passed to fn is its own copy.
+func (s *Store) ListUsers(ctx context.Context, fn func(u *store.User) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketUsernames).Cursor()
+		for k, id := c.First(); k != nil; k, id = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			u, err := getUser(tx, string(id))
+			if err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("username index for %q points to missing user %s", k, id)
+				}
+				return err
+			}
+			if err := fn(u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// authFields is the subset of a stored user that AuthState decodes.
+type authFields struct {
+	Username      string   `json:"username"`
+	Disabled      bool     `json:"disabled"`
+	AllowedScopes []string `json:"allowed_scopes"`
+	TokenVersion  uint64   `json:"token_version"`
+}
+
+// AuthState implements store.Store. It is served from an in-memory cache
+// that every write invalidates before returning. The AllowedScopes slice
+// of the result is shared with the cache and other callers: it must not be
+// modified.
+func (s *Store) AuthState(ctx context.Context, id string) (store.AuthState, error) {
+	if s.closed.Load() {
+		return store.AuthState{}, store.ErrClosed
+	}
+	if st, ok := s.cache.get(id); ok {
+		return st, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return store.AuthState{}, err
+	}
+	// Record the generation before reading: if any write finishes its
+	// invalidation while we read, what we read may be stale and is not
+	// cached.
+	gen := s.cache.generation()
+	var st store.AuthState
+	err := s.view(func(tx *bolt.Tx) error {
+		if id == "" {
+			return store.ErrNotFound
+		}
+		data := tx.Bucket(bucketUsers).Get([]byte(id))
+		if data == nil {
+			return store.ErrNotFound
+		}
+		var f authFields
+		if err := json.Unmarshal(data, &f); err != nil {
+			return fmt.Errorf("decode user %s: %w", id, err)
+		}
+		st = store.AuthState{
+			Username:      f.Username,
+			TokenVersion:  f.TokenVersion,
+			Disabled:      f.Disabled,
+			AllowedScopes: f.AllowedScopes,
+		}
+		return nil
+	})
+	if err != nil {
+		return store.AuthState{}, err
+	}
+	s.cache.fill(id, gen, st)
+	return st, nil
+}
+
+// Secret implements store.Store. name must be non-empty; generate must
+// return a non-empty value. The secret lives in the meta bucket under
+// "secret:<name>". The returned slice is the caller's own copy.
+func (s *Store) Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error) {
+	if name == "" {
+		return nil, errors.New("secret name is empty")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	key := []byte(secretPrefix + name)
+	var out []byte
+	// Fast path: it almost always exists already.
+	err := s.view(func(tx *bolt.Tx) error {
+		out = bytes.Clone(tx.Bucket(bucketMeta).Get(key))
+		return nil
+	})
+	if err != nil || out != nil {
+		return out, err
+	}
+	// Check again inside the write transaction: concurrent callers are
+	// serialized there, so only the first one generates.
+	err = s.update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(key); v != nil {
+			out = bytes.Clone(v)
+			return nil
+		}
+		if generate == nil {
+			return fmt.Errorf("secret %q is missing and no generator was given", name)
+		}
+		v, err := generate()
+		if err != nil {
+			return fmt.Errorf("generate secret %q: %w", name, err)
+		}
+		if len(v) == 0 {
+			return fmt.Errorf("generate secret %q: empty value", name)
+		}
+		out = bytes.Clone(v)
+		return meta.Put(key, bytes.Clone(v))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Backup implements store.Store: it writes a consistent copy of the file
+// (a valid bbolt database) from one read transaction, so writers are not
+// blocked.
+func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	return n, nil
+}
+
+// Check verifies the file: bbolt's page-level consistency check, then this
+// package's invariants (every user decodes and is indexed under its
+// normalized username, every index entry points to its user, no live ID is
+// tombstoned). It returns the first problem found, or nil.
+func (s *Store) Check() error {
+	return s.view(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain: the checker goroutine sends until done
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return fmt.Errorf("bbolt check: %w", first)
+		}
+		users, names, deleted := tx.Bucket(bucketUsers), tx.Bucket(bucketUsernames), tx.Bucket(bucketDeleted)
+		err := users.ForEach(func(id, data []byte) error {
+			var u store.User
+			if err := json.Unmarshal(data, &u); err != nil {
+				return fmt.Errorf("decode user %s: %w", id, err)
+			}
+			if u.ID != string(id) {
+				return fmt.Errorf("user stored under %s has id %q", id, u.ID)
+			}
+			if owner := names.Get([]byte(store.NormalizeUsername(u.Username))); string(owner) != u.ID {
+				return fmt.Errorf("user %s (%q) is not in the username index", id, u.Username)
+			}
+			if deleted.Get(id) != nil {
+				return fmt.Errorf("user %s is both live and deleted", id)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return names.ForEach(func(name, id []byte) error {
+			if users.Get(id) == nil {
+				return fmt.Errorf("username index for %q points to missing user %s", name, id)
+			}
+			return nil
+		})
+	})
+}
+
+// authCache is a bounded read-through cache of AuthState by user ID.
+//
+// Reads of hits take no lock (sync.Map is a concurrent hash-trie). Every
+// insertion, invalidation and eviction happens under mu, and every
+// invalidation bumps gen. A reader that missed records gen before its read
+// transaction and inserts only if gen is unchanged under mu, so a read that
+// raced a write can never put back state older than that write.
+type authCache struct {
+	max int // <= 0: disabled
+	m   sync.Map
+
+	mu  sync.Mutex
+	n   int // len(m), guarded by mu
+	gen atomic.Uint64
+}
+
+// get returns a copy of the cached state. Its AllowedScopes is shared.
+func (c *authCache) get(id string) (store.AuthState, bool) {
+	v, ok := c.m.Load(id)
+	if !ok {
+		return store.AuthState{}, false
+	}
+	return *v.(*store.AuthState), true
+}
+
+// generation returns the counter a missing reader records before reading.
+func (c *authCache) generation() uint64 { return c.gen.Load() }
+
+// fill caches st for id if no invalidation happened since gen was read.
+func (c *authCache) fill(id string, gen uint64, st store.AuthState) {
+	if c.max <= 0 {
+		return
+	}
+	e := &st
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen.Load() != gen {
+		return
+	}
+	if c.n >= c.max {
+		c.evictLocked()
+	}
+	if _, loaded := c.m.Swap(id, e); !loaded {
+		c.n++
+	}
+}
+
+// invalidate drops id and bumps the generation. Writers call it after their
+// transaction committed and before they return.
+func (c *authCache) invalidate(id string) {
+	c.mu.Lock()
+	c.gen.Add(1)
+	if _, loaded := c.m.LoadAndDelete(id); loaded {
+		c.n--
+	}
+	c.mu.Unlock()
+}
+
+// evictLocked drops entries until at most half of max remain. Range visits
+// keys in hash order, which is arbitrary with respect to the IDs.
+func (c *authCache) evictLocked() {
+	target := c.max / 2
+	c.m.Range(func(k, _ any) bool {
+		if c.n <= target {
+			return false
+		}
+		if _, loaded := c.m.LoadAndDelete(k); loaded {
+			c.n--
+		}
+		return true
+	})
+}
+
+// clear drops every entry.
+func (c *authCache) clear() {
+	c.mu.Lock()
+	c.gen.Add(1)
+	c.m.Clear()
+	c.n = 0
+	c.mu.Unlock()
+}
+
+// size returns the number of cached entries.
+func (c *authCache) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// Interface guard.
+var _ store.Store = (*Store)(nil)

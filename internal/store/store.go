@@ -1,0 +1,154 @@
+// Package store defines where users and their token epochs live.
+//
+// The Store interface is small on purpose: every backend (the embedded bbolt
+// file today, a distributed engine such as etcd later) implements it and must
+// pass the conformance suite in package storetest. Callers never see a
+// backend's own errors for the cases they handle; they see the sentinel
+// errors below.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"io"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Backends wrap their own failures with %w around these
+// where one applies, so callers use errors.Is.
+var (
+	// ErrNotFound: no user with that ID or username.
+	ErrNotFound = errors.New("user not found")
+	// ErrExists: the username (compared without regard to case) is taken.
+	ErrExists = errors.New("username already exists")
+	// ErrLocked: the database is held by another process.
+	ErrLocked = errors.New("database is locked by another process")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store is closed")
+)
+
+// User is one account. The zero value of AllowedScopes (nil) means the user
+// is not restricted beyond the gateway's grantable_scopes; a non-nil empty
+// slice means the user may hold no scope at all.
+type User struct {
+	// ID is random, stable and never reused. It is what tokens carry.
+	ID string `json:"id"`
+	// Username is unique without regard to letter case (see NormalizeUsername).
+	Username string `json:"username"`
+	// PasswordHash is a PHC string (argon2id) or a bcrypt hash.
+	PasswordHash string `json:"password_hash"`
+	// Disabled users cannot log in, refresh, or use existing tokens.
+	Disabled bool `json:"disabled"`
+	// AllowedScopes, when non-nil, caps the scopes this user's tokens may hold.
+	AllowedScopes []string `json:"allowed_scopes"`
+	// TokenVersion is the revocation epoch. Every token carries the value it
+	// was issued under and is refused once this moves on.
+	TokenVersion uint64 `json:"token_version"`
+
+	CreatedAt         time.Time `json:"created_at"`
+	UpdatedAt         time.Time `json:"updated_at"`
+	PasswordChangedAt time.Time `json:"password_changed_at"`
+}
+
+// AuthState is the part of a user that every bearer check reads. Backends
+// keep it cheap to fetch: it is on the per-request path.
+type AuthState struct {
+	Username      string
+	TokenVersion  uint64
+	Disabled      bool
+	AllowedScopes []string // nil: unrestricted
+}
+
+// State returns the AuthState of u.
+func (u *User) State() AuthState {
+	return AuthState{
+		Username:      u.Username,
+		TokenVersion:  u.TokenVersion,
+		Disabled:      u.Disabled,
+		AllowedScopes: u.AllowedScopes,
+	}
+}
+
+// Store is a user database. All methods are safe for concurrent use.
+type Store interface {
+	// CreateUser stores u. A missing ID is generated with NewID; zero
+	// timestamps are set to now. It fails with ErrExists when the username
+	// (normalized) or the ID is taken. On success u holds what was stored.
+	CreateUser(ctx context.Context, u *User) error
+
+	// GetUser returns the user with the given ID, or ErrNotFound.
+	GetUser(ctx context.Context, id string) (*User, error)
+
+	// GetUserByName returns the user with the given username, compared
+	// without regard to case, or ErrNotFound.
+	GetUserByName(ctx context.Context, username string) (*User, error)
+
+	// UpdateUser runs fn on the stored user inside one transaction and
+	// stores the result when fn returns nil; an error from fn aborts and is
+	// returned as is. fn must not change ID; a changed Username is
+	// re-indexed (ErrExists on a clash). UpdatedAt is set by the store. Once
+	// UpdateUser returns, every read (including AuthState) sees the change.
+	UpdateUser(ctx context.Context, id string, fn func(u *User) error) (*User, error)
+
+	// DeleteUser removes the user, or returns ErrNotFound. Its ID is never
+	// handed out again.
+	DeleteUser(ctx context.Context, id string) error
+
+	// ListUsers calls fn for every user in normalized-username order, from a
+	// consistent snapshot. An error from fn stops the walk and is returned.
+	ListUsers(ctx context.Context, fn func(u *User) error) error
+
+	// AuthState returns the revocation-relevant state of a user, or
+	// ErrNotFound. It is called on every proxied request.
+	AuthState(ctx context.Context, id string) (AuthState, error)
+
+	// Secret returns the stored secret with the given name, creating it
+	// with generate (once, atomically, even across concurrent callers) when
+	// absent.
+	Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
+
+	// Backup writes a consistent snapshot of the whole database to w while
+	// the store keeps serving, and returns the number of bytes written.
+	Backup(ctx context.Context, w io.Writer) (int64, error)
+
+	// Close releases the store. Later calls fail with ErrClosed.
+	Close() error
+}
+
+// NormalizeUsername is the form under which usernames are compared and
+// indexed: letter case is ignored.
+func NormalizeUsername(name string) string {
+	return strings.ToLower(name)
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// NewID returns a random user ID: 128 bits from crypto/rand, base32 lower case.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return "u" + strings.ToLower(idEncoding.EncodeToString(b[:]))
+}
+
+// SetPassword stores a new password hash and bumps TokenVersion in the same
+// transaction, so that every token issued before it is refused from the
+// moment it commits.
+func SetPassword(ctx context.Context, s Store, id, hash string) (*User, error) {
+	return s.UpdateUser(ctx, id, func(u *User) error {
+		u.PasswordHash = hash
+		u.TokenVersion++
+		u.PasswordChangedAt = time.Now().UTC()
+		return nil
+	})
+}
+
+// Revoke bumps TokenVersion without touching the password.
+func Revoke(ctx context.Context, s Store, id string) (*User, error) {
+	return s.UpdateUser(ctx, id, func(u *User) error {
+		u.TokenVersion++
+		return nil
+	})
+}

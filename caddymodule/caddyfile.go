@@ -1,0 +1,208 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("crudauth", parseCaddyfile)
+	// Rules must see the path as it will go upstream, so run after rewrite,
+	// uri and try_files, and before anything that answers or proxies the
+	// request (reverse_proxy, respond, file_server, handle blocks).
+	httpcaddyfile.RegisterDirectiveOrder("crudauth", httpcaddyfile.Before, "basic_auth")
+}
+
+// parseCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	crudauth {
+//		db               <path>
+//		secret           <key>
+//		access_ttl       <duration>
+//		refresh_ttl      <duration>
+//		refresh          cookie|body
+//		default_scopes   <scope...>
+//		grantable_scopes <scope...>
+//		token_path       <path>
+//		refresh_path     <path>
+//		issuer           <string>
+//		audience         <string>
+//		realm            <string>
+//		cookie_name      <name>
+//		allowed_origins  <origin...>
+//		user_id_header   <header>
+//		user_name_header <header>
+//		scopes_header    <header>
+//		argon2           <memory_kib> <time> <threads>
+//		max_concurrent_hashes <n>
+//		hash_queue_timeout    <duration>
+//		public           <matcher>
+//		require          <matcher> [<scope...>]
+//	}
+//
+// Every subdirective is optional. <matcher> is `*`, a path pattern starting
+// with `/`, or `@name` naming a matcher defined in the site block. Rules
+// (public and require) apply in the order written; the first that matches
+// decides.
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	if err := handler.unmarshal(h); err != nil {
+		return nil, err
+	}
+	return handler, nil
+}
+
+// UnmarshalCaddyfile implements caddyfile.Unmarshaler. Named matchers are
+// only available through the directive (which has the site's matcher
+// definitions); here `@name` is an error.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return h.unmarshal(httpcaddyfile.Helper{Dispenser: d})
+}
+
+func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
+	d := hp.Dispenser
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		switch sub {
+		case "db", "secret", "refresh", "token_path", "refresh_path", "issuer", "audience",
+			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			*h.stringField(sub) = v
+		case "access_ttl", "refresh_ttl", "hash_queue_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("%s: %v", sub, err)
+			}
+			if dur <= 0 {
+				return d.Errf("%s: must be positive", sub)
+			}
+			switch sub {
+			case "access_ttl":
+				h.AccessTTL = caddy.Duration(dur)
+			case "refresh_ttl":
+				h.RefreshTTL = caddy.Duration(dur)
+			default:
+				h.HashQueueTimeout = caddy.Duration(dur)
+			}
+		case "default_scopes", "grantable_scopes", "allowed_origins":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			switch sub {
+			case "default_scopes":
+				h.DefaultScopes = append(h.DefaultScopes, args...)
+			case "grantable_scopes":
+				h.GrantableScopes = append(h.GrantableScopes, args...)
+			default:
+				h.AllowedOrigins = append(h.AllowedOrigins, args...)
+			}
+		case "argon2":
+			var m, t, p string
+			if !d.AllArgs(&m, &t, &p) {
+				return d.Errf("argon2 takes three numbers: memory in KiB, time (iterations), threads")
+			}
+			mem, err1 := strconv.ParseUint(m, 10, 32)
+			it, err2 := strconv.ParseUint(t, 10, 32)
+			th, err3 := strconv.ParseUint(p, 10, 8)
+			if err1 != nil || err2 != nil || err3 != nil {
+				return d.Errf("argon2: %q %q %q are not a memory in KiB, a time and a thread count", m, t, p)
+			}
+			h.Argon2 = &Argon2Params{Memory: uint32(mem), Time: uint32(it), Threads: uint8(th)}
+		case "max_concurrent_hashes":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("max_concurrent_hashes: %q is not a positive number", v)
+			}
+			h.MaxConcurrentHashes = n
+		case "public", "require":
+			rule, err := parseRule(hp, sub)
+			if err != nil {
+				return err
+			}
+			h.Rules = append(h.Rules, rule)
+		default:
+			return d.Errf("unrecognized subdirective %q", sub)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) stringField(name string) *string {
+	switch name {
+	case "db":
+		return &h.DB
+	case "secret":
+		return &h.Secret
+	case "refresh":
+		return &h.Refresh
+	case "token_path":
+		return &h.TokenPath
+	case "refresh_path":
+		return &h.RefreshPath
+	case "issuer":
+		return &h.Issuer
+	case "audience":
+		return &h.Audience
+	case "realm":
+		return &h.Realm
+	case "cookie_name":
+		return &h.CookieName
+	case "user_id_header":
+		return &h.UserIDHeader
+	case "user_name_header":
+		return &h.UserNameHeader
+	case "scopes_header":
+		return &h.ScopesHeader
+	}
+	panic("crudauth: no string field " + name)
+}
+
+// parseRule parses `public <matcher>` or `require <matcher> [<scope...>]`.
+func parseRule(hp httpcaddyfile.Helper, kind string) (Rule, error) {
+	d := hp.Dispenser
+	var matcherSet caddy.ModuleMap
+	var isMatcher bool
+	var err error
+	if d.CountRemainingArgs() > 0 {
+		matcherSet, isMatcher, err = hp.MatcherToken()
+		if err != nil {
+			return Rule{}, d.Errf("%s: %v", kind, err)
+		}
+	}
+	if !isMatcher {
+		return Rule{}, d.Errf("%s needs a matcher first: *, a path such as /reports/*, or @name", kind)
+	}
+	rule := Rule{Public: kind == "public"}
+	if matcherSet != nil {
+		rule.MatcherSetsRaw = caddyhttp.RawMatcherSets{matcherSet}
+	}
+	scopes := d.RemainingArgs()
+	if rule.Public && len(scopes) > 0 {
+		return Rule{}, d.Errf("public takes only a matcher; to require scopes use: require <matcher> %s", scopes[0])
+	}
+	rule.Scopes = scopes
+	return rule, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,460 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/scope"
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/token"
+)
+
+// Limits on the token endpoints. Everything past them is refused before it
+// reaches a password hash or the database.
+const (
+	maxEndpointBody = 8 << 10 // bytes of a /token or /refresh body
+	maxUsernameLen  = 256     // bytes
+	maxTokenLen     = 4096    // bytes of a refresh token
+)
+
+// oauthError is an RFC 6749 section 5.2 error response.
+type oauthError struct {
+	status      int
+	code        string
+	description string
+	retryAfter  int // seconds; set with 503 and 429
+}
+
+func (e *oauthError) Error() string { return e.code + ": " + e.description }
+
+func badRequest(code, desc string) *oauthError {
+	return &oauthError{status: http.StatusBadRequest, code: code, description: desc}
+}
+
+// errInvalidCredentials is the one answer to an unknown user, a wrong
+// password and a disabled user alike, so the endpoint tells nothing apart.
+var errInvalidCredentials = badRequest("invalid_grant", "invalid username or password")
+
+// tokenResponse is the body of a successful /token or /refresh response.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	Scope        string `json:"scope"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+}
+
+// serveToken handles the login endpoint: the OAuth 2.0 password grant
+// (RFC 6749 section 4.3) and, for standard client libraries, the
+// refresh_token grant (section 6).
+func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) error {
+	noStore(w)
+	form, oerr := h.readTokenRequest(w, r)
+	if oerr != nil {
+		return h.writeError(w, r, oerr)
+	}
+	switch form.Get("grant_type") {
+	case "", "password":
+		return h.passwordGrant(w, r, form)
+	case "refresh_token":
+		requested, err := scope.Parse(form.Get("scope"))
+		if err != nil {
+			return h.writeError(w, r, badRequest("invalid_scope", err.Error()))
+		}
+		tok := h.refreshCookie(r)
+		if tok == "" {
+			tok = form.Get("refresh_token")
+		}
+		if tok == "" {
+			return h.writeError(w, r, badRequest("invalid_request", "refresh_token is required"))
+		}
+		return h.refreshGrant(w, r, tok, requested)
+	default:
+		return h.writeError(w, r, badRequest("unsupported_grant_type", "grant_type must be password or refresh_token"))
+	}
+}
+
+// readTokenRequest applies the method, origin, size and syntax checks of
+// the token endpoint and returns the parsed form.
+func (h *Handler) readTokenRequest(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
+	if oerr := h.checkEndpointRequest(w, r); oerr != nil {
+		return nil, oerr
+	}
+	if q := r.URL.Query(); q.Has("password") || q.Has("username") || q.Has("refresh_token") {
+		return nil, badRequest("invalid_request", "credentials must be sent in the request body, not the query string")
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, badRequest("invalid_request", "the body must be application/x-www-form-urlencoded")
+	}
+	body, oerr := readBody(w, r)
+	if oerr != nil {
+		return nil, oerr
+	}
+	if !utf8.Valid(body) {
+		return nil, badRequest("invalid_request", "the body is not valid UTF-8")
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, badRequest("invalid_request", "the body is not a valid form")
+	}
+	// RFC 6749 section 3.2: parameters must not be included more than once.
+	for k, v := range form {
+		if len(v) > 1 {
+			return nil, badRequest("invalid_request", fmt.Sprintf("parameter %q is repeated", truncateForLog(k)))
+		}
+	}
+	return form, nil
+}
+
+// checkEndpointRequest enforces POST and, in cookie mode, that the request
+// comes from the gateway's own origin (or an allowed one): a cookie that
+// rides along on its own must not be usable by another site.
+func (h *Handler) checkEndpointRequest(w http.ResponseWriter, r *http.Request) *oauthError {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return &oauthError{status: http.StatusMethodNotAllowed, code: "invalid_request", description: "use POST"}
+	}
+	if h.Refresh == RefreshModeCookie && !h.sameOrigin(r) {
+		return &oauthError{status: http.StatusForbidden, code: "invalid_request", description: "cross-site requests are refused"}
+	}
+	return nil
+}
+
+func (h *Handler) sameOrigin(r *http.Request) bool {
+	if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") {
+		return false
+	}
+	origins := r.Header.Values("Origin")
+	if len(origins) == 0 {
+		return true // not a browser, or a same-origin GET-like request
+	}
+	if len(origins) > 1 {
+		return false
+	}
+	origin := origins[0]
+	for _, o := range h.AllowedOrigins {
+		if strings.EqualFold(origin, o) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || u.Path != "" {
+		return false // includes "null"
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *oauthError) {
+	if r.ContentLength > maxEndpointBody {
+		return nil, &oauthError{status: http.StatusRequestEntityTooLarge, code: "invalid_request", description: "request body too large"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEndpointBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &oauthError{status: http.StatusRequestEntityTooLarge, code: "invalid_request", description: "request body too large"}
+		}
+		return nil, badRequest("invalid_request", "reading the request body failed")
+	}
+	return body, nil
+}
+
+// passwordGrant logs a user in.
+func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url.Values) error {
+	username, pw := form.Get("username"), form.Get("password")
+	if username == "" || pw == "" {
+		return h.writeError(w, r, badRequest("invalid_request", "username and password are required"))
+	}
+	if err := checkUsername(username); err != nil {
+		return h.writeError(w, r, badRequest("invalid_request", err.Error()))
+	}
+	if len(pw) > password.MaxBytes {
+		return h.writeError(w, r, badRequest("invalid_request", "password too long"))
+	}
+	requested, err := scope.Parse(form.Get("scope"))
+	if err != nil {
+		return h.writeError(w, r, badRequest("invalid_scope", err.Error()))
+	}
+
+	ctx := r.Context()
+	release, err := h.hashLimit.Acquire(ctx)
+	if err != nil {
+		return h.writeError(w, r, &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
+			description: "too many logins in progress, retry shortly", retryAfter: 1})
+	}
+	user, err := h.store.GetUserByName(ctx, username)
+	var ok, rehash bool
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// An unknown user costs a hash too: no enumeration by timing.
+		h.hasher.VerifyDummy(pw)
+	case err != nil:
+		release()
+		return h.writeError(w, r, h.serverError("reading user", err))
+	default:
+		ok, rehash, err = h.hasher.Verify(user.PasswordHash, pw)
+		if err != nil {
+			h.logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(err))
+		}
+	}
+	var newHash string
+	if ok && rehash && !user.Disabled {
+		newHash, err = h.hasher.Hash(pw)
+		if err != nil {
+			newHash = ""
+			h.logger.Error("re-hashing password failed", zap.String("user_id", user.ID), zap.Error(err))
+		}
+	}
+	release()
+
+	if !ok || user.Disabled {
+		reason := "wrong password"
+		switch {
+		case user == nil:
+			reason = "unknown user"
+		case user.Disabled:
+			reason = "user disabled"
+		}
+		h.logger.Warn("login failed",
+			zap.String("username", username),
+			zap.String("client_ip", clientIP(r)),
+			zap.String("reason", reason))
+		return h.writeError(w, r, errInvalidCredentials)
+	}
+
+	if newHash != "" {
+		// The hash parameters moved on since this one was stored; upgrade
+		// it without bumping token_version (the password did not change).
+		wctx := contextWithoutCancel(ctx)
+		if _, err := h.store.UpdateUser(wctx, user.ID, func(u *store.User) error {
+			if u.PasswordHash == user.PasswordHash {
+				u.PasswordHash = newHash
+			}
+			return nil
+		}); err != nil {
+			h.logger.Error("storing re-hashed password failed", zap.String("user_id", user.ID), zap.Error(err))
+		} else {
+			h.logger.Info("password re-hashed", zap.String("user_id", user.ID))
+		}
+	}
+
+	var allowed *scope.Set
+	if user.AllowedScopes != nil {
+		s, err := scope.New(user.AllowedScopes...)
+		if err != nil {
+			return h.writeError(w, r, h.serverError("user allowed scopes", err))
+		}
+		allowed = &s
+	}
+	granted := scope.Grant(requested, h.defaults, h.ceiling, allowed)
+	subj := token.Subject{UserID: user.ID, Scopes: granted, TokenVersion: user.TokenVersion}
+	resp, err := h.issue(w, subj, true)
+	if err != nil {
+		return h.writeError(w, r, h.serverError("issuing tokens", err))
+	}
+	h.logger.Info("login",
+		zap.String("username", user.Username),
+		zap.String("user_id", user.ID),
+		zap.String("client_ip", clientIP(r)),
+		zap.String("scope", resp.Scope))
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// issue mints an access token and, withRefresh, a refresh token for subj,
+// placing the refresh token where the configuration says.
+func (h *Handler) issue(w http.ResponseWriter, subj token.Subject, withRefresh bool) (*tokenResponse, error) {
+	at, exp, err := h.tokens.IssueAccess(subj)
+	if err != nil {
+		return nil, err
+	}
+	resp := &tokenResponse{
+		AccessToken: at,
+		TokenType:   "bearer",
+		ExpiresIn:   int64(time.Until(exp).Round(time.Second) / time.Second),
+		Scope:       subj.Scopes.String(),
+	}
+	if !withRefresh {
+		return resp, nil
+	}
+	rt, _, err := h.tokens.IssueRefresh(subj)
+	if err != nil {
+		return nil, err
+	}
+	if h.Refresh == RefreshModeBody {
+		resp.RefreshToken = rt
+		return resp, nil
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     h.CookieName,
+		Value:    rt,
+		Path:     h.RefreshPath,
+		MaxAge:   int(time.Duration(h.RefreshTTL) / time.Second),
+		HttpOnly: true,
+		Secure:   true,
+		SameSite: http.SameSiteStrictMode,
+	})
+	return resp, nil
+}
+
+// serveRefresh handles the refresh endpoint: the refresh token comes from
+// the cookie first, then from the JSON body's refresh_token field.
+func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) error {
+	noStore(w)
+	if oerr := h.checkEndpointRequest(w, r); oerr != nil {
+		return h.writeError(w, r, oerr)
+	}
+	tok := h.refreshCookie(r)
+	if tok == "" && r.ContentLength != 0 {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			return h.writeError(w, r, badRequest("invalid_request", "the body must be application/json"))
+		}
+		body, oerr := readBody(w, r)
+		if oerr != nil {
+			return h.writeError(w, r, oerr)
+		}
+		var req struct {
+			RefreshToken *string `json:"refresh_token"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
+			return h.writeError(w, r, badRequest("invalid_request", "the body must be a JSON object with a string refresh_token"))
+		}
+		if req.RefreshToken != nil {
+			tok = *req.RefreshToken
+		}
+	}
+	if tok == "" {
+		return h.writeError(w, r, badRequest("invalid_request", "no refresh token: send the cookie or a JSON body with refresh_token"))
+	}
+	return h.refreshGrant(w, r, tok, nil)
+}
+
+func (h *Handler) refreshCookie(r *http.Request) string {
+	c, err := r.Cookie(h.CookieName)
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+// refreshGrant mints a new access token from a refresh token. Its scopes are
+// the refresh token's, cut down to the ceiling in force now and to the
+// user's current allowed list, and to requested when that is non-empty.
+func (h *Handler) refreshGrant(w http.ResponseWriter, r *http.Request, tok string, requested scope.Set) error {
+	fail := func(reason string) error {
+		h.logger.Warn("refresh failed", zap.String("client_ip", clientIP(r)), zap.String("reason", reason))
+		return h.writeError(w, r, badRequest("invalid_grant", "the refresh token is invalid, expired or revoked"))
+	}
+	if len(tok) > maxTokenLen {
+		return fail("token too long")
+	}
+	claims, err := h.tokens.VerifyRefresh(tok)
+	if err != nil {
+		return fail(err.Error())
+	}
+	state, err := h.store.AuthState(r.Context(), claims.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fail("user does not exist")
+	case err != nil:
+		return h.writeError(w, r, h.serverError("reading user state", err))
+	case state.Disabled:
+		return fail("user disabled")
+	case state.TokenVersion != claims.TokenVersion:
+		return fail("token revoked")
+	}
+	scopes := claims.Scopes.Intersect(h.ceiling)
+	if state.AllowedScopes != nil {
+		allowed, err := scope.New(state.AllowedScopes...)
+		if err != nil {
+			return h.writeError(w, r, h.serverError("user allowed scopes", err))
+		}
+		scopes = scopes.Intersect(allowed)
+	}
+	if len(requested) > 0 {
+		scopes = scopes.Intersect(requested)
+	}
+	subj := token.Subject{UserID: claims.UserID, Scopes: scopes, TokenVersion: claims.TokenVersion, SessionID: claims.SessionID}
+	resp, err := h.issue(w, subj, false)
+	if err != nil {
+		return h.writeError(w, r, h.serverError("issuing token", err))
+	}
+	if c := h.logger.Check(zap.DebugLevel, "refresh"); c != nil {
+		c.Write(zap.String("user_id", claims.UserID), zap.String("client_ip", clientIP(r)))
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *Handler) serverError(what string, err error) *oauthError {
+	h.logger.Error(what, zap.Error(err))
+	return &oauthError{status: http.StatusInternalServerError, code: "server_error", description: "internal error"}
+}
+
+// writeError writes an RFC 6749 section 5.2 error. The token endpoints are
+// API endpoints with their own error format, so these responses do not go
+// through handle_errors.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *oauthError) error {
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	if c := h.logger.Check(zap.DebugLevel, "token endpoint error"); c != nil {
+		c.Write(zap.Int("status", e.status), zap.String("error", e.code), zap.String("path", r.URL.Path), zap.String("client_ip", clientIP(r)))
+	}
+	return writeJSON(w, e.status, map[string]string{"error": e.code, "error_description": e.description})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// noStore marks a response as uncacheable (RFC 6749 section 5.1).
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+}
+
+// checkUsername refuses usernames no account could have: too long, invalid
+// UTF-8, or holding control characters.
+func checkUsername(name string) error {
+	if len(name) > maxUsernameLen {
+		return fmt.Errorf("username longer than %d bytes", maxUsernameLen)
+	}
+	if !utf8.ValidString(name) {
+		return errors.New("username is not valid UTF-8")
+	}
+	for _, c := range name {
+		if unicode.IsControl(c) {
+			return errors.New("username holds a control character")
+		}
+	}
+	return nil
+}
+
+func truncateForLog(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -1,0 +1,201 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"strings"
+)
+
+// identityHeaders are the request headers through which the gateway tells
+// the backend who is calling. A client must never be able to set them, in any
+// spelling a backend or a proxy in between might fold into the same name.
+type identityHeaders struct {
+	id, name, scopes string   // canonical MIME header keys, as set
+	norm             []string // normalized forms (see normalizeHeaderName)
+}
+
+func newIdentityHeaders(id, name, scopes string) identityHeaders {
+	ih := identityHeaders{
+		id:     textproto.CanonicalMIMEHeaderKey(id),
+		name:   textproto.CanonicalMIMEHeaderKey(name),
+		scopes: textproto.CanonicalMIMEHeaderKey(scopes),
+	}
+	ih.norm = []string{normalizeHeaderName(id), normalizeHeaderName(name), normalizeHeaderName(scopes)}
+	return ih
+}
+
+// normalizeHeaderName folds the spellings that servers treat as the same
+// header: letter case, and `_` or `.` in place of `-` (CGI-style servers and
+// some frameworks map all three to `_`).
+func normalizeHeaderName(s string) string {
+	b := []byte(strings.ToLower(s))
+	for i, c := range b {
+		if c == '_' || c == '.' {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// sameHeader reports whether key normalizes to norm, without allocating.
+func sameHeader(key, norm string) bool {
+	if len(key) != len(norm) {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case c == '_' || c == '.':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != norm[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (ih *identityHeaders) isIdentity(key string) bool {
+	for _, n := range ih.norm {
+		if sameHeader(key, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// strip removes every client-sent identity header, and removes their names
+// from Connection, where a client could otherwise have a proxy drop the
+// headers the gateway sets (reverse_proxy removes headers that Connection
+// names).
+func (ih *identityHeaders) strip(h http.Header) {
+	for k := range h {
+		if ih.isIdentity(k) {
+			delete(h, k)
+		}
+	}
+	conn, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	var kept []string
+	changed := false
+	for _, v := range conn {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if tok == "" {
+				continue
+			}
+			if ih.isIdentity(tok) {
+				changed = true
+				continue
+			}
+			kept = append(kept, tok)
+		}
+	}
+	if !changed {
+		return
+	}
+	if len(kept) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(kept, ", ")}
+}
+
+func (ih *identityHeaders) set(h http.Header, p principal) {
+	h[ih.id] = []string{p.userID}
+	h[ih.name] = []string{p.username}
+	h[ih.scopes] = []string{p.scopes}
+}
+
+// hopOrRoutingHeaders are names an identity header must not take: hop-by-hop
+// headers (RFC 9110 section 7.6.1) are dropped by proxies, and the others
+// steer routing, authentication or caching.
+var hopOrRoutingHeaders = []string{
+	"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+	"te", "trailer", "transfer-encoding", "upgrade", "host", "authorization", "cookie", "set-cookie",
+	"content-length", "content-type", "forwarded", "x-forwarded-for", "x-forwarded-host",
+	"x-forwarded-proto", "x-real-ip", "via", "expect",
+}
+
+func checkIdentityHeaderName(name string) error {
+	if name == "" {
+		return errors.New("must not be empty")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("%q: only letters, digits and '-' are allowed", name)
+		}
+	}
+	n := normalizeHeaderName(name)
+	for _, bad := range hopOrRoutingHeaders {
+		if n == bad {
+			return fmt.Errorf("%q is a hop-by-hop or routing header and cannot carry identity", name)
+		}
+	}
+	return nil
+}
+
+// checkCookieName enforces RFC 6265 token syntax and the rules browsers
+// apply to the __Secure- and __Host- prefixes with the attributes we set
+// (Secure always; Path=refresh_path, no Domain).
+func checkCookieName(name, refreshPath string) error {
+	if name == "" {
+		return errors.New("must not be empty")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= 0x20 || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return fmt.Errorf("%q is not a valid cookie name", name)
+		}
+	}
+	if len(name) >= 7 && strings.EqualFold(name[:7], "__Host-") && refreshPath != "/" {
+		return fmt.Errorf("%q: browsers accept a __Host- cookie only with Path=/, but the refresh cookie has Path=%s; use the __Secure- prefix", name, refreshPath)
+	}
+	return nil
+}
+
+// stripCookie removes the named cookie from the request's Cookie headers,
+// keeping the others.
+func stripCookie(r *http.Request, name string) {
+	vals, ok := r.Header["Cookie"]
+	if !ok {
+		return
+	}
+	prefix := name + "="
+	found := false
+	for _, v := range vals {
+		if strings.Contains(v, prefix) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	var kept []string
+	for _, v := range vals {
+		parts := strings.Split(v, ";")
+		var keep []string
+		for _, p := range parts {
+			if strings.HasPrefix(strings.TrimSpace(p), prefix) {
+				continue
+			}
+			keep = append(keep, strings.TrimSpace(p))
+		}
+		if len(keep) > 0 {
+			kept = append(kept, strings.Join(keep, "; "))
+		}
+	}
+	if len(kept) == 0 {
+		delete(r.Header, "Cookie")
+		return
+	}
+	r.Header["Cookie"] = kept
+}

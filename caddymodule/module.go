@@ -1,0 +1,601 @@
+// Package caddymodule plugs caddy-crudauth into Caddy: the HTTP handler
+// http.handlers.crudauth, its Caddyfile directive, and the `caddy crudauth`
+// subcommands. It is the only package of the project that imports Caddy; the
+// logic lives in the Caddy-free packages under internal/.
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/scope"
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/token"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's configuration.
+const (
+	DefaultAccessTTL     = 15 * time.Minute
+	DefaultRefreshTTL    = 720 * time.Hour
+	DefaultTokenPath     = "/token"
+	DefaultRefreshPath   = "/refresh"
+	DefaultIssuer        = "caddy-crudauth"
+	DefaultAudience      = "caddy-crudauth"
+	DefaultRealm         = "crudauth"
+	DefaultCookieName    = "__Secure-crudauth_refresh"
+	DefaultUserIDHeader  = "X-User-Id"
+	DefaultUserHeader    = "X-User-Name"
+	DefaultScopesHeader  = "X-User-Scopes"
+	RefreshModeCookie    = "cookie"
+	RefreshModeBody      = "body"
+	generatedSecretName  = "hs256"
+	generatedSecretBytes = 32
+)
+
+// Handler is a bearer-token gateway. It serves POST requests to token_path
+// (log in, get a token pair) and refresh_path (get a new access token from a
+// refresh token), and checks every other request for a valid
+// `Authorization: Bearer` access token against the configured rules before
+// passing it on with the user's identity in request headers.
+type Handler struct {
+	// Path of the bbolt database holding users and their token epochs.
+	// Default: crudauth/crudauth.db in Caddy's data directory. Several sites
+	// and configs may name the same file: they share one open handle.
+	DB string `json:"db,omitempty"`
+
+	// HS256 signing key, at least 32 bytes. `{env.NAME}` and `{file.PATH}`
+	// placeholders are resolved at start, so the key need not appear in the
+	// config. Default: a random 256-bit key generated on first start and
+	// stored in the database, so that tokens survive restarts.
+	Secret string `json:"secret,omitempty"`
+
+	// Lifetime of access tokens. Default: 15m.
+	AccessTTL caddy.Duration `json:"access_ttl,omitempty"`
+
+	// Lifetime of refresh tokens (and of the refresh cookie). Default: 720h.
+	RefreshTTL caddy.Duration `json:"refresh_ttl,omitempty"`
+
+	// Where the refresh token travels: "cookie" (an HttpOnly, Secure,
+	// SameSite=Strict cookie scoped to refresh_path) or "body" (the JSON
+	// response). Default: cookie.
+	Refresh string `json:"refresh,omitempty"`
+
+	// Scopes a login gets when it asks for none. Default: none. Must be a
+	// subset of grantable_scopes.
+	DefaultScopes []string `json:"default_scopes,omitempty"`
+
+	// The ceiling: no token ever holds a scope outside this list, at login
+	// or at refresh. Default: default_scopes.
+	GrantableScopes []string `json:"grantable_scopes,omitempty"`
+
+	// Path of the login endpoint. Default: /token.
+	TokenPath string `json:"token_path,omitempty"`
+
+	// Path of the refresh endpoint. Default: /refresh.
+	RefreshPath string `json:"refresh_path,omitempty"`
+
+	// The `iss` claim of issued tokens, checked on every token. Default:
+	// caddy-crudauth.
+	Issuer string `json:"issuer,omitempty"`
+
+	// The `aud` claim of issued tokens, checked on every token. Default:
+	// caddy-crudauth. Gateways that must not accept each other's tokens
+	// while sharing a key need distinct audiences.
+	Audience string `json:"audience,omitempty"`
+
+	// The realm in `WWW-Authenticate` challenges. Default: crudauth.
+	Realm string `json:"realm,omitempty"`
+
+	// Name of the refresh cookie. Default: __Secure-crudauth_refresh.
+	CookieName string `json:"cookie_name,omitempty"`
+
+	// Origins (scheme://host[:port]) besides the request's own that may call
+	// the token endpoints in cookie mode. Default: none.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// Request header that carries the user's ID upstream. Default: X-User-Id.
+	UserIDHeader string `json:"user_id_header,omitempty"`
+
+	// Request header that carries the username upstream. Default: X-User-Name.
+	UserNameHeader string `json:"user_name_header,omitempty"`
+
+	// Request header that carries the token's scopes upstream,
+	// space-separated. Default: X-User-Scopes.
+	ScopesHeader string `json:"scopes_header,omitempty"`
+
+	// Access rules, applied in order; the first whose matchers match the
+	// request decides. A request that matches no rule needs a valid token
+	// with no particular scope.
+	Rules []Rule `json:"rules,omitempty"`
+
+	// argon2id parameters for new password hashes. Default: the OWASP
+	// recommendation m=19456 KiB, t=2, p=1; lower values are refused.
+	Argon2 *Argon2Params `json:"argon2,omitempty"`
+
+	// Most password hashes computed at once. Default: half the CPUs, at
+	// least 1, so a login flood leaves CPU for proxied traffic.
+	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
+
+	// How long a login waits for a hashing slot before it gets 503 with
+	// Retry-After. Default: 2s.
+	HashQueueTimeout caddy.Duration `json:"hash_queue_timeout,omitempty"`
+
+	// runtime state, built in Provision and never mutated after it
+	logger       *zap.Logger
+	dbKey        string
+	store        store.Store
+	tokens       *token.Manager
+	hasher       *password.Hasher
+	hashLimit    *password.Limiter
+	policy       password.Policy
+	defaults     scope.Set
+	ceiling      scope.Set
+	identity     identityHeaders
+	secretSource string // "config" or "database", for logs
+	now          func() time.Time
+}
+
+// Argon2Params are the argon2id parameters for new hashes.
+type Argon2Params struct {
+	// Memory in KiB. Default and minimum: 19456.
+	Memory uint32 `json:"memory,omitempty"`
+	// Iterations. Default and minimum: 2.
+	Time uint32 `json:"time,omitempty"`
+	// Parallelism. Default and minimum: 1.
+	Threads uint8 `json:"threads,omitempty"`
+}
+
+// Rule is one access rule: requests matched by Match are either public (no
+// token needed) or need a valid token holding every scope in Scopes.
+type Rule struct {
+	// Matcher sets, as in a route's `match`; any set matching selects the
+	// rule. Empty matches every request.
+	MatcherSetsRaw caddyhttp.RawMatcherSets `json:"match,omitempty" caddy:"namespace=http.matchers"`
+
+	// Requests this rule selects need no token. Identity headers are still
+	// removed from them.
+	Public bool `json:"public,omitempty"`
+
+	// Scopes the token must hold, all of them. Ignored when Public is set.
+	Scopes []string `json:"scopes,omitempty"`
+
+	matchers caddyhttp.MatcherSets
+	scopes   scope.Set
+	// challenge is the WWW-Authenticate value for insufficient_scope,
+	// built once.
+	challenge string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.crudauth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, resolves the secret, loads the rules' matchers and
+// acquires the shared store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.now = time.Now
+	h.setDefaults()
+
+	if err := h.checkStatic(); err != nil {
+		return err
+	}
+
+	var err error
+	if h.defaults, err = scope.New(h.DefaultScopes...); err != nil {
+		return fmt.Errorf("default_scopes: %w", err)
+	}
+	if h.GrantableScopes == nil {
+		h.ceiling = h.defaults
+	} else if h.ceiling, err = scope.New(h.GrantableScopes...); err != nil {
+		return fmt.Errorf("grantable_scopes: %w", err)
+	}
+	if missing := h.ceiling.Missing(h.defaults); len(missing) > 0 {
+		return fmt.Errorf("default_scopes (%s) must be a subset of grantable_scopes (%s): %s not grantable",
+			h.defaults, h.ceiling, missing)
+	}
+
+	for i := range h.Rules {
+		rule := &h.Rules[i]
+		if rule.Public && len(rule.Scopes) > 0 {
+			return fmt.Errorf("rules[%d]: a public rule cannot require scopes", i)
+		}
+		if rule.scopes, err = scope.New(rule.Scopes...); err != nil {
+			return fmt.Errorf("rules[%d].scopes: %w", i, err)
+		}
+		if missing := h.ceiling.Missing(rule.scopes); len(missing) > 0 {
+			// Not an error: lowering grantable_scopes with a reload while
+			// keeping the rule is how an operator shuts a route for every
+			// token at once, old ones included (see authenticate).
+			h.logger.Warn("rule requires scopes outside grantable_scopes: no token passes it",
+				zap.Int("rule", i),
+				zap.Stringer("missing", missing),
+				zap.Stringer("grantable_scopes", h.ceiling))
+		}
+		rule.challenge = fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`, h.Realm, rule.scopes.String())
+		if rule.MatcherSetsRaw != nil {
+			mods, err := ctx.LoadModule(rule, "MatcherSetsRaw")
+			if err != nil {
+				return fmt.Errorf("rules[%d]: loading matchers: %w", i, err)
+			}
+			if err := rule.matchers.FromInterface(mods); err != nil {
+				return fmt.Errorf("rules[%d]: %w", i, err)
+			}
+		}
+	}
+
+	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader)
+
+	params := password.DefaultParams
+	if h.Argon2 != nil {
+		if h.Argon2.Memory != 0 {
+			params.Memory = h.Argon2.Memory
+		}
+		if h.Argon2.Time != 0 {
+			params.Time = h.Argon2.Time
+		}
+		if h.Argon2.Threads != 0 {
+			params.Threads = h.Argon2.Threads
+		}
+	}
+	if h.hasher, err = password.NewHasher(params); err != nil {
+		return fmt.Errorf("argon2: %w", err)
+	}
+	h.hashLimit = password.NewLimiter(h.MaxConcurrentHashes, time.Duration(h.HashQueueTimeout))
+	h.policy = password.DefaultPolicy
+
+	// Resolve the secret before touching the database, so a bad secret
+	// fails fast without taking the file lock.
+	var key []byte
+	if h.Secret != "" {
+		resolved, err := caddy.NewReplacer().ReplaceOrErr(h.Secret, true, true)
+		if err != nil {
+			return fmt.Errorf("secret: %w", err)
+		}
+		resolved = strings.TrimRight(resolved, "\r\n") // files usually end with a newline
+		if len(resolved) < token.MinKeyLen {
+			return fmt.Errorf("secret: %d bytes is too short, HS256 needs at least %d (generate one with: head -c32 /dev/urandom | base64)",
+				len(resolved), token.MinKeyLen)
+		}
+		key = []byte(resolved)
+		h.secretSource = "config"
+	}
+
+	dbPath := h.DB
+	if dbPath == "" {
+		dbPath = DefaultDBPath()
+	}
+	st, key2, err := acquireStore(dbPath)
+	if err != nil {
+		return err
+	}
+	h.dbKey, h.store = key2, st
+
+	if key == nil {
+		key, err = h.store.Secret(ctx, generatedSecretName, func() ([]byte, error) {
+			b := make([]byte, generatedSecretBytes)
+			_, err := rand.Read(b)
+			return b, err
+		})
+		if err != nil {
+			return fmt.Errorf("loading the generated secret from %s: %w", dbPath, err)
+		}
+		h.secretSource = "database"
+	}
+
+	h.tokens, err = token.New(token.Config{
+		Key:        key,
+		Issuer:     h.Issuer,
+		Audience:   h.Audience,
+		AccessTTL:  time.Duration(h.AccessTTL),
+		RefreshTTL: time.Duration(h.RefreshTTL),
+	})
+	if err != nil {
+		return fmt.Errorf("secret: %w", err)
+	}
+
+	h.logger.Info("crudauth ready",
+		zap.String("db", dbPath),
+		zap.String("secret_source", h.secretSource),
+		zap.String("refresh", h.Refresh),
+		zap.Stringer("grantable_scopes", h.ceiling),
+		zap.Int("rules", len(h.Rules)),
+	)
+	return nil
+}
+
+func (h *Handler) setDefaults() {
+	if h.AccessTTL == 0 {
+		h.AccessTTL = caddy.Duration(DefaultAccessTTL)
+	}
+	if h.RefreshTTL == 0 {
+		h.RefreshTTL = caddy.Duration(DefaultRefreshTTL)
+	}
+	if h.Refresh == "" {
+		h.Refresh = RefreshModeCookie
+	}
+	if h.TokenPath == "" {
+		h.TokenPath = DefaultTokenPath
+	}
+	if h.RefreshPath == "" {
+		h.RefreshPath = DefaultRefreshPath
+	}
+	if h.Issuer == "" {
+		h.Issuer = DefaultIssuer
+	}
+	if h.Audience == "" {
+		h.Audience = DefaultAudience
+	}
+	if h.Realm == "" {
+		h.Realm = DefaultRealm
+	}
+	if h.CookieName == "" {
+		h.CookieName = DefaultCookieName
+	}
+	if h.UserIDHeader == "" {
+		h.UserIDHeader = DefaultUserIDHeader
+	}
+	if h.UserNameHeader == "" {
+		h.UserNameHeader = DefaultUserHeader
+	}
+	if h.ScopesHeader == "" {
+		h.ScopesHeader = DefaultScopesHeader
+	}
+	if h.HashQueueTimeout == 0 {
+		h.HashQueueTimeout = caddy.Duration(2 * time.Second)
+	}
+}
+
+// checkStatic rejects unsafe or contradictory settings that need nothing but
+// the config itself. Each message names the field.
+func (h *Handler) checkStatic() error {
+	if h.AccessTTL < 0 || h.RefreshTTL < 0 {
+		return errors.New("access_ttl and refresh_ttl must be positive")
+	}
+	if h.AccessTTL > h.RefreshTTL {
+		return fmt.Errorf("access_ttl (%s) must not be longer than refresh_ttl (%s)",
+			time.Duration(h.AccessTTL), time.Duration(h.RefreshTTL))
+	}
+	if h.Refresh != RefreshModeCookie && h.Refresh != RefreshModeBody {
+		return fmt.Errorf("refresh: %q is not one of cookie, body", h.Refresh)
+	}
+	for name, p := range map[string]string{"token_path": h.TokenPath, "refresh_path": h.RefreshPath} {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") {
+			return fmt.Errorf("%s: %q must be an absolute path without query or wildcard", name, p)
+		}
+	}
+	if h.TokenPath == h.RefreshPath {
+		return fmt.Errorf("token_path and refresh_path must differ (both are %q)", h.TokenPath)
+	}
+	if err := checkCookieName(h.CookieName, h.RefreshPath); err != nil {
+		return fmt.Errorf("cookie_name: %w", err)
+	}
+	for _, o := range h.AllowedOrigins {
+		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") || strings.HasSuffix(o, "/") {
+			return fmt.Errorf("allowed_origins: %q must be scheme://host[:port], with no path", o)
+		}
+	}
+	for field, name := range map[string]string{"user_id_header": h.UserIDHeader, "user_name_header": h.UserNameHeader, "scopes_header": h.ScopesHeader} {
+		if err := checkIdentityHeaderName(name); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+	}
+	names := []string{normalizeHeaderName(h.UserIDHeader), normalizeHeaderName(h.UserNameHeader), normalizeHeaderName(h.ScopesHeader)}
+	slices.Sort(names)
+	if len(slices.Compact(names)) != 3 {
+		return errors.New("user_id_header, user_name_header and scopes_header must be three different headers")
+	}
+	return nil
+}
+
+// Validate is part of caddy.Validator. Everything that can be checked is
+// checked in Provision, before the database is opened; this re-checks the
+// static rules for configs provisioned some other way.
+func (h *Handler) Validate() error {
+	return h.checkStatic()
+}
+
+// Cleanup releases the shared store handle.
+func (h *Handler) Cleanup() error {
+	if h.dbKey == "" {
+		return nil
+	}
+	_, err := dbPool.Delete(h.dbKey)
+	h.dbKey, h.store = "", nil
+	return err
+}
+
+// DefaultDBPath is where the database lives when `db` is not set.
+func DefaultDBPath() string {
+	return filepath.Join(caddy.AppDataDir(), "crudauth", "crudauth.db")
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// Whatever happens next, the client never speaks for the gateway:
+	// identity headers it sent are dropped on every request, public ones and
+	// the token endpoints included.
+	h.identity.strip(r.Header)
+
+	switch r.URL.Path {
+	case h.TokenPath:
+		return h.serveToken(w, r)
+	case h.RefreshPath:
+		return h.serveRefresh(w, r)
+	}
+
+	// The refresh token is the gateway's own business.
+	stripCookie(r, h.CookieName)
+
+	rule, err := h.matchRule(r)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	if rule != nil && rule.Public {
+		return next.ServeHTTP(w, r)
+	}
+
+	p, status, challenge, err := h.authenticate(r, rule)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", challenge)
+		w.Header().Set("Cache-Control", "no-store")
+		h.logDenial(r, status, err)
+		return caddyhttp.Error(status, err)
+	}
+
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", p.userID)
+	repl.Set("http.auth.user.name", p.username)
+	repl.Set("http.auth.user.scopes", p.scopes)
+	h.identity.set(r.Header, p)
+	return next.ServeHTTP(w, r)
+}
+
+// matchRule returns the first rule matching r, or nil. A matcher error fails
+// closed.
+func (h *Handler) matchRule(r *http.Request) (*Rule, error) {
+	for i := range h.Rules {
+		rule := &h.Rules[i]
+		if len(rule.matchers) == 0 {
+			return rule, nil
+		}
+		ok, err := rule.matchers.AnyMatchWithError(r)
+		if err != nil {
+			return nil, fmt.Errorf("evaluating rules[%d]: %w", i, err)
+		}
+		if ok {
+			return rule, nil
+		}
+	}
+	return nil, nil
+}
+
+// principal is who a request acts for, once its token checked out.
+type principal struct {
+	userID   string
+	username string
+	scopes   string
+}
+
+// errors of the bearer check; their text goes to logs and to handle_errors
+// through {http.error.message}, never a token.
+var (
+	errNoToken           = errors.New("no bearer token")
+	errMultipleAuth      = errors.New("more than one Authorization header")
+	errUnknownUser       = errors.New("token subject does not exist")
+	errDisabledUser      = errors.New("user is disabled")
+	errRevoked           = errors.New("token was revoked (token_version moved on)")
+	errScopeNotAllowed   = errors.New("token holds a scope the user may no longer hold")
+	errInsufficientScope = errors.New("token lacks a required scope")
+)
+
+// authenticate checks the request's bearer token against the store and the
+// rule. On failure it returns the status, the WWW-Authenticate challenge and
+// the reason.
+func (h *Handler) authenticate(r *http.Request, rule *Rule) (principal, int, string, error) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
+	}
+	if len(vals) > 1 {
+		return principal{}, http.StatusBadRequest, h.challenge("invalid_request"), errMultipleAuth
+	}
+	raw, err := token.ParseAuthorization(vals[0])
+	if err != nil {
+		if errors.Is(err, token.ErrNoToken) || !hasBearerScheme(vals[0]) {
+			// another scheme (Basic, ...): as if no token was sent
+			return principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
+		}
+		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), err
+	}
+	claims, err := h.tokens.VerifyAccess(raw)
+	if err != nil {
+		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), err
+	}
+	state, err := h.store.AuthState(r.Context(), claims.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errUnknownUser
+	case err != nil:
+		return principal{}, http.StatusInternalServerError, h.challenge(""), fmt.Errorf("reading user state: %w", err)
+	case state.Disabled:
+		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errDisabledUser
+	case state.TokenVersion != claims.TokenVersion:
+		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errRevoked
+	case state.AllowedScopes != nil && !scope.Set(state.AllowedScopes).ContainsAll(claims.Scopes):
+		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errScopeNotAllowed
+	}
+	// The token's scopes count only while they are under the ceiling in
+	// force now, so that a lowered ceiling takes effect (for the rules and
+	// for what the backend is told) before the token expires.
+	scopes := claims.Scopes.Intersect(h.ceiling)
+	if rule != nil && len(rule.scopes) > 0 && !scopes.ContainsAll(rule.scopes) {
+		return principal{}, http.StatusForbidden, rule.challenge, errInsufficientScope
+	}
+	return principal{userID: claims.UserID, username: state.Username, scopes: scopes.String()}, 0, "", nil
+}
+
+func (h *Handler) challenge(code string) string {
+	if code == "" {
+		return `Bearer realm="` + h.Realm + `"`
+	}
+	return `Bearer realm="` + h.Realm + `", error="` + code + `"`
+}
+
+func hasBearerScheme(v string) bool {
+	return len(v) >= 6 && strings.EqualFold(v[:6], "bearer") && (len(v) == 6 || v[6] == ' ' || v[6] == '\t')
+}
+
+func (h *Handler) logDenial(r *http.Request, status int, err error) {
+	if c := h.logger.Check(zap.DebugLevel, "request denied"); c != nil {
+		c.Write(
+			zap.Int("status", status),
+			zap.String("reason", err.Error()),
+			zap.String("client_ip", clientIP(r)),
+			zap.String("method", r.Method),
+			zap.String("uri", r.RequestURI),
+		)
+	}
+}
+
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+// contextWithoutCancel keeps a store write going when the client goes away
+// mid-request: an acknowledged change is never half done, and a started one
+// is not abandoned because of the client.
+func contextWithoutCancel(ctx context.Context) context.Context {
+	return context.WithoutCancel(ctx)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -18,16 +18,28 @@ trap cleanup EXIT
 pw='demo-password-not-secret'
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # show prints the request, then the response status line, the headers that
-# matter here and the body, with tokens shortened.
+# matter here and the body, with tokens shortened. The raw body is kept in
+# $work/body, so the tokens used later are the ones shown.
+short() { sed -E 's/(eyJ[A-Za-z0-9_-]{6})[A-Za-z0-9_.-]+/\1.../g'; }
 show() {
-	printf '$ curl %s\n' "$*"
-	curl -sS -i "$@" | tr -d '\r' | awk '
+	local a line='$ curl'
+	for a in "$@"; do
+		case $a in
+		*[[:space:]\"\']*) line+=" '$a'" ;;
+		*) line+=" $a" ;;
+		esac
+	done
+	printf '%s\n' "$line" | short
+	curl -sS -i "$@" | tr -d '\r' >"$work/response"
+	awk '/^$/ {body=1; next} body' "$work/response" >"$work/body"
+	awk '
 		NR==1 {print; next}
 		/^$/ {body=1; next}
-		!body && tolower($0) ~ /^(www-authenticate|set-cookie|cache-control|content-type|retry-after):/ {print}
-		body {print}' | sed -E 's/(eyJ[A-Za-z0-9_-]{6})[A-Za-z0-9_.-]+/\1.../g'
+		!body && tolower($0) ~ /^(www-authenticate|set-cookie|cache-control|pragma|content-type|allow|retry-after):/ {print}
+		body {print}' "$work/response" | short
 }
-json() { sed -E 's/.*"'"$1"'":"([^"]*)".*/\1/'; }
+# json prints a string field of the last response body.
+json() { sed -E 's/.*"'"$1"'":"([^"]*)".*/\1/' "$work/body"; }
 
 start() {
 	CRUDAUTH_DB=$db "$caddy" run --config Caddyfile.example --adapter caddyfile >"$work/caddy.log" 2>&1 &
@@ -56,19 +68,18 @@ show localhost:8082/public/hello
 
 step "log in (body mode): the refresh token comes back in the JSON body"
 show localhost:8082/token -d username=alice -d password="$pw"
-login=$(curl -sS localhost:8082/token -d username=alice -d password="$pw")
-at=$(echo "$login" | json access_token)
-rt=$(echo "$login" | json refresh_token)
+at=$(json access_token)
+rt=$(json refresh_token)
 
 step "call the backend with the token: it sees who is calling"
 show localhost:8082/me -H "Authorization: Bearer $at"
 
-step "the default scope is me:read, so /reports needs a narrower login's scope"
+step "the default scope is me:read; /reports needs reports:read: 403 insufficient_scope"
 show localhost:8082/reports/q3 -H "Authorization: Bearer $at"
 
-step "ask for reports:read (granted) and admin (not grantable to alice: dropped)"
+step "ask for reports:read and admin: admin is not among alice's scopes, so only reports:read is granted"
 show localhost:8082/token -d username=alice -d password="$pw" -d 'scope=reports:read admin'
-at2=$(curl -sS localhost:8082/token -d username=alice -d password="$pw" -d 'scope=reports:read admin' | json access_token)
+at2=$(json access_token)
 show localhost:8082/reports/q3 -H "Authorization: Bearer $at2"
 
 step "refresh (body mode): the client sends the refresh token it stored"

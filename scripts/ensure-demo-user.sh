@@ -5,7 +5,7 @@
 # anything that is not a demo.
 set -euo pipefail
 caddy=$1 db=$2
-mkdir -p "$(dirname "$db")"
+mkdir -p -m 700 "$(dirname "$db")"
 if "$caddy" crudauth user show alice --db "$db" >/dev/null 2>&1; then
 	exit 0
 fi

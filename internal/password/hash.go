@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -144,6 +145,29 @@ type Hasher struct {
 	// dummy is an argon2id hash of a random password made with params, for
 	// VerifyDummy.
 	dummy string
+	// observe, when set, is told how long each hash computation took (see
+	// WithObserver).
+	observe func(time.Duration)
+}
+
+// WithObserver returns a copy of h that calls fn with the duration of every
+// hash it computes (Hash, Verify, VerifyDummy), for metrics. fn must be
+// cheap and safe for concurrent use.
+func (h *Hasher) WithObserver(fn func(time.Duration)) *Hasher {
+	c := *h
+	c.observe = fn
+	return &c
+}
+
+// timed runs the hash computation f, reporting its duration to the observer.
+func (h *Hasher) timed(f func()) {
+	if h.observe == nil {
+		f()
+		return
+	}
+	start := time.Now()
+	f()
+	h.observe(time.Since(start))
 }
 
 // NewHasher validates p and returns a Hasher. It computes one hash (of a
@@ -184,7 +208,8 @@ func (h *Hasher) hash(pw string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("generating salt: %w", err)
 	}
-	key := argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
+	var key []byte
+	h.timed(func() { key = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, p.KeyLen) })
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
 		argon2.Version, p.Memory, p.Time, p.Threads,
 		base64.RawStdEncoding.EncodeToString(salt),
@@ -216,7 +241,10 @@ func (h *Hasher) Verify(encoded, pw string) (ok, needsRehash bool, err error) {
 		if len(pw) > MaxBytes {
 			return false, false, nil
 		}
-		key := argon2.IDKey([]byte(pw), a.salt, a.params.Time, a.params.Memory, a.params.Threads, a.params.KeyLen)
+		var key []byte
+		h.timed(func() {
+			key = argon2.IDKey([]byte(pw), a.salt, a.params.Time, a.params.Memory, a.params.Threads, a.params.KeyLen)
+		})
 		if subtle.ConstantTimeCompare(key, a.key) != 1 {
 			return false, false, nil
 		}
@@ -229,7 +257,9 @@ func (h *Hasher) Verify(encoded, pw string) (ok, needsRehash bool, err error) {
 			return false, false, nil
 		}
 		// CompareHashAndPassword compares in constant time.
-		switch err := bcrypt.CompareHashAndPassword([]byte(encoded), []byte(pw)); {
+		var err error
+		h.timed(func() { err = bcrypt.CompareHashAndPassword([]byte(encoded), []byte(pw)) })
+		switch {
 		case err == nil:
 			return true, true, nil
 		case errors.Is(err, bcrypt.ErrMismatchedHashAndPassword):

@@ -79,6 +79,13 @@ type Store interface {
 	// (normalized) or the ID is taken. On success u holds what was stored.
 	CreateUser(ctx context.Context, u *User) error
 
+	// CreateUsers stores every user of us in one transaction: all of them
+	// or, on any error, none. Each is handled as by CreateUser (IDs and
+	// timestamps filled in); a username taken in the store or repeated
+	// within us (compared normalized) fails with an error wrapping ErrExists
+	// that names it. On success every element of us holds what was stored.
+	CreateUsers(ctx context.Context, us []*User) error
+
 	// GetUser returns the user with the given ID, or ErrNotFound.
 	GetUser(ctx context.Context, id string) (*User, error)
 

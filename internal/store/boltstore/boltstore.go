@@ -206,66 +206,89 @@ func mapErr(err error) error {
 // CreateUser implements store.Store. The username must be non-empty. u is
 // updated only on success.
 func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
-	if u == nil {
-		return errors.New("user is nil")
-	}
+	return s.CreateUsers(ctx, []*store.User{u})
+}
+
+// CreateUsers implements store.Store: every user is put in one read-write
+// transaction, so a failure on any of them leaves the database as it was.
+// The elements of us are updated only on success.
+func (s *Store) CreateUsers(ctx context.Context, us []*store.User) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if u.Username == "" {
-		return errors.New("username is empty")
-	}
-	nu := *u
 	now := time.Now().UTC()
-	if nu.CreatedAt.IsZero() {
-		nu.CreatedAt = now
+	prepared := make([]store.User, len(us))
+	for i, u := range us {
+		if u == nil {
+			return errors.New("user is nil")
+		}
+		if u.Username == "" {
+			return errors.New("username is empty")
+		}
+		nu := *u
+		if nu.CreatedAt.IsZero() {
+			nu.CreatedAt = now
+		}
+		if nu.UpdatedAt.IsZero() {
+			nu.UpdatedAt = now
+		}
+		if nu.PasswordChangedAt.IsZero() {
+			nu.PasswordChangedAt = now
+		}
+		prepared[i] = nu
 	}
-	if nu.UpdatedAt.IsZero() {
-		nu.UpdatedAt = now
-	}
-	if nu.PasswordChangedAt.IsZero() {
-		nu.PasswordChangedAt = now
-	}
-	norm := []byte(store.NormalizeUsername(nu.Username))
 
 	err := s.update(func(tx *bolt.Tx) error {
 		users, names, deleted := tx.Bucket(bucketUsers), tx.Bucket(bucketUsernames), tx.Bucket(bucketDeleted)
-		if names.Get(norm) != nil {
-			return fmt.Errorf("username %q: %w", nu.Username, store.ErrExists)
-		}
-		if nu.ID == "" {
-			for i := 0; ; i++ {
-				if i == maxIDTries {
-					return errors.New("could not generate an unused user id")
-				}
-				id := store.NewID()
-				if users.Get([]byte(id)) == nil && deleted.Get([]byte(id)) == nil {
-					nu.ID = id
-					break
-				}
+		for i := range prepared {
+			nu := &prepared[i]
+			norm := []byte(store.NormalizeUsername(nu.Username))
+			// The index is written as each user goes in, so a name
+			// repeated within us is caught here too.
+			if names.Get(norm) != nil {
+				return fmt.Errorf("username %q: %w", nu.Username, store.ErrExists)
 			}
-		} else if users.Get([]byte(nu.ID)) != nil || deleted.Get([]byte(nu.ID)) != nil {
-			return fmt.Errorf("user id %s is or was in use: %w", nu.ID, store.ErrExists)
+			if nu.ID == "" {
+				for try := 0; ; try++ {
+					if try == maxIDTries {
+						return errors.New("could not generate an unused user id")
+					}
+					id := store.NewID()
+					if users.Get([]byte(id)) == nil && deleted.Get([]byte(id)) == nil {
+						nu.ID = id
+						break
+					}
+				}
+			} else if users.Get([]byte(nu.ID)) != nil || deleted.Get([]byte(nu.ID)) != nil {
+				return fmt.Errorf("user id %s is or was in use: %w", nu.ID, store.ErrExists)
+			}
+			data, err := json.Marshal(nu)
+			if err != nil {
+				return fmt.Errorf("encode user: %w", err)
+			}
+			if err := users.Put([]byte(nu.ID), data); err != nil {
+				return err
+			}
+			if err := names.Put(norm, []byte(nu.ID)); err != nil {
+				return err
+			}
 		}
-		data, err := json.Marshal(&nu)
-		if err != nil {
-			return fmt.Errorf("encode user: %w", err)
-		}
-		if err := users.Put([]byte(nu.ID), data); err != nil {
-			return err
-		}
-		return names.Put(norm, []byte(nu.ID))
+		return nil
 	})
-	if nu.ID != "" {
-		// Nothing can be cached for a new ID (negative results are not
-		// cached), but every write path invalidates, so that stays true if
-		// that ever changes.
-		s.cache.invalidate(nu.ID)
+	for i := range prepared {
+		if prepared[i].ID != "" {
+			// Nothing can be cached for a new ID (negative results are not
+			// cached), but every write path invalidates, so that stays true
+			// if that ever changes.
+			s.cache.invalidate(prepared[i].ID)
+		}
 	}
 	if err != nil {
 		return err
 	}
-	*u = nu
+	for i, u := range us {
+		*u = prepared[i]
+	}
 	return nil
 }
 

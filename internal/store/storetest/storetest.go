@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Backup", testBackup},
 		{"Closed", testClosed},
 		{"ConcurrentCreateSameUsername", testConcurrentCreate},
+		{"CreateUsersAllOrNothing", testCreateUsers},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -782,5 +783,87 @@ func testConcurrentCreate(t *testing.T, s store.Store) {
 	}
 	if n2 != 1 {
 		t.Errorf("ListUsers found %d users, want 1", n2)
+	}
+}
+
+// testCreateUsers checks the batch create: all users or none.
+func testCreateUsers(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	existing := mustCreate(t, s, &store.User{Username: "Existing"})
+	mustState(t, s, existing.ID) // warm any cache
+
+	count := func() int {
+		n := 0
+		if err := s.ListUsers(ctx, func(*store.User) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// A clash with a stored user, with a name repeated inside the batch
+	// (any case) and with a live ID: nothing of the batch is stored.
+	for name, batch := range map[string][]*store.User{
+		"clash with stored": {{Username: "new1"}, {Username: "EXISTING"}, {Username: "new2"}},
+		"repeated in batch": {{Username: "dup"}, {Username: "other"}, {Username: "DUP"}},
+		"live id":           {{Username: "new3"}, {ID: existing.ID, Username: "new4"}},
+		"empty username":    {{Username: "new5"}, {Username: ""}},
+		"nil user":          {{Username: "new6"}, nil},
+	} {
+		err := s.CreateUsers(ctx, batch)
+		if err == nil {
+			t.Errorf("%s: CreateUsers succeeded", name)
+		}
+		if name != "empty username" && name != "nil user" && !errors.Is(err, store.ErrExists) {
+			t.Errorf("%s: got %v, want ErrExists", name, err)
+		}
+		if n := count(); n != 1 {
+			t.Fatalf("%s: %d users after a failed batch, want 1", name, n)
+		}
+		for _, u := range batch {
+			if u != nil && u.Username != "" {
+				if _, err := s.GetUserByName(ctx, u.Username); !errors.Is(err, store.ErrNotFound) && !strings.EqualFold(u.Username, "existing") {
+					t.Errorf("%s: %q stored by a failed batch (%v)", name, u.Username, err)
+				}
+			}
+		}
+	}
+	if st := mustState(t, s, existing.ID); st.Username != "Existing" || st.TokenVersion != 0 {
+		t.Errorf("existing user changed by failed batches: %+v", st)
+	}
+
+	at := time.Date(2021, 5, 6, 7, 8, 9, 0, time.UTC)
+	batch := []*store.User{
+		{Username: "Imported1", PasswordHash: "h1", AllowedScopes: []string{"a"}},
+		{Username: "imported2", PasswordHash: "h2", Disabled: true, CreatedAt: at},
+		{ID: "uimported3", Username: "imported3", PasswordHash: "h3", AllowedScopes: []string{}},
+	}
+	if err := s.CreateUsers(ctx, batch); err != nil {
+		t.Fatalf("CreateUsers: %v", err)
+	}
+	if n := count(); n != 4 {
+		t.Fatalf("%d users after the batch, want 4", n)
+	}
+	ids := map[string]bool{}
+	for _, u := range batch {
+		if u.ID == "" || ids[u.ID] || u.UpdatedAt.IsZero() {
+			t.Fatalf("batch user not filled in: %+v", u)
+		}
+		ids[u.ID] = true
+		got := mustGet(t, s, u.ID)
+		if !sameUser(got, u) {
+			t.Errorf("stored %+v, returned %+v", got, u)
+		}
+		if st := mustState(t, s, u.ID); st.Username != u.Username || st.Disabled != u.Disabled {
+			t.Errorf("AuthState(%s) = %+v", u.Username, st)
+		}
+	}
+	if batch[2].ID != "uimported3" || !batch[1].CreatedAt.Equal(at) {
+		t.Errorf("explicit ID or timestamp not kept: %+v %+v", batch[2], batch[1])
+	}
+	if got := mustGet(t, s, batch[2].ID); got.AllowedScopes == nil || len(got.AllowedScopes) != 0 {
+		t.Errorf("empty allowed list not kept as empty: %#v", got.AllowedScopes)
+	}
+	if err := s.CreateUsers(ctx, nil); err != nil {
+		t.Errorf("empty batch: %v", err)
 	}
 }

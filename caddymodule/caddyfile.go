@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -40,6 +41,10 @@ func init() {
 //		argon2           <memory_kib> <time> <threads>
 //		max_concurrent_hashes <n>
 //		hash_queue_timeout    <duration>
+//		throttle         off | { <option> <value> ... }  (see ThrottleConfig)
+//		password_min_length   <n>
+//		password_max_length   <n>
+//		password_path    <path>
 //		public           <matcher>
 //		require          <matcher> [<scope...>]
 //	}
@@ -73,7 +78,7 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 		sub := d.Val()
 		switch sub {
 		case "db", "secret", "refresh", "token_path", "refresh_path", "issuer", "audience",
-			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header":
+			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header", "password_path":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -134,6 +139,24 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 				return d.Errf("max_concurrent_hashes: %q is not a positive number", v)
 			}
 			h.MaxConcurrentHashes = n
+		case "password_min_length", "password_max_length":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("%s: %q is not a positive number", sub, v)
+			}
+			if sub == "password_min_length" {
+				h.PasswordMinLength = n
+			} else {
+				h.PasswordMaxLength = n
+			}
+		case "throttle":
+			if err := h.parseThrottle(d); err != nil {
+				return err
+			}
 		case "public", "require":
 			rule, err := parseRule(hp, sub)
 			if err != nil {
@@ -173,6 +196,8 @@ func (h *Handler) stringField(name string) *string {
 		return &h.UserNameHeader
 	case "scopes_header":
 		return &h.ScopesHeader
+	case "password_path":
+		return &h.PasswordPath
 	}
 	panic("crudauth: no string field " + name)
 }
@@ -197,6 +222,12 @@ func parseRule(hp httpcaddyfile.Helper, kind string) (Rule, error) {
 		rule.MatcherSetsRaw = caddyhttp.RawMatcherSets{matcherSet}
 	}
 	scopes := d.RemainingArgs()
+	for _, sc := range scopes {
+		// `require /a /b scope` would silently make /b a scope
+		if strings.HasPrefix(sc, "/") || strings.HasPrefix(sc, "@") || sc == "*" {
+			return Rule{}, d.Errf("%s takes one matcher; %q looks like a second one: define a named matcher (@name) that matches both", kind, sc)
+		}
+	}
 	if rule.Public && len(scopes) > 0 {
 		return Rule{}, d.Errf("public takes only a matcher; to require scopes use: require <matcher> %s", scopes[0])
 	}

@@ -163,6 +163,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"rule with bare word", "crudauth {\n require admin\n}", "needs a matcher"},
 		{"public with scopes", "crudauth {\n public /p/* admin\n}", "public takes only a matcher"},
 		{"unknown named matcher", "crudauth {\n require @nope admin\n}", "@nope"},
+		{"second path taken as a scope", "crudauth {\n require /a /b admin\n}", "takes one matcher"},
 		{"argon2 arity", "crudauth {\n argon2 1 2\n}", "three numbers"},
 		{"hashes not a number", "crudauth {\n max_concurrent_hashes lots\n}", "max_concurrent_hashes"},
 	} {

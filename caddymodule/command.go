@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -19,23 +21,30 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "crudauth",
-		Usage: "user <add|passwd|revoke|disable|enable|del|show|list> ...",
+		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | backup <file>",
 		Short: "Manages the users of the crudauth gateway",
 		Long: `
-Manages the users in a crudauth database file. These commands open the file
-directly, so they work while no Caddy process holds it; a running Caddy holds
-the file locked, and the commands then say so.
+Manages the users in a crudauth database and takes backups of it.
+
+When no process holds the database file, the commands open it directly.
+When a running Caddy holds it (or --address is given), they go through that
+Caddy's admin API (admin.api.crudauth) instead, so users can be managed
+while the gateway serves. The command line is the same either way; --verbose
+says which path was taken. The admin address defaults to Caddy's own
+(localhost:2019, or the CADDY_ADMIN environment variable).
 
 Passwords are read from a prompt that does not echo, or from standard input
 with --password-stdin; never from a flag.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(userCommand(&cliEnv{stdin: os.Stdin, stdout: os.Stdout}))
+			env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+			cmd.AddCommand(userCommand(env), backupCommand(env))
+			requireSubcommand(cmd)
+			cmd.SilenceUsage = true
 		},
 	})
 }
@@ -43,10 +52,40 @@ with --password-stdin; never from a flag.`,
 // cliEnv is what a subcommand works with; tests swap its streams.
 type cliEnv struct {
 	db            string
+	address       string // --address: go through this admin API
+	verbose       bool
 	passwordStdin bool
 	jsonOut       bool
 	stdin         io.Reader
 	stdout        io.Writer
+	stderr        io.Writer
+	// lockWait is how long to wait for the file lock (default 500ms);
+	// defaultAddress overrides the admin address used when the file is
+	// locked. Both for tests.
+	lockWait       time.Duration
+	defaultAddress func() string
+	// mayCreate: the command may create a missing database file (add,
+	// import); the others refuse to work on a file that does not exist.
+	mayCreate bool
+}
+
+// requireSubcommand makes a command that only groups others fail (exit
+// status non-zero) when called without one or with an unknown one.
+func requireSubcommand(c *cobra.Command) {
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unknown command %q; see '%s --help'", args[0], cmd.CommandPath())
+		}
+		return fmt.Errorf("a subcommand is needed; see '%s --help'", cmd.CommandPath())
+	}
+}
+
+// addTargetFlags adds the flags that say which database to work on.
+func (env *cliEnv) addTargetFlags(c *cobra.Command) {
+	c.PersistentFlags().StringVar(&env.db, "db", "", "database file (default: "+DefaultDBPath()+")")
+	c.PersistentFlags().StringVar(&env.address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+caddy.DefaultAdminListen+")")
+	c.PersistentFlags().BoolVarP(&env.verbose, "verbose", "v", false, "say whether the file or the admin API is used")
 }
 
 func userCommand(env *cliEnv) *cobra.Command {
@@ -54,7 +93,9 @@ func userCommand(env *cliEnv) *cobra.Command {
 		Use:   "user",
 		Short: "Adds, changes and lists users",
 	}
-	user.PersistentFlags().StringVar(&env.db, "db", "", "database file (default: "+DefaultDBPath()+")")
+	env.addTargetFlags(user)
+	requireSubcommand(user)
+	user.SilenceUsage = true
 
 	var scopes string
 	add := &cobra.Command{
@@ -62,8 +103,9 @@ func userCommand(env *cliEnv) *cobra.Command {
 		Short: "Adds a user; the password is prompted for, or read with --password-stdin",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withStore(func(ctx context.Context, st store.Store) error {
-				return env.addUser(ctx, st, args[0], scopes, cmd.Flags().Changed("scopes"))
+			env.mayCreate = true
+			return env.withOps(func(ctx context.Context, ops userOps) error {
+				return env.addUser(ctx, ops, args[0], scopes, cmd.Flags().Changed("scopes"))
 			})
 		},
 	}
@@ -75,23 +117,22 @@ func userCommand(env *cliEnv) *cobra.Command {
 		Short: "Sets a new password and revokes every token issued before",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withStore(func(ctx context.Context, st store.Store) error {
-				return env.changePassword(ctx, st, args[0])
+			return env.withOps(func(ctx context.Context, ops userOps) error {
+				return env.changePassword(ctx, ops, args[0])
 			})
 		},
 	}
 	passwd.Flags().BoolVar(&env.passwordStdin, "password-stdin", false, "read the password from standard input")
 
 	user.AddCommand(add, passwd,
-		env.mutation("revoke", "Revokes every token of the user; the password stays", "tokens revoked",
-			func(u *store.User) error { u.TokenVersion++; return nil }),
-		env.mutation("disable", "Disables the user: no login, and existing tokens are refused", "disabled",
-			func(u *store.User) error { u.Disabled = true; return nil }),
-		env.mutation("enable", "Enables a disabled user", "enabled",
-			func(u *store.User) error { u.Disabled = false; return nil }),
+		env.mutation("revoke", "Revokes every token of the user; the password stays", "tokens revoked"),
+		env.mutation("disable", "Disables the user: no login, and existing tokens are refused", "disabled"),
+		env.mutation("enable", "Enables a disabled user", "enabled"),
 		env.deleteCommand(),
+		env.scopesCommand(),
 		env.showCommand(),
 		env.listCommand(),
+		env.importCommand(),
 	)
 	for _, c := range user.Commands() {
 		c.SilenceUsage = true
@@ -99,22 +140,9 @@ func userCommand(env *cliEnv) *cobra.Command {
 	return user
 }
 
-func (env *cliEnv) withStore(fn func(ctx context.Context, st store.Store) error) error {
-	path := env.db
-	if path == "" {
-		path = DefaultDBPath()
-	}
-	st, err := boltstore.Open(path, boltstore.Options{Timeout: 2 * time.Second})
-	if err != nil {
+func (env *cliEnv) addUser(ctx context.Context, ops userOps, username, scopeList string, scopesGiven bool) error {
+	if err := validUsername(username); err != nil {
 		return err
-	}
-	defer st.Close()
-	return fn(context.Background(), st)
-}
-
-func (env *cliEnv) addUser(ctx context.Context, st store.Store, username, scopeList string, scopesGiven bool) error {
-	if err := checkUsername(username); err != nil || username == "" {
-		return fmt.Errorf("invalid username %q", username)
 	}
 	var allowed []string
 	if scopesGiven {
@@ -124,57 +152,53 @@ func (env *cliEnv) addUser(ctx context.Context, st store.Store, username, scopeL
 		}
 		allowed = append([]string{}, set...) // non-nil: the user is limited to these
 	}
-	if _, err := st.GetUserByName(ctx, username); err == nil {
+	// Before asking for a password: is the name free?
+	if _, err := ops.show(ctx, username); err == nil {
 		return fmt.Errorf("user %q already exists; use 'caddy crudauth user passwd %s' to change the password", username, username)
+	} else if statusOf(err) != http.StatusNotFound || !strings.HasPrefix(err.Error(), "no user") {
+		return err
 	}
-	hash, err := env.readNewPasswordHash()
+	pw, err := env.readNewPassword()
 	if err != nil {
 		return err
 	}
-	u := &store.User{Username: username, PasswordHash: hash, AllowedScopes: allowed}
-	if err := st.CreateUser(ctx, u); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return fmt.Errorf("user %q already exists", username)
-		}
+	v, err := ops.add(ctx, addUserRequest{Username: username, Password: pw, AllowedScopes: allowed})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "added user %s (id %s)\n", u.Username, u.ID)
+	fmt.Fprintf(env.stdout, "added user %s (id %s)\n", v.Username, v.ID)
 	return nil
 }
 
-func (env *cliEnv) changePassword(ctx context.Context, st store.Store, username string) error {
-	u, err := env.lookup(ctx, st, username)
+func (env *cliEnv) changePassword(ctx context.Context, ops userOps, username string) error {
+	if _, err := ops.show(ctx, username); err != nil {
+		return err
+	}
+	pw, err := env.readNewPassword()
 	if err != nil {
 		return err
 	}
-	hash, err := env.readNewPasswordHash()
+	v, err := ops.passwd(ctx, username, pw)
 	if err != nil {
 		return err
 	}
-	u, err = store.SetPassword(ctx, st, u.ID, hash)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "password changed for %s; tokens issued before are revoked (token_version %d)\n", u.Username, u.TokenVersion)
+	fmt.Fprintf(env.stdout, "password changed for %s; tokens issued before are revoked (token_version %d)\n", v.Username, v.TokenVersion)
 	return nil
 }
 
-// mutation builds a subcommand that changes one user with fn.
-func (env *cliEnv) mutation(name, short, done string, fn func(u *store.User) error) *cobra.Command {
+// mutation builds a subcommand that applies one of userActions.
+func (env *cliEnv) mutation(name, short, done string) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " <username>",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withStore(func(ctx context.Context, st store.Store) error {
-				u, err := env.lookup(ctx, st, args[0])
+			return env.withOps(func(ctx context.Context, ops userOps) error {
+				v, err := ops.change(ctx, args[0], name)
 				if err != nil {
 					return err
 				}
-				if u, err = st.UpdateUser(ctx, u.ID, fn); err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "%s: %s (token_version %d)\n", u.Username, done, u.TokenVersion)
+				fmt.Fprintf(env.stdout, "%s: %s (token_version %d)\n", v.Username, done, v.TokenVersion)
 				return nil
 			})
 		},
@@ -187,15 +211,12 @@ func (env *cliEnv) deleteCommand() *cobra.Command {
 		Short: "Deletes a user; their tokens are refused from now on",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withStore(func(ctx context.Context, st store.Store) error {
-				u, err := env.lookup(ctx, st, args[0])
+			return env.withOps(func(ctx context.Context, ops userOps) error {
+				v, err := ops.remove(ctx, args[0])
 				if err != nil {
 					return err
 				}
-				if err := st.DeleteUser(ctx, u.ID); err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "deleted user %s (id %s)\n", u.Username, u.ID)
+				fmt.Fprintf(env.stdout, "deleted user %s (id %s)\n", v.Username, v.ID)
 				return nil
 			})
 		},
@@ -228,12 +249,12 @@ func (env *cliEnv) showCommand() *cobra.Command {
 		Short: "Shows one user",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withStore(func(ctx context.Context, st store.Store) error {
-				u, err := env.lookup(ctx, st, args[0])
+			return env.withOps(func(ctx context.Context, ops userOps) error {
+				v, err := ops.show(ctx, args[0])
 				if err != nil {
 					return err
 				}
-				return env.printUsers([]userView{viewOf(u)}, false)
+				return env.printUsers([]userView{v}, false)
 			})
 		},
 	}
@@ -247,12 +268,9 @@ func (env *cliEnv) listCommand() *cobra.Command {
 		Short: "Lists users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withStore(func(ctx context.Context, st store.Store) error {
-				views := []userView{}
-				if err := st.ListUsers(ctx, func(u *store.User) error {
-					views = append(views, viewOf(u))
-					return nil
-				}); err != nil {
+			return env.withOps(func(ctx context.Context, ops userOps) error {
+				views, err := ops.list(ctx)
+				if err != nil {
 					return err
 				}
 				return env.printUsers(views, true)
@@ -291,17 +309,10 @@ func (env *cliEnv) printUsers(views []userView, asList bool) error {
 	return tw.Flush()
 }
 
-func (env *cliEnv) lookup(ctx context.Context, st store.Store, username string) (*store.User, error) {
-	u, err := st.GetUserByName(ctx, username)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no user %q; 'caddy crudauth user list' shows who exists", username)
-	}
-	return u, err
-}
-
-// readNewPasswordHash reads a new password (stdin or a no-echo prompt
-// asked twice), checks it against the policy and hashes it.
-func (env *cliEnv) readNewPasswordHash() (string, error) {
+// readNewPassword reads a new password (stdin or a no-echo prompt asked
+// twice). The policy is checked where it is hashed: by the running gateway's
+// settings through the admin API, by the defaults on a file.
+func (env *cliEnv) readNewPassword() (string, error) {
 	var pw string
 	if env.passwordStdin {
 		b, err := io.ReadAll(io.LimitReader(bufio.NewReader(env.stdin), password.MaxBytes+2))
@@ -327,14 +338,7 @@ func (env *cliEnv) readNewPasswordHash() (string, error) {
 		}
 		pw = first
 	}
-	if err := password.DefaultPolicy.Check(pw); err != nil {
-		return "", fmt.Errorf("password refused: %w", err)
-	}
-	hasher, err := password.NewHasher(password.DefaultParams)
-	if err != nil {
-		return "", err
-	}
-	return hasher.Hash(pw)
+	return pw, nil
 }
 
 func prompt(f *os.File, label string) (string, error) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/reqbody"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/token"
@@ -104,18 +105,11 @@ func (h *Handler) readTokenRequest(w http.ResponseWriter, r *http.Request) (url.
 	if oerr != nil {
 		return nil, oerr
 	}
-	if !utf8.Valid(body) {
-		return nil, badRequest("invalid_request", "the body is not valid UTF-8")
-	}
-	form, err := url.ParseQuery(string(body))
+	// Strict parsing (UTF-8, escapes, RFC 6749 section 3.2: no parameter
+	// more than once) lives in internal/reqbody, where it is fuzzed.
+	form, err := reqbody.ParseForm(body)
 	if err != nil {
-		return nil, badRequest("invalid_request", "the body is not a valid form")
-	}
-	// RFC 6749 section 3.2: parameters must not be included more than once.
-	for k, v := range form {
-		if len(v) > 1 {
-			return nil, badRequest("invalid_request", fmt.Sprintf("parameter %q is repeated", truncateForLog(k)))
-		}
+		return nil, badRequest("invalid_request", err.Error())
 	}
 	return form, nil
 }
@@ -191,11 +185,21 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 	}
 
 	ctx := r.Context()
+	// Throttling is decided before the hash and before the user is looked
+	// up, so a locked login costs nothing and answers the same whatever the
+	// password (issue 4).
+	ip := clientIP(r)
+	if oerr := h.throttleCheck(ctx, ip, username); oerr != nil {
+		observeThrottled(oerr.status)
+		return h.writeError(w, r, oerr)
+	}
 	release, err := h.hashLimit.Acquire(ctx)
 	if err != nil {
+		loginBusy.Inc()
 		return h.writeError(w, r, &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
 			description: "too many logins in progress, retry shortly", retryAfter: 1})
 	}
+	release = countLoginHash(release)
 	user, err := h.store.GetUserByName(ctx, username)
 	var ok, rehash bool
 	switch {
@@ -229,12 +233,20 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 		case user.Disabled:
 			reason = "user disabled"
 		}
+		var userID string
+		if user != nil {
+			userID = user.ID
+		}
+		loginFailure.Inc()
 		h.logger.Warn("login failed",
 			zap.String("username", username),
+			zap.String("user_id", userID),
 			zap.String("client_ip", clientIP(r)),
 			zap.String("reason", reason))
+		h.throttleFail(ctx, ip, username)
 		return h.writeError(w, r, errInvalidCredentials)
 	}
+	h.throttleSucceed(ctx, ip, username)
 
 	if newHash != "" {
 		// The hash parameters moved on since this one was stored; upgrade
@@ -266,6 +278,7 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 	if err != nil {
 		return h.writeError(w, r, h.serverError("issuing tokens", err))
 	}
+	loginSuccess.Inc()
 	h.logger.Info("login",
 		zap.String("username", user.Username),
 		zap.String("user_id", user.ID),
@@ -277,14 +290,14 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 // issue mints an access token and, withRefresh, a refresh token for subj,
 // placing the refresh token where the configuration says.
 func (h *Handler) issue(w http.ResponseWriter, subj token.Subject, withRefresh bool) (*tokenResponse, error) {
-	at, exp, err := h.tokens.IssueAccess(subj)
+	at, _, err := h.tokens.IssueAccess(subj)
 	if err != nil {
 		return nil, err
 	}
 	resp := &tokenResponse{
 		AccessToken: at,
 		TokenType:   "bearer",
-		ExpiresIn:   int64(time.Until(exp).Round(time.Second) / time.Second),
+		ExpiresIn:   int64(time.Duration(h.AccessTTL) / time.Second),
 		Scope:       subj.Scopes.String(),
 	}
 	if !withRefresh {
@@ -327,15 +340,13 @@ func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) error {
 		if oerr != nil {
 			return h.writeError(w, r, oerr)
 		}
-		var req struct {
-			RefreshToken *string `json:"refresh_token"`
+		// Strict JSON (no repeated refresh_token in any case, no trailing
+		// data) lives in internal/reqbody, where it is fuzzed.
+		rt, err := reqbody.ParseRefreshJSON(body)
+		if err != nil {
+			return h.writeError(w, r, badRequest("invalid_request", err.Error()))
 		}
-		if err := json.Unmarshal(body, &req); err != nil {
-			return h.writeError(w, r, badRequest("invalid_request", "the body must be a JSON object with a string refresh_token"))
-		}
-		if req.RefreshToken != nil {
-			tok = *req.RefreshToken
-		}
+		tok = rt
 	}
 	if tok == "" {
 		return h.writeError(w, r, badRequest("invalid_request", "no refresh token: send the cookie or a JSON body with refresh_token"))
@@ -355,8 +366,11 @@ func (h *Handler) refreshCookie(r *http.Request) string {
 // the refresh token's, cut down to the ceiling in force now and to the
 // user's current allowed list, and to requested when that is non-empty.
 func (h *Handler) refreshGrant(w http.ResponseWriter, r *http.Request, tok string, requested scope.Set) error {
+	var userID, username string // known once the token verifies
 	fail := func(reason string) error {
-		h.logger.Warn("refresh failed", zap.String("client_ip", clientIP(r)), zap.String("reason", reason))
+		refreshFailure.Inc()
+		h.logger.Warn("refresh failed", zap.String("username", username), zap.String("user_id", userID),
+			zap.String("client_ip", clientIP(r)), zap.String("reason", reason))
 		return h.writeError(w, r, badRequest("invalid_grant", "the refresh token is invalid, expired or revoked"))
 	}
 	if len(tok) > maxTokenLen {
@@ -366,7 +380,9 @@ func (h *Handler) refreshGrant(w http.ResponseWriter, r *http.Request, tok strin
 	if err != nil {
 		return fail(err.Error())
 	}
+	userID = claims.UserID
 	state, err := h.store.AuthState(r.Context(), claims.UserID)
+	username = state.Username
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return fail("user does not exist")
@@ -393,6 +409,7 @@ func (h *Handler) refreshGrant(w http.ResponseWriter, r *http.Request, tok strin
 	if err != nil {
 		return h.writeError(w, r, h.serverError("issuing token", err))
 	}
+	refreshSuccess.Inc()
 	if c := h.logger.Check(zap.DebugLevel, "refresh"); c != nil {
 		c.Write(zap.String("user_id", claims.UserID), zap.String("client_ip", clientIP(r)))
 	}

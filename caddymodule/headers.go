@@ -121,6 +121,12 @@ var hopOrRoutingHeaders = []string{
 	"te", "trailer", "transfer-encoding", "upgrade", "host", "authorization", "cookie", "set-cookie",
 	"content-length", "content-type", "forwarded", "x-forwarded-for", "x-forwarded-host",
 	"x-forwarded-proto", "x-real-ip", "via", "expect",
+	// issue 4: headers that rewrite the path or method upstream, or claim a
+	// client address
+	"x-forwarded-port", "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-path", "x-forwarded-server",
+	"x-original-url", "x-original-uri", "x-original-method", "x-rewrite-url", "x-http-method-override",
+	"x-http-method", "x-method-override", "true-client-ip", "x-client-ip", "cf-connecting-ip",
+	"origin", "referer", "cache-control", "range", "cookie2",
 }
 
 func checkIdentityHeaderName(name string) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/throttle"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
 
@@ -136,6 +137,26 @@ type Handler struct {
 	// Retry-After. Default: 2s.
 	HashQueueTimeout caddy.Duration `json:"hash_queue_timeout,omitempty"`
 
+	// Login throttling on token_path: escalating lockouts per (client IP,
+	// username), per username and per client IP. Default: on, 5 failures
+	// a minute per pair, 10 per username, 20 per IP, a 1m lockout doubling
+	// up to 1h. See ThrottleConfig.
+	Throttle *ThrottleConfig `json:"throttle,omitempty"`
+
+	// Minimum length of a new password, in characters. Default: 8. There
+	// are no composition rules (NIST SP 800-63B section 3.1.1.2).
+	PasswordMinLength int `json:"password_min_length,omitempty"`
+
+	// Maximum length of a new password, in characters; at least 64, at
+	// most 4096. Default: 256. Bodies past 4096 bytes are refused before
+	// any hashing; nothing is ever truncated.
+	PasswordMaxLength int `json:"password_max_length,omitempty"`
+
+	// Path of the self-service password change endpoint (POST with a valid
+	// access token, current_password and new_password). Default: none, the
+	// endpoint is off.
+	PasswordPath string `json:"password_path,omitempty"`
+
 	// runtime state, built in Provision and never mutated after it
 	logger       *zap.Logger
 	dbKey        string
@@ -143,6 +164,7 @@ type Handler struct {
 	tokens       *token.Manager
 	hasher       *password.Hasher
 	hashLimit    *password.Limiter
+	throttle     throttle.Limiter // nil: throttling off
 	policy       password.Policy
 	defaults     scope.Set
 	ceiling      scope.Set
@@ -261,8 +283,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.hasher, err = password.NewHasher(params); err != nil {
 		return fmt.Errorf("argon2: %w", err)
 	}
+	h.hasher = h.hasher.WithObserver(observeHash)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	h.hashLimit = password.NewLimiter(h.MaxConcurrentHashes, time.Duration(h.HashQueueTimeout))
-	h.policy = password.DefaultPolicy
+	h.throttle = newLoginThrottle(h.Throttle)
+	h.policy = password.Policy{MinLength: h.PasswordMinLength, MaxLength: h.PasswordMaxLength}
+	if err := h.policy.Validate(); err != nil {
+		return fmt.Errorf("password_min_length/password_max_length: %w", err)
+	}
 
 	// Resolve the secret before touching the database, so a bad secret
 	// fails fast without taking the file lock.
@@ -276,6 +306,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if len(resolved) < token.MinKeyLen {
 			return fmt.Errorf("secret: %d bytes is too short, HS256 needs at least %d (generate one with: head -c32 /dev/urandom | base64)",
 				len(resolved), token.MinKeyLen)
+		}
+		if err := checkSecretStrength(resolved); err != nil {
+			return fmt.Errorf("secret: %w", err)
 		}
 		key = []byte(resolved)
 		h.secretSource = "config"
@@ -313,6 +346,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("secret: %w", err)
 	}
+
+	// From here on the admin API may use this handler's hashing settings
+	// for this database (see live.go).
+	h.registerLive()
 
 	h.logger.Info("crudauth ready",
 		zap.String("db", dbPath),
@@ -387,6 +424,12 @@ func (h *Handler) checkStatic() error {
 	if h.TokenPath == h.RefreshPath {
 		return fmt.Errorf("token_path and refresh_path must differ (both are %q)", h.TokenPath)
 	}
+	if err := h.checkPasswordPath(); err != nil {
+		return err
+	}
+	if err := h.checkHostile(); err != nil {
+		return err
+	}
 	if err := checkCookieName(h.CookieName, h.RefreshPath); err != nil {
 		return fmt.Errorf("cookie_name: %w", err)
 	}
@@ -417,6 +460,7 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared store handle.
 func (h *Handler) Cleanup() error {
+	h.unregisterLive()
 	if h.dbKey == "" {
 		return nil
 	}
@@ -443,11 +487,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case h.RefreshPath:
 		return h.serveRefresh(w, r)
 	}
+	if h.PasswordPath != "" && r.URL.Path == h.PasswordPath {
+		return h.servePassword(w, r)
+	}
 
 	// The refresh token is the gateway's own business.
 	stripCookie(r, h.CookieName)
 
-	rule, err := h.matchRule(r)
+	// Rules see the path as Caddy and as lenient backends read it (paths.go).
+	stripRoutingOverrides(r.Header)
+	rule, err := h.matchRuleStrict(r)
+	if errors.Is(err, errControlInPath) {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
@@ -456,6 +508,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	p, status, challenge, err := h.authenticate(r, rule)
+	observeBearer(status, err)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", challenge)
 		w.Header().Set("Cache-Control", "no-store")
@@ -542,7 +595,7 @@ func (h *Handler) authenticate(r *http.Request, rule *Rule) (principal, int, str
 		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errDisabledUser
 	case state.TokenVersion != claims.TokenVersion:
 		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errRevoked
-	case state.AllowedScopes != nil && !scope.Set(state.AllowedScopes).ContainsAll(claims.Scopes):
+	case state.AllowedScopes != nil && !allowedAll(state.AllowedScopes, claims.Scopes):
 		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errScopeNotAllowed
 	}
 	// The token's scopes count only while they are under the ceiling in
@@ -553,6 +606,17 @@ func (h *Handler) authenticate(r *http.Request, rule *Rule) (principal, int, str
 		return principal{}, http.StatusForbidden, rule.challenge, errInsufficientScope
 	}
 	return principal{userID: claims.UserID, username: state.Username, scopes: scopes.String()}, 0, "", nil
+}
+
+// allowedAll reports whether every token scope is in the user's allowed
+// list. The stored list's order is not relied on, and nothing is allocated.
+func allowedAll(allowed []string, scopes scope.Set) bool {
+	for _, s := range scopes {
+		if !slices.Contains(allowed, s) {
+			return false
+		}
+	}
+	return true
 }
 
 func (h *Handler) challenge(code string) string {

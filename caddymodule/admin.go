@@ -1,0 +1,387 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI is the `admin.api.crudauth` module: user administration and
+// backups on Caddy's admin endpoint, under /crudauth/, so that an operator
+// can manage users while the gateway runs and holds the database file.
+// JSON in and out; errors are {"error": "..."} with 400, 404, 409 (an
+// existing username) or 503.
+//
+//	GET    /crudauth/dbs                          open databases
+//	GET    /crudauth/users                        list users
+//	POST   /crudauth/users                        add {"username","password","allowed_scopes"}
+//	GET    /crudauth/users/<name>                 show one
+//	DELETE /crudauth/users/<name>                 delete
+//	POST   /crudauth/users/<name>/password        set {"password"}; revokes every token
+//	POST   /crudauth/users/<name>/revoke          revoke every token (bump token_version)
+//	POST   /crudauth/users/<name>/disable         disable
+//	POST   /crudauth/users/<name>/enable          enable
+//	PUT    /crudauth/users/<name>/scopes          set {"allowed_scopes": [...] or null}
+//	POST   /crudauth/import                       add users with existing hashes, all or none
+//	GET    /crudauth/backup                       a consistent snapshot of the database file
+//
+// <name> is path-escaped. With more than one database open, every request
+// names one with ?db=<absolute path>.
+type adminAPI struct {
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.crudauth",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Provision sets up the logger and the admin metrics.
+func (a *adminAPI) Provision(ctx caddy.Context) error {
+	// Admin routers are not loaded as submodules of the config, so name
+	// the logger ourselves.
+	a.logger = caddy.Log().Named("admin.api.crudauth")
+	return registerMetrics(ctx.GetMetricsRegistry())
+}
+
+// Routes implements caddy.AdminRouter.
+func (a *adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/crudauth/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// maxAdminBody caps JSON bodies other than imports.
+const maxAdminBody = 64 << 10
+
+func apiError(status int, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	return caddy.APIError{HTTPStatus: status, Err: errors.New(msg), Message: msg}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allowed ...string) error {
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	return apiError(http.StatusMethodNotAllowed, "method not allowed; use %s", strings.Join(allowed, " or "))
+}
+
+// serve dispatches /crudauth/... requests.
+func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	segs, err := pathSegments(strings.TrimPrefix(r.URL.EscapedPath(), "/crudauth/"))
+	if err != nil {
+		return apiError(http.StatusBadRequest, "bad path: %v", err)
+	}
+	if len(segs) == 1 && segs[0] == "dbs" {
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		return writeAdminJSON(w, http.StatusOK, map[string][]string{"dbs": openDBPaths()})
+	}
+	if len(segs) == 0 || (segs[0] != "users" && segs[0] != "import" && segs[0] != "backup") {
+		return apiError(http.StatusNotFound, "unknown endpoint %s", r.URL.Path)
+	}
+
+	path, st, release, err := resolveDB(r.URL.Query().Get("db"))
+	if err != nil {
+		return err
+	}
+	defer release()
+	settings, err := settingsFor(path)
+	if err != nil {
+		return err
+	}
+	svc := &userService{st: st, settings: settings}
+	ctx := contextWithoutCancel(r.Context())
+
+	op, username := "", ""
+	var user *store.User
+	var result any
+	status := http.StatusOK
+	switch {
+	case segs[0] == "backup" && len(segs) == 1:
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		return a.serveBackup(w, r, path, svc)
+	case segs[0] == "import" && len(segs) == 1:
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		op = "import"
+		var req struct {
+			Users []importRecord `json:"users"`
+		}
+		if err := readAdminJSON(r, &req, maxImportBytes); err != nil {
+			return err
+		}
+		n, err := svc.importUsers(ctx, req.Users)
+		observeAdmin(op, err)
+		if err != nil {
+			return a.fail(r, op, path, "", err)
+		}
+		a.logger.Info("users imported", zap.Int("count", n), zap.String("db", path), zap.String("client_ip", adminClientIP(r)))
+		return writeAdminJSON(w, http.StatusOK, map[string]int{"imported": n})
+	case len(segs) == 1: // /users
+		switch r.Method {
+		case http.MethodGet:
+			op = "list"
+			views, err := svc.list(ctx)
+			observeAdmin(op, err)
+			if err != nil {
+				return a.fail(r, op, path, "", err)
+			}
+			return writeAdminJSON(w, http.StatusOK, views)
+		case http.MethodPost:
+			op = "add"
+			var req addUserRequest
+			if err := readAdminJSON(r, &req, maxAdminBody); err != nil {
+				return err
+			}
+			username = req.Username
+			user, err = svc.add(ctx, req)
+			status = http.StatusCreated
+		default:
+			return methodNotAllowed(w, http.MethodGet, http.MethodPost)
+		}
+	case len(segs) == 2: // /users/<name>
+		username = segs[1]
+		switch r.Method {
+		case http.MethodGet:
+			op = "show"
+			user, err = svc.lookup(ctx, username)
+		case http.MethodDelete:
+			op = "delete"
+			user, err = svc.remove(ctx, username)
+		default:
+			return methodNotAllowed(w, http.MethodGet, http.MethodDelete)
+		}
+	case len(segs) == 3: // /users/<name>/<action>
+		username, op = segs[1], segs[2]
+		switch op {
+		case "password":
+			if r.Method != http.MethodPost {
+				return methodNotAllowed(w, http.MethodPost)
+			}
+			var req struct {
+				Password string `json:"password"`
+			}
+			if err := readAdminJSON(r, &req, maxAdminBody); err != nil {
+				return err
+			}
+			user, err = svc.passwd(ctx, username, req.Password)
+		case "revoke", "disable", "enable":
+			if r.Method != http.MethodPost {
+				return methodNotAllowed(w, http.MethodPost)
+			}
+			user, err = svc.change(ctx, username, op)
+		case "scopes":
+			if r.Method != http.MethodPut {
+				return methodNotAllowed(w, http.MethodPut)
+			}
+			var req map[string]json.RawMessage
+			if err := readAdminJSON(r, &req, maxAdminBody); err != nil {
+				return err
+			}
+			raw, ok := req["allowed_scopes"]
+			if !ok {
+				return apiError(http.StatusBadRequest, `the body needs "allowed_scopes": a list, or null for no per-user limit`)
+			}
+			var list []string
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return apiError(http.StatusBadRequest, "allowed_scopes must be a list of strings or null")
+			}
+			user, err = svc.setScopes(ctx, username, list)
+		default:
+			return apiError(http.StatusNotFound, "unknown action %q", op)
+		}
+	default:
+		return apiError(http.StatusNotFound, "unknown endpoint %s", r.URL.Path)
+	}
+	if op != "show" {
+		observeAdmin(op, err)
+	}
+	if err != nil {
+		return a.fail(r, op, path, username, err)
+	}
+	if op != "show" {
+		a.logChange(r, op, path, user)
+	}
+	result = viewOf(user)
+	return writeAdminJSON(w, status, result)
+}
+
+// logChange writes the one log line of an admin change.
+func (a *adminAPI) logChange(r *http.Request, op, path string, u *store.User) {
+	msg := map[string]string{
+		"add": "user added", "delete": "user deleted", "password": "password changed by admin",
+		"revoke": "tokens revoked", "disable": "user disabled", "enable": "user enabled",
+		"scopes": "allowed scopes changed",
+	}[op]
+	fields := []zap.Field{
+		zap.String("username", u.Username),
+		zap.String("user_id", u.ID),
+		zap.String("client_ip", adminClientIP(r)),
+		zap.String("db", path),
+		zap.Uint64("token_version", u.TokenVersion),
+	}
+	if op == "scopes" || op == "add" {
+		fields = append(fields, zap.Strings("allowed_scopes", u.AllowedScopes))
+	}
+	a.logger.Info(msg, fields...)
+}
+
+// fail turns a service error into the admin API's error, logging failed
+// changes at warn level.
+func (a *adminAPI) fail(r *http.Request, op, path, username string, err error) error {
+	status := statusOf(err)
+	if op != "show" && op != "list" {
+		a.logger.Warn("admin operation failed",
+			zap.String("operation", op),
+			zap.String("username", username),
+			zap.String("client_ip", adminClientIP(r)),
+			zap.String("db", path),
+			zap.Int("status", status),
+			zap.Error(err))
+	}
+	if status == http.StatusInternalServerError {
+		return caddy.APIError{HTTPStatus: status, Err: err, Message: "internal error: " + err.Error()}
+	}
+	return caddy.APIError{HTTPStatus: status, Err: err, Message: err.Error()}
+}
+
+// serveBackup streams a consistent snapshot of the database. It is taken in
+// one read transaction, so the gateway keeps serving and writing meanwhile.
+func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path string, svc *userService) error {
+	name := fmt.Sprintf("crudauth-%s.db", time.Now().UTC().Format("20060102T150405Z"))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Header().Set("Cache-Control", "no-store")
+	n, err := svc.backup(r.Context(), w)
+	observeAdmin("backup", err)
+	if err != nil {
+		a.logger.Error("backup failed", zap.String("db", path), zap.Int64("bytes_written", n), zap.Error(err))
+		if n == 0 {
+			return apiError(http.StatusInternalServerError, "backup failed: %v", err)
+		}
+		// Headers and part of the body are out: abort the connection so the
+		// client sees a truncated transfer, never a short file that looks
+		// whole.
+		panic(http.ErrAbortHandler)
+	}
+	a.logger.Info("backup taken", zap.String("db", path), zap.Int64("bytes", n), zap.String("client_ip", adminClientIP(r)))
+	return nil
+}
+
+// openDBPaths lists the databases open in this process.
+func openDBPaths() []string {
+	paths := []string{}
+	openStores(func(path string, _ store.Store) bool {
+		paths = append(paths, path)
+		return true
+	})
+	slices.Sort(paths)
+	return paths
+}
+
+// resolveDB finds the database a request is about and takes a reference to
+// it for the request's duration, so a config reload that closes it waits
+// until the request is done (a backup in particular).
+func resolveDB(db string) (string, store.Store, func(), error) {
+	paths := openDBPaths()
+	if db == "" {
+		switch len(paths) {
+		case 0:
+			return "", nil, nil, apiError(http.StatusNotFound, "no crudauth database is open in this caddy; is a crudauth handler configured?")
+		case 1:
+			db = paths[0]
+		default:
+			return "", nil, nil, apiError(http.StatusBadRequest, "several crudauth databases are open; pass ?db= with one of: %s", strings.Join(paths, ", "))
+		}
+	} else {
+		if !filepath.IsAbs(db) {
+			return "", nil, nil, apiError(http.StatusBadRequest, "db %q must be an absolute path; open ones: %s", db, strings.Join(paths, ", "))
+		}
+		db = filepath.Clean(db)
+		if !slices.Contains(paths, db) {
+			return "", nil, nil, apiError(http.StatusNotFound, "database %s is not open in this caddy; open ones: %s", db, strings.Join(paths, ", "))
+		}
+	}
+	val, _, err := dbPool.LoadOrNew(db, func() (caddy.Destructor, error) {
+		return nil, errors.New("closed meanwhile")
+	})
+	if err != nil {
+		return "", nil, nil, apiError(http.StatusNotFound, "database %s was closed meanwhile; retry", db)
+	}
+	return db, val.(sharedStore).Store, func() { _, _ = dbPool.Delete(db) }, nil
+}
+
+// pathSegments splits an escaped path into unescaped segments, so that a
+// username may hold any character, `/` included (as %2F).
+func pathSegments(escaped string) ([]string, error) {
+	escaped = strings.TrimSuffix(escaped, "/")
+	if escaped == "" {
+		return nil, nil
+	}
+	parts := strings.Split(escaped, "/")
+	for i, p := range parts {
+		s, err := url.PathUnescape(p)
+		if err != nil {
+			return nil, err
+		}
+		parts[i] = s
+	}
+	return parts, nil
+}
+
+func readAdminJSON(r *http.Request, v any, limit int64) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return apiError(http.StatusBadRequest, "reading the body: %v", err)
+	}
+	if int64(len(body)) > limit {
+		return apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", limit)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return apiError(http.StatusBadRequest, "the body is not the expected JSON: %v", err)
+	}
+	return nil
+}
+
+func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+func adminClientIP(r *http.Request) string {
+	if r.RemoteAddr == "" || r.RemoteAddr == "@" {
+		return "unix"
+	}
+	if i := strings.LastIndexByte(r.RemoteAddr, ':'); i > 0 && !strings.HasSuffix(r.RemoteAddr, "]") {
+		return strings.Trim(r.RemoteAddr[:i], "[]")
+	}
+	return r.RemoteAddr
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner = (*adminAPI)(nil)
+	_ caddy.AdminRouter = (*adminAPI)(nil)
+)

@@ -1,0 +1,346 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+)
+
+// userOps is what the CLI does to users, either on a database file it opened
+// itself (localOps) or through a running Caddy's admin API (remoteOps). The
+// command line is the same both ways.
+type userOps interface {
+	list(ctx context.Context) ([]userView, error)
+	show(ctx context.Context, username string) (userView, error)
+	add(ctx context.Context, req addUserRequest) (userView, error)
+	passwd(ctx context.Context, username, pw string) (userView, error)
+	change(ctx context.Context, username, action string) (userView, error)
+	remove(ctx context.Context, username string) (userView, error)
+	setScopes(ctx context.Context, username string, allowed []string) (userView, error)
+	importUsers(ctx context.Context, records []importRecord) (int, error)
+	backup(ctx context.Context, w io.Writer) (int64, error)
+}
+
+// defaultLockWait is how long the CLI waits for the file lock before it
+// concludes that a running process holds the file and turns to the admin
+// API.
+const defaultLockWait = 500 * time.Millisecond
+
+// withOps runs fn on the database the flags name: through the admin API when
+// --address is given or when another process (a running Caddy) holds the
+// file, else on the file itself.
+func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) error {
+	ctx := context.Background()
+	path := env.db
+	if path == "" {
+		path = DefaultDBPath()
+	}
+	if env.address != "" {
+		dbParam := ""
+		if env.db != "" {
+			abs, err := filepath.Abs(env.db)
+			if err != nil {
+				return fmt.Errorf("--db: %w", err)
+			}
+			dbParam = abs
+		}
+		env.verbosef("using the admin API at %s (--address)", env.address)
+		return hint(fn(ctx, &remoteOps{addr: env.address, db: dbParam}))
+	}
+
+	if env.db == "" {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			// No file at this user's default path: the gateway may well run
+			// as another user with another data directory. Ask a running
+			// Caddy first; with none, create the file here.
+			addr := env.adminAddress()
+			err := fn(ctx, &remoteOps{addr: addr})
+			var ce *connectError
+			if !errors.As(err, &ce) {
+				env.verbosef("no database at %s; using the admin API at %s", path, addr)
+				return hint(err)
+			}
+			if !env.mayCreate {
+				return fmt.Errorf("no database at %s and no caddy admin API answered at %s: pass --db <path> of the database, or --address of the running caddy", path, addr)
+			}
+			env.verbosef("no database at %s and no admin API at %s: creating the file", path, addr)
+		}
+	} else if !env.mayCreate {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("no database at %s: check --db (the file is created by 'caddy crudauth user add' or 'user import', or by caddy on first start)", path)
+		}
+	}
+
+	wait := env.lockWait
+	if wait <= 0 {
+		wait = defaultLockWait
+	}
+	st, err := boltstore.Open(path, boltstore.Options{Timeout: wait})
+	if err == nil {
+		defer st.Close()
+		env.verbosef("using the database file %s directly (no running process holds it)", st.Path())
+		settings, err := settingsFor("") // a file outside any running gateway: the defaults
+		if err != nil {
+			return err
+		}
+		return hint(fn(ctx, &localOps{svc: &userService{st: st, settings: settings}}))
+	}
+	if !errors.Is(err, store.ErrLocked) {
+		return err
+	}
+	abs, _ := filepath.Abs(path)
+	addr := env.adminAddress()
+	env.verbosef("%s is held by another process; using the admin API at %s", abs, addr)
+	err = fn(ctx, &remoteOps{addr: addr, db: abs})
+	var ce *connectError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("database %s is locked by another process and no caddy admin API answered at %s: "+
+			"if a running caddy holds the file, pass its admin address with --address; otherwise stop the process that holds it", abs, addr)
+	}
+	return hint(err)
+}
+
+// adminAddress is the admin API address used when --address is not given:
+// Caddy's default, as `caddy reload` determines it.
+func (env *cliEnv) adminAddress() string {
+	if env.defaultAddress != nil {
+		return env.defaultAddress()
+	}
+	if a, err := caddycmd.DetermineAdminAPIAddress("", nil, "", ""); err == nil {
+		return a
+	}
+	return caddy.DefaultAdminListen
+}
+
+func (env *cliEnv) verbosef(format string, args ...any) {
+	if env.verbose {
+		fmt.Fprintf(env.errOut(), "crudauth: "+format+"\n", args...)
+	}
+}
+
+func (env *cliEnv) errOut() io.Writer {
+	if env.stderr != nil {
+		return env.stderr
+	}
+	return io.Discard
+}
+
+// hint adds what to do next to the errors an operator can fix.
+func hint(err error) error {
+	var oe *opError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	switch {
+	case oe.status == http.StatusNotFound && strings.HasPrefix(oe.msg, "no user "):
+		return fmt.Errorf("%s; 'caddy crudauth user list' shows who exists", oe.msg)
+	case oe.status == http.StatusNotFound && strings.HasPrefix(oe.msg, "no crudauth database is open"):
+		return fmt.Errorf("%s; to work on a database file instead, pass --db <path>", oe.msg)
+	case oe.status == http.StatusConflict && strings.HasPrefix(oe.msg, "user "):
+		return fmt.Errorf("%s; use 'caddy crudauth user passwd' to change the password", oe.msg)
+	}
+	return err
+}
+
+// localOps works on a file the CLI opened.
+type localOps struct{ svc *userService }
+
+func viewOrErr(u *store.User, err error) (userView, error) {
+	if err != nil {
+		return userView{}, err
+	}
+	return viewOf(u), nil
+}
+
+func (l *localOps) list(ctx context.Context) ([]userView, error) { return l.svc.list(ctx) }
+func (l *localOps) show(ctx context.Context, name string) (userView, error) {
+	return viewOrErr(l.svc.lookup(ctx, name))
+}
+func (l *localOps) add(ctx context.Context, req addUserRequest) (userView, error) {
+	return viewOrErr(l.svc.add(ctx, req))
+}
+func (l *localOps) passwd(ctx context.Context, name, pw string) (userView, error) {
+	return viewOrErr(l.svc.passwd(ctx, name, pw))
+}
+func (l *localOps) change(ctx context.Context, name, action string) (userView, error) {
+	return viewOrErr(l.svc.change(ctx, name, action))
+}
+func (l *localOps) remove(ctx context.Context, name string) (userView, error) {
+	return viewOrErr(l.svc.remove(ctx, name))
+}
+func (l *localOps) setScopes(ctx context.Context, name string, allowed []string) (userView, error) {
+	return viewOrErr(l.svc.setScopes(ctx, name, allowed))
+}
+func (l *localOps) importUsers(ctx context.Context, recs []importRecord) (int, error) {
+	return l.svc.importUsers(ctx, recs)
+}
+func (l *localOps) backup(ctx context.Context, w io.Writer) (int64, error) {
+	return l.svc.backup(ctx, w)
+}
+
+// remoteOps goes through the admin API of a running Caddy.
+type remoteOps struct {
+	addr string // admin address, as in `caddy reload --address`
+	db   string // ?db=, empty for the only open database
+}
+
+// connectError means the admin API did not answer at all.
+type connectError struct {
+	addr string
+	err  error
+}
+
+func (e *connectError) Error() string {
+	return fmt.Sprintf("cannot reach caddy's admin API at %s (%v): is caddy running? pass its admin address with --address", e.addr, e.err)
+}
+
+// do sends one request to the admin API. A response with status >= 400 is
+// returned as an *opError carrying the API's message.
+func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	parsed, err := caddy.ParseNetworkAddress(o.addr)
+	if err != nil || parsed.PortRangeSize() > 1 {
+		return nil, fmt.Errorf("invalid admin address %q: use host:port or unix//path", o.addr)
+	}
+	origin := "http://" + parsed.JoinHostPort(0)
+	dialAddr := parsed.JoinHostPort(0)
+	if parsed.IsUnixNetwork() {
+		origin = "http://127.0.0.1"
+		host, _, _ := strings.Cut(parsed.Host, "|") // drop socket permission bits
+		dialAddr = host
+	}
+	u := origin + path
+	if o.db != "" {
+		u += "?db=" + url.QueryEscape(o.db)
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if !parsed.IsUnixNetwork() {
+		req.Header.Set("Origin", origin)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			d := net.Dialer{Timeout: 5 * time.Second}
+			return d.DialContext(ctx, parsed.Network, dialAddr)
+		},
+		ResponseHeaderTimeout: 2 * time.Minute, // a password hash or a large import
+	}}
+	resp, err := client.Do(req)
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" {
+			return nil, &connectError{addr: o.addr, err: oe.Err}
+		}
+		return nil, fmt.Errorf("admin API at %s: %w", o.addr, err)
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return nil, &opError{status: resp.StatusCode, msg: e.Error}
+	}
+	return resp, nil
+}
+
+func (o *remoteOps) json(ctx context.Context, method, path string, body, out any) error {
+	resp, err := o.do(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("admin API at %s: decoding the response: %w", o.addr, err)
+	}
+	return nil
+}
+
+func userPath(name string, action ...string) string {
+	p := "/crudauth/users/" + url.PathEscape(name)
+	for _, a := range action {
+		p += "/" + a
+	}
+	return p
+}
+
+func (o *remoteOps) view(ctx context.Context, method, path string, body any) (userView, error) {
+	var v userView
+	err := o.json(ctx, method, path, body, &v)
+	return v, err
+}
+
+func (o *remoteOps) list(ctx context.Context) ([]userView, error) {
+	var vs []userView
+	err := o.json(ctx, http.MethodGet, "/crudauth/users", nil, &vs)
+	return vs, err
+}
+func (o *remoteOps) show(ctx context.Context, name string) (userView, error) {
+	return o.view(ctx, http.MethodGet, userPath(name), nil)
+}
+func (o *remoteOps) add(ctx context.Context, req addUserRequest) (userView, error) {
+	return o.view(ctx, http.MethodPost, "/crudauth/users", req)
+}
+func (o *remoteOps) passwd(ctx context.Context, name, pw string) (userView, error) {
+	return o.view(ctx, http.MethodPost, userPath(name, "password"), map[string]string{"password": pw})
+}
+func (o *remoteOps) change(ctx context.Context, name, action string) (userView, error) {
+	return o.view(ctx, http.MethodPost, userPath(name, action), nil)
+}
+func (o *remoteOps) remove(ctx context.Context, name string) (userView, error) {
+	return o.view(ctx, http.MethodDelete, userPath(name), nil)
+}
+func (o *remoteOps) setScopes(ctx context.Context, name string, allowed []string) (userView, error) {
+	return o.view(ctx, http.MethodPut, userPath(name, "scopes"), map[string][]string{"allowed_scopes": allowed})
+}
+func (o *remoteOps) importUsers(ctx context.Context, recs []importRecord) (int, error) {
+	var out struct {
+		Imported int `json:"imported"`
+	}
+	err := o.json(ctx, http.MethodPost, "/crudauth/import", map[string][]importRecord{"users": recs}, &out)
+	return out.Imported, err
+}
+func (o *remoteOps) backup(ctx context.Context, w io.Writer) (int64, error) {
+	resp, err := o.do(ctx, http.MethodGet, "/crudauth/backup", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("backup transfer from %s broke off after %d bytes: %w", o.addr, n, err)
+	}
+	return n, nil
+}

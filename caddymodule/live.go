@@ -1,0 +1,81 @@
+package caddymodule
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+)
+
+// liveHandlers records, per database (absolute path), the handlers that are
+// provisioned and not yet cleaned up, in provisioning order. The admin API
+// hashes new passwords with the settings of the most recently provisioned
+// handler of the database it works on: after a reload that is the new
+// config, and an operator who set argon2 parameters or a password policy on
+// the gateway gets the same ones through the admin API. With no handler
+// (the database is only held by something else), the defaults apply.
+var liveHandlers = struct {
+	sync.Mutex
+	m map[string][]*Handler
+}{m: map[string][]*Handler{}}
+
+func (h *Handler) registerLive() {
+	if h.dbKey == "" {
+		return
+	}
+	liveHandlers.Lock()
+	liveHandlers.m[h.dbKey] = append(liveHandlers.m[h.dbKey], h)
+	liveHandlers.Unlock()
+}
+
+func (h *Handler) unregisterLive() {
+	liveHandlers.Lock()
+	defer liveHandlers.Unlock()
+	for key, hs := range liveHandlers.m {
+		if i := slices.Index(hs, h); i >= 0 {
+			hs = slices.Delete(hs, i, i+1)
+			if len(hs) == 0 {
+				delete(liveHandlers.m, key)
+			} else {
+				liveHandlers.m[key] = hs
+			}
+		}
+	}
+}
+
+// passwordSettings is how new passwords are checked and hashed for one
+// database.
+type passwordSettings struct {
+	policy  password.Policy
+	hasher  *password.Hasher
+	limiter *password.Limiter
+}
+
+var (
+	defaultSettingsOnce sync.Once
+	defaultSettings     passwordSettings
+	defaultSettingsErr  error
+)
+
+// settingsFor returns the password settings for the database at path.
+func settingsFor(path string) (passwordSettings, error) {
+	liveHandlers.Lock()
+	hs := liveHandlers.m[path]
+	var h *Handler
+	if len(hs) > 0 {
+		h = hs[len(hs)-1]
+	}
+	liveHandlers.Unlock()
+	if h != nil {
+		return passwordSettings{policy: h.policy, hasher: h.hasher, limiter: h.hashLimit}, nil
+	}
+	defaultSettingsOnce.Do(func() {
+		hasher, err := password.NewHasher(password.DefaultParams)
+		if err != nil {
+			defaultSettingsErr = err
+			return
+		}
+		defaultSettings = passwordSettings{policy: password.DefaultPolicy, hasher: hasher.WithObserver(observeHash)}
+	})
+	return defaultSettings, defaultSettingsErr
+}

@@ -1,0 +1,384 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+)
+
+// TestAdaptPasswordOptions pins the Caddyfile mapping of the password
+// subdirectives of issue 3.
+func TestAdaptPasswordOptions(t *testing.T) {
+	out, err := adapt(t, `
+http://localhost:9080 {
+	crudauth {
+		password_min_length 12
+		password_max_length 128
+		password_path /account/password
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := handlerJSON(t, out)
+	if got["password_min_length"] != 12.0 || got["password_max_length"] != 128.0 || got["password_path"] != "/account/password" {
+		t.Errorf("adapted: %v", got)
+	}
+	for _, bad := range []string{"password_min_length", "password_min_length 0", "password_max_length x", "password_path"} {
+		if _, err := adapt(t, "http://localhost:9080 {\n crudauth {\n  "+bad+"\n }\n}"); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// provisionErr provisions h (no database is touched when the config is
+// refused before that) and returns the error.
+func provisionErr(t *testing.T, h *Handler) error {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if h.DB == "" {
+		h.DB = filepath.Join(t.TempDir(), "users.db")
+	}
+	err := h.Provision(ctx)
+	_ = h.Cleanup()
+	return err
+}
+
+// TestPasswordPolicyLimits: the policy and the argon2 floor are enforced at
+// start, with a message that names the setting.
+func TestPasswordPolicyLimits(t *testing.T) {
+	for name, tc := range map[string]struct {
+		h    Handler
+		want string // "" = accepted
+	}{
+		"defaults":             {Handler{}, ""},
+		"min 12":               {Handler{PasswordMinLength: 12}, ""},
+		"max below 64":         {Handler{PasswordMaxLength: 63}, "password_max_length"},
+		"max above the cap":    {Handler{PasswordMaxLength: password.MaxBytes + 1}, "password_max_length"},
+		"min above max":        {Handler{PasswordMinLength: 100, PasswordMaxLength: 64}, "password_min_length"},
+		"min negative":         {Handler{PasswordMinLength: -1}, "password_min_length"},
+		"argon2 memory floor":  {Handler{Argon2: &Argon2Params{Memory: 19455}}, "argon2"},
+		"argon2 time floor":    {Handler{Argon2: &Argon2Params{Memory: 65536, Time: 1}}, "argon2"},
+		"argon2 stronger":      {Handler{Argon2: &Argon2Params{Memory: 19456, Time: 3}}, ""},
+		"password_path bad":    {Handler{PasswordPath: "account"}, "password_path"},
+		"password_path clash":  {Handler{PasswordPath: "/token"}, "password_path"},
+		"password_path wildcd": {Handler{PasswordPath: "/pw/*"}, "password_path"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := tc.h
+			err := provisionErr(t, &h)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+
+	// The configured policy is what the password endpoint and the admin
+	// API apply.
+	pol := password.Policy{MinLength: 12}
+	for pw, ok := range map[string]bool{
+		"":                                false,
+		"elevenchars":                     false,
+		"twelve-chars":                    true,
+		strings.Repeat("x", 256):          true,
+		strings.Repeat("x", 257):          false,
+		strings.Repeat("é", 100):          true, // characters, not bytes
+		strings.Repeat("x", 5000):         false,
+		"correct horse battery staple ok": true,
+	} {
+		if err := pol.Check(pw); (err == nil) != ok {
+			t.Errorf("Check(%.20q...) = %v, want ok=%v", pw, err, ok)
+		}
+	}
+}
+
+func TestParseImport(t *testing.T) {
+	hasher, err := password.NewHasher(password.DefaultParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	argon, _ := hasher.Hash("some-password")
+	bc, _ := bcrypt.GenerateFromPassword([]byte("some-password"), bcrypt.MinCost)
+
+	csvData := "username,password_hash,allowed_scopes,disabled\n" +
+		"# a comment\n" +
+		"alice," + argon + ",me:read reports:read,false\n" +
+		"\n" +
+		`bob,"` + argon + `",-,true` + "\n" +
+		"carol," + string(bc) + "\n"
+	recs, err := parseImport([]byte(csvData), formatCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 || recs[0].Line != 3 || recs[1].Line != 5 || recs[2].Line != 6 {
+		t.Fatalf("records/lines: %+v", recs)
+	}
+	if recs[0].PasswordHash != argon || recs[1].PasswordHash != argon || strings.Join(recs[0].AllowedScopes, " ") != "me:read reports:read" {
+		t.Errorf("alice/bob: %+v", recs[:2])
+	}
+	if recs[1].AllowedScopes == nil || len(recs[1].AllowedScopes) != 0 || !recs[1].Disabled || recs[2].AllowedScopes != nil {
+		t.Errorf("scopes/disabled: %+v", recs)
+	}
+	users, err := validateImport(recs, hasher)
+	if err != nil || len(users) != 3 {
+		t.Fatalf("validate: %v", err)
+	}
+
+	jsonData := fmt.Sprintf("[\n  {\"username\": \"dave\", \"password_hash\": %q},\n\n  {\"username\": \"erin\",\n   \"password_hash\": %q, \"allowed_scopes\": [\"a\"]}\n]", argon, bc)
+	recs, err = parseImport([]byte(jsonData), formatJSON)
+	if err != nil || len(recs) != 2 || recs[0].Line != 2 || recs[1].Line != 4 {
+		t.Fatalf("json: %+v %v", recs, err)
+	}
+
+	recs, err = parseImport([]byte("frank:"+string(bc)+"\n\n# x\ngina:"+argon+"\n"), formatHtpasswd)
+	if err != nil || len(recs) != 2 || recs[1].Line != 4 || recs[1].Username != "gina" {
+		t.Fatalf("htpasswd: %+v %v", recs, err)
+	}
+
+	// Bad input names its line.
+	for name, tc := range map[string]struct {
+		data, format, want string
+	}{
+		"csv fields":        {"alice\n", formatCSV, "line 1"},
+		"csv disabled":      {"a," + string(bc) + ",,maybe\n", formatCSV, "line 1"},
+		"htpasswd no colon": {"frank:" + string(bc) + "\nnocolon\n", formatHtpasswd, "line 2"},
+		"json not array":    {`{"username": "x"}`, formatJSON, "line 1"},
+		"json bad element":  {"[\n{\"username\": \"x\"},\n 3\n]", formatJSON, "line 3"},
+	} {
+		if _, err := parseImport([]byte(tc.data), tc.format); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %s", name, err, tc.want)
+		}
+	}
+	for name, tc := range map[string]struct {
+		recs []importRecord
+		want string
+	}{
+		"plaintext":   {[]importRecord{{Line: 1, Username: "a", PasswordHash: string(bc)}, {Line: 7, Username: "b", PasswordHash: "secret"}}, "line 7"},
+		"duplicate":   {[]importRecord{{Line: 1, Username: "a", PasswordHash: string(bc)}, {Line: 2, Username: "A", PasswordHash: string(bc)}}, "line 2: username \"A\" repeats line 1"},
+		"bad scope":   {[]importRecord{{Line: 3, Username: "a", PasswordHash: string(bc), AllowedScopes: []string{"a b"}}}, "line 3"},
+		"no username": {[]importRecord{{Line: 4, PasswordHash: string(bc)}}, "line 4"},
+		"huge cost":   {[]importRecord{{Line: 5, Username: "a", PasswordHash: "$2a$31$" + strings.Repeat("a", 53)}}, "line 5"},
+		"empty":       {nil, "no users"},
+	} {
+		_, err := validateImport(tc.recs, hasher)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing imported") {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
+		}
+		if strings.Contains(fmt.Sprint(err), "secret") {
+			t.Errorf("%s: the error repeats the hash field: %v", name, err)
+		}
+	}
+}
+
+// runCLIFile runs a command on a file nobody holds, with --verbose.
+func runCLIFile(t *testing.T, db, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	env := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errOut,
+		defaultAddress: func() string { return "localhost:1" }}
+	cmd := userCommand(env)
+	if args[0] == "backup" {
+		cmd = backupCommand(env)
+		args = args[1:]
+	}
+	cmd.SetArgs(append(args, "--db", db, "--verbose"))
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	err := cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+// TestCLIFileModeOps covers the commands of issue 3 on a file: scopes,
+// import and backup, and --verbose saying which path was taken.
+func TestCLIFileModeOps(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "users.db")
+	_, verbose, err := runCLIFile(t, db, "file-mode-password\n", "add", "alice", "--password-stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(verbose, "using the database file") {
+		t.Errorf("--verbose said %q", verbose)
+	}
+
+	for args, want := range map[string]string{
+		"scopes alice":                       "--none",
+		"scopes alice --none a":              "not both",
+		"scopes alice --none --unrestricted": "exclude",
+		"scopes nobody a":                    "no user",
+	} {
+		if _, _, err := runCLIFile(t, db, "", strings.Fields(args)...); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", args, err, want)
+		}
+	}
+	if _, _, err := runCLIFile(t, db, "", "scopes", "alice", "me:read", "reports:read"); err != nil {
+		t.Fatal(err)
+	}
+	if u := readUser(t, db, "alice"); strings.Join(u.AllowedScopes, " ") != "me:read reports:read" {
+		t.Errorf("scopes = %#v", u.AllowedScopes)
+	}
+	runCLIFile(t, db, "", "scopes", "alice", "--none")
+	if u := readUser(t, db, "alice"); u.AllowedScopes == nil || len(u.AllowedScopes) != 0 {
+		t.Errorf("--none: %#v", u.AllowedScopes)
+	}
+	runCLIFile(t, db, "", "scopes", "alice", "--unrestricted")
+	if u := readUser(t, db, "alice"); u.AllowedScopes != nil {
+		t.Errorf("--unrestricted: %#v", u.AllowedScopes)
+	}
+
+	bc, _ := bcrypt.GenerateFromPassword([]byte("imported-password"), bcrypt.MinCost)
+	bad := filepath.Join(dir, "users.htpasswd")
+	writeFile(t, bad, "bob:"+string(bc)+"\ncarol:"+string(bc)+"\ndave:{SHA}abc=\n")
+	if _, _, err := runCLIFile(t, db, "", "import", bad); err == nil || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("bad import: %v", err)
+	}
+	out, _, err := runCLIFile(t, db, "", "list", "--json")
+	var views []userView
+	if err != nil || json.Unmarshal([]byte(out), &views) != nil || len(views) != 1 {
+		t.Fatalf("after a failed import: %s %v", out, err)
+	}
+	good := filepath.Join(dir, "good.htpasswd")
+	writeFile(t, good, "bob:"+string(bc)+"\ncarol:"+string(bc)+"\n")
+	if out, _, err := runCLIFile(t, db, "", "import", good); err != nil || !strings.Contains(out, "imported 2 users") {
+		t.Fatalf("import: %q %v", out, err)
+	}
+	hasher, _ := password.NewHasher(password.DefaultParams)
+	if ok, rehash, _ := hasher.Verify(readUser(t, db, "bob").PasswordHash, "imported-password"); !ok || !rehash {
+		t.Errorf("imported bcrypt hash: ok=%v rehash=%v", ok, rehash)
+	}
+
+	backup := filepath.Join(dir, "backup.db")
+	out, _, err = runCLIFile(t, db, "", "backup", backup)
+	if err != nil || !strings.Contains(out, "backup of 3 users") {
+		t.Fatalf("backup: %q %v", out, err)
+	}
+	st, err := boltstore.Open(backup, boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetUserByName(context.Background(), "carol"); err != nil {
+		t.Errorf("backup lacks carol: %v", err)
+	}
+	st.Close()
+	if _, _, err := runCLIFile(t, db, "", "backup", backup); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("overwrite without --force: %v", err)
+	}
+	if _, _, err := runCLIFile(t, db, "", "backup", backup, "--force"); err != nil {
+		t.Errorf("--force: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".crudauth-backup-") {
+			t.Errorf("temporary file left behind: %s", e.Name())
+		}
+	}
+
+	// --address to an admin API that does not answer: one line that says
+	// what to do.
+	_, _, err = runCLIFile(t, db, "", "list", "--address", "localhost:1")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach caddy's admin API at localhost:1") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("unreachable --address: %v", err)
+	}
+}
+
+// TestCLILockedFallsBackToAdminAPI: when the file is locked and no admin API
+// answers, the message says both and what to do.
+func TestCLILockedFallsBackToAdminAPI(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "users.db")
+	st, err := boltstore.Open(db, boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, verbose, err := runCLIFile(t, db, "", "list")
+	if err == nil || !strings.Contains(err.Error(), "locked by another process") || !strings.Contains(err.Error(), "--address") {
+		t.Errorf("locked file, no admin API: %v", err)
+	}
+	if !strings.Contains(verbose, "is held by another process; using the admin API at localhost:1") {
+		t.Errorf("--verbose said %q", verbose)
+	}
+}
+
+// gatherValue reads one counter series (label values in label order) from
+// reg.
+func gatherValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for i, l := range m.GetLabel() {
+				if l.GetValue() != labels[i] {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestObserveBearer pins the outcome label of every bearer-check result,
+// and that registering twice (a reload) is fine.
+func TestObserveBearer(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if err := registerMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := registerMetrics(reg); err != nil {
+		t.Fatalf("second registration: %v", err)
+	}
+	cases := []struct {
+		status  int
+		err     error
+		outcome string
+	}{
+		{0, nil, "ok"},
+		{http.StatusUnauthorized, errNoToken, "missing"},
+		{http.StatusBadRequest, errMultipleAuth, "invalid"},
+		{http.StatusUnauthorized, errors.New("token is expired"), "invalid"},
+		{http.StatusUnauthorized, errRevoked, "revoked"},
+		{http.StatusUnauthorized, errDisabledUser, "revoked"},
+		{http.StatusUnauthorized, errUnknownUser, "revoked"},
+		{http.StatusUnauthorized, errScopeNotAllowed, "revoked"},
+		{http.StatusForbidden, errInsufficientScope, "insufficient_scope"},
+		{http.StatusInternalServerError, errors.New("reading user state: boom"), "error"},
+	}
+	for _, c := range cases {
+		before := gatherValue(t, reg, "crudauth_bearer_checks_total", c.outcome)
+		observeBearer(c.status, c.err)
+		if got := gatherValue(t, reg, "crudauth_bearer_checks_total", c.outcome) - before; got != 1 {
+			t.Errorf("%v: %s went up by %v", c.err, c.outcome, got)
+		}
+	}
+	if testing.AllocsPerRun(100, func() { observeBearer(0, nil) }) != 0 {
+		t.Error("counting a successful bearer check allocates")
+	}
+}

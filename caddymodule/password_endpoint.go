@@ -1,0 +1,214 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/scope"
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/token"
+)
+
+// checkPasswordPath validates password_path (off when empty).
+func (h *Handler) checkPasswordPath() error {
+	p := h.PasswordPath
+	if p == "" {
+		return nil
+	}
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") {
+		return fmt.Errorf("password_path: %q must be an absolute path without query or wildcard", p)
+	}
+	if p == h.TokenPath || p == h.RefreshPath {
+		return fmt.Errorf("password_path (%q) must differ from token_path and refresh_path", p)
+	}
+	return nil
+}
+
+// errPasswordConflict aborts the store update when the user changed between
+// the check of the current password and the write.
+var errPasswordConflict = errors.New("user changed during the password change")
+
+// servePassword handles POST password_path: a user with a valid access token
+// proves the current password and sets a new one. token_version is bumped in
+// the same transaction that stores the new hash, so every earlier token of
+// the user (this one included) is refused from then on, and the response
+// carries a fresh pair exactly as the token endpoint would.
+func (h *Handler) servePassword(w http.ResponseWriter, r *http.Request) error {
+	noStore(w)
+	fail := func(e *oauthError) error {
+		passwordChangeFailure.Inc()
+		return h.writeError(w, r, e)
+	}
+	if oerr := h.checkEndpointRequest(w, r); oerr != nil {
+		return fail(oerr)
+	}
+	p, status, challenge, err := h.authenticate(r, nil)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", challenge)
+		code, desc := "invalid_token", "the access token is invalid, expired or revoked"
+		switch {
+		case errors.Is(err, errNoToken):
+			code, desc = "invalid_request", "an access token is required (Authorization: Bearer)"
+		case status >= 500:
+			return fail(h.serverError("password change: reading user", err))
+		case status == http.StatusBadRequest:
+			code, desc = "invalid_request", err.Error()
+		}
+		h.logDenial(r, status, err)
+		return fail(&oauthError{status: status, code: code, description: desc})
+	}
+	// authenticate accepted the token; read its claims again (the verifier
+	// caches them) for the token_version the change must start from.
+	raw, _ := token.ParseAuthorization(r.Header.Get("Authorization"))
+	claims, err := h.tokens.VerifyAccess(raw)
+	if err != nil {
+		return fail(&oauthError{status: http.StatusUnauthorized, code: "invalid_token", description: "the access token is invalid, expired or revoked"})
+	}
+
+	current, next, oerr := readPasswordChange(w, r)
+	if oerr != nil {
+		return fail(oerr)
+	}
+	if err := h.policy.Check(next); err != nil {
+		return fail(badRequest("invalid_request", "new_password: "+err.Error()))
+	}
+
+	ctx := r.Context()
+	// Guessing the current password with a stolen access token is a login
+	// attempt: the login throttle (issue 4) counts and locks it the same way.
+	ip := clientIP(r)
+	if oerr := h.throttleCheck(ctx, ip, p.username); oerr != nil {
+		return fail(oerr)
+	}
+	release, err := h.hashLimit.Acquire(ctx)
+	if err != nil {
+		return fail(&oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
+			description: "too many password operations in progress, retry shortly", retryAfter: 1})
+	}
+	user, err := h.store.GetUser(ctx, p.userID)
+	if err != nil {
+		release()
+		if errors.Is(err, store.ErrNotFound) {
+			return fail(&oauthError{status: http.StatusUnauthorized, code: "invalid_token", description: "the access token is invalid, expired or revoked"})
+		}
+		return fail(h.serverError("password change: reading user", err))
+	}
+	ok, _, verr := h.hasher.Verify(user.PasswordHash, current)
+	var newHash string
+	if ok {
+		newHash, err = h.hasher.Hash(next)
+	}
+	release()
+	logFields := []zap.Field{
+		zap.String("username", user.Username),
+		zap.String("user_id", user.ID),
+		zap.String("client_ip", clientIP(r)),
+	}
+	if verr != nil {
+		h.logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(verr))
+	}
+	if !ok {
+		h.throttleFail(ctx, ip, user.Username)
+		h.logger.Warn("password change failed", append(logFields, zap.String("reason", "wrong current password"))...)
+		return fail(badRequest("invalid_grant", "current_password is incorrect"))
+	}
+	if err != nil {
+		return fail(h.serverError("password change: hashing", err))
+	}
+
+	oldHash := user.PasswordHash
+	updated, err := h.store.UpdateUser(contextWithoutCancel(ctx), user.ID, func(u *store.User) error {
+		// Another change (a revocation, a concurrent password change)
+		// landed since the checks: this token is no longer good.
+		if u.Disabled || u.TokenVersion != claims.TokenVersion || u.PasswordHash != oldHash {
+			return errPasswordConflict
+		}
+		u.PasswordHash = newHash
+		u.TokenVersion++
+		u.PasswordChangedAt = time.Now().UTC()
+		return nil
+	})
+	switch {
+	case errors.Is(err, errPasswordConflict), errors.Is(err, store.ErrNotFound):
+		h.logger.Warn("password change failed", append(logFields, zap.String("reason", "token revoked meanwhile"))...)
+		return fail(&oauthError{status: http.StatusUnauthorized, code: "invalid_token", description: "the access token is invalid, expired or revoked"})
+	case err != nil:
+		return fail(h.serverError("password change: storing", err))
+	}
+
+	scopes, err := scope.Parse(p.scopes)
+	if err != nil {
+		return fail(h.serverError("password change: scopes", err))
+	}
+	subj := token.Subject{UserID: updated.ID, Scopes: scopes, TokenVersion: updated.TokenVersion}
+	resp, err := h.issue(w, subj, true)
+	if err != nil {
+		return fail(h.serverError("password change: issuing tokens", err))
+	}
+	h.throttleSucceed(ctx, ip, user.Username)
+	passwordChangeSuccess.Inc()
+	h.logger.Info("password changed", append(logFields, zap.Uint64("token_version", updated.TokenVersion))...)
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// readPasswordChange reads current_password and new_password from a form or
+// JSON body.
+func readPasswordChange(w http.ResponseWriter, r *http.Request) (current, next string, oerr *oauthError) {
+	if q := r.URL.Query(); q.Has("current_password") || q.Has("new_password") {
+		return "", "", badRequest("invalid_request", "passwords must be sent in the request body, not the query string")
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mt != "application/x-www-form-urlencoded" && mt != "application/json") {
+		return "", "", badRequest("invalid_request", "the body must be application/x-www-form-urlencoded or application/json")
+	}
+	body, oerr := readBody(w, r)
+	if oerr != nil {
+		return "", "", oerr
+	}
+	if !utf8.Valid(body) {
+		return "", "", badRequest("invalid_request", "the body is not valid UTF-8")
+	}
+	if mt == "application/json" {
+		var req struct {
+			Current *string `json:"current_password"`
+			New     *string `json:"new_password"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
+			return "", "", badRequest("invalid_request", "the body must be a JSON object with string current_password and new_password")
+		}
+		if req.Current != nil {
+			current = *req.Current
+		}
+		if req.New != nil {
+			next = *req.New
+		}
+	} else {
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return "", "", badRequest("invalid_request", "the body is not a valid form")
+		}
+		for k, v := range form {
+			if len(v) > 1 {
+				return "", "", badRequest("invalid_request", fmt.Sprintf("parameter %q is repeated", truncateForLog(k)))
+			}
+		}
+		current, next = form.Get("current_password"), form.Get("new_password")
+	}
+	if current == "" || next == "" {
+		return "", "", badRequest("invalid_request", "current_password and new_password are required")
+	}
+	if len(current) > password.MaxBytes {
+		return "", "", badRequest("invalid_request", "current_password too long")
+	}
+	return current, next, nil
+}

@@ -1,0 +1,269 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/throttle"
+)
+
+// ThrottleConfig tunes login throttling on token_path (issue 4, "Login
+// throttling"). Failed logins are counted per (client IP, username), per
+// username and per client IP; a key that collects its limit of failures
+// within `window` is locked for `lockout`, and each further round doubles
+// the lockout up to `max_lockout`. While locked, token_path answers 429 with
+// Retry-After before any password is hashed, with the same body whether or
+// not the password was right. A successful login clears the (IP, username)
+// counters. Refresh tokens keep working during a lockout. The client IP is
+// Caddy's client_ip (set `trusted_proxies` in the server options to believe
+// X-Forwarded-For from a proxy), never a header taken at face value.
+//
+// Counters are kept in memory, per handler, bounded by `max_entries` (least
+// recently used keys are evicted); a config reload starts them afresh.
+//
+// Caddyfile:
+//
+//	throttle off
+//	throttle {
+//		max_failures      <n>        # per (IP, username); default 5
+//		user_max_failures <n>        # per username, any IP; default 10
+//		ip_max_failures   <n>        # per IP, any username (spraying); default 20
+//		window            <duration> # default 1m
+//		lockout           <duration> # first lockout; default 1m
+//		max_lockout       <duration> # default 1h
+//		max_entries       <n>        # default 100000
+//	}
+//
+// A limit of -1 disables that key.
+type ThrottleConfig struct {
+	// Turns throttling off. Default: on.
+	Off bool `json:"off,omitempty"`
+	// Failures of one (client IP, username) pair within window that lock
+	// the pair. Default: 5. -1 disables this key.
+	MaxFailures int `json:"max_failures,omitempty"`
+	// Failures for one username from any IP within window that lock the
+	// username for every client (distributed guessing). Default: 10.
+	// -1 disables this key.
+	UserMaxFailures int `json:"user_max_failures,omitempty"`
+	// Failures from one IP for any usernames within window that lock the
+	// IP (password spraying). Default: 20, well above a few typos behind
+	// one NAT. -1 disables this key.
+	IPMaxFailures int `json:"ip_max_failures,omitempty"`
+	// The counting window. Default: 1m.
+	Window caddy.Duration `json:"window,omitempty"`
+	// The first lockout; each further round doubles it. Default: 1m.
+	Lockout caddy.Duration `json:"lockout,omitempty"`
+	// The longest lockout. Default: 1h.
+	MaxLockout caddy.Duration `json:"max_lockout,omitempty"`
+	// Most counters held in memory (each failing (IP, username) takes up
+	// to three). Default: 100000.
+	MaxEntries int `json:"max_entries,omitempty"`
+}
+
+// check rejects nonsense settings; the message names the field.
+func (c *ThrottleConfig) check() error {
+	if c == nil {
+		return nil
+	}
+	for name, v := range map[string]int{"max_failures": c.MaxFailures, "user_max_failures": c.UserMaxFailures, "ip_max_failures": c.IPMaxFailures} {
+		if v < -1 {
+			return fmt.Errorf("throttle.%s: %d must be positive, or -1 to disable", name, v)
+		}
+	}
+	if c.MaxEntries < 0 {
+		return fmt.Errorf("throttle.max_entries: %d must be positive", c.MaxEntries)
+	}
+	for name, v := range map[string]caddy.Duration{"window": c.Window, "lockout": c.Lockout, "max_lockout": c.MaxLockout} {
+		if v < 0 {
+			return fmt.Errorf("throttle.%s: %s must be positive", name, time.Duration(v))
+		}
+	}
+	lockout, maxLockout := c.Lockout, c.MaxLockout
+	if lockout == 0 {
+		lockout = caddy.Duration(throttle.DefaultBaseLockout)
+	}
+	if maxLockout == 0 {
+		maxLockout = caddy.Duration(throttle.DefaultMaxLockout)
+	}
+	if maxLockout < lockout {
+		return fmt.Errorf("throttle.max_lockout (%s) must not be shorter than throttle.lockout (%s)",
+			time.Duration(maxLockout), time.Duration(lockout))
+	}
+	return nil
+}
+
+// newLoginThrottle builds the handler's limiter; nil when throttling is off.
+func newLoginThrottle(c *ThrottleConfig) throttle.Limiter {
+	if c == nil {
+		c = &ThrottleConfig{}
+	}
+	if c.Off {
+		return nil
+	}
+	return throttle.NewMemory(throttle.Config{
+		MaxFailures:     c.MaxFailures,
+		UserMaxFailures: c.UserMaxFailures,
+		IPMaxFailures:   c.IPMaxFailures,
+		Window:          time.Duration(c.Window),
+		BaseLockout:     time.Duration(c.Lockout),
+		MaxLockout:      time.Duration(c.MaxLockout),
+		MaxEntries:      c.MaxEntries,
+	})
+}
+
+// errLocked is the one answer while a key is locked. It is decided before
+// the password is looked at, so it is the same for a right and a wrong
+// password and tells an attacker nothing.
+func errLocked(wait time.Duration) *oauthError {
+	return &oauthError{status: http.StatusTooManyRequests, code: "temporarily_unavailable",
+		description: "too many failed logins, retry later", retryAfter: throttle.RetryAfterSeconds(wait)}
+}
+
+// throttleKey is the form under which a username is counted: the store's
+// normalized form, so Alice and alice share one budget.
+func throttleKey(username string) string { return store.NormalizeUsername(username) }
+
+// throttleCheck returns the 429 for a locked login, or nil. A shared store
+// that fails is treated as locked (fail closed) with a short Retry-After.
+func (h *Handler) throttleCheck(ctx context.Context, ip, username string) *oauthError {
+	if h.throttle == nil {
+		return nil
+	}
+	wait, err := h.throttle.Check(ctx, ip, throttleKey(username))
+	if err != nil {
+		h.logger.Error("login throttle check failed", zap.Error(err))
+		return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
+			description: "login is temporarily unavailable", retryAfter: 1}
+	}
+	if wait > 0 {
+		h.logger.Warn("login refused: throttled",
+			zap.String("username", username), zap.String("client_ip", ip),
+			zap.Duration("retry_after", wait))
+		return errLocked(wait)
+	}
+	return nil
+}
+
+func (h *Handler) throttleFail(ctx context.Context, ip, username string) {
+	if h.throttle == nil {
+		return
+	}
+	wait, err := h.throttle.Fail(contextWithoutCancel(ctx), ip, throttleKey(username))
+	switch {
+	case err != nil:
+		h.logger.Error("recording a failed login failed", zap.Error(err))
+	case wait > 0:
+		h.logger.Warn("login locked", zap.String("username", username), zap.String("client_ip", ip),
+			zap.Duration("lockout", wait))
+	}
+}
+
+func (h *Handler) throttleSucceed(ctx context.Context, ip, username string) {
+	if h.throttle == nil {
+		return
+	}
+	if err := h.throttle.Succeed(contextWithoutCancel(ctx), ip, throttleKey(username)); err != nil {
+		h.logger.Error("recording a successful login failed", zap.Error(err))
+	}
+}
+
+// loginHashes counts the password hashes that token_path logins run, for
+// the attack suite's proof that a refused login (throttled, too busy,
+// malformed) never reaches the hash. Two atomics per login: negligible next
+// to an argon2id hash.
+var loginHashes struct {
+	started, inFlight, peak atomic.Int64
+}
+
+// beginLoginHash marks a login's hash as started; call the result when it
+// is done.
+func beginLoginHash() (done func()) {
+	loginHashes.started.Add(1)
+	n := loginHashes.inFlight.Add(1)
+	for {
+		p := loginHashes.peak.Load()
+		if n <= p || loginHashes.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	return func() { loginHashes.inFlight.Add(-1) }
+}
+
+// countLoginHash wraps a hashing slot's release so that loginHashes counts
+// the hash run while the slot is held.
+func countLoginHash(release func()) func() {
+	done := beginLoginHash()
+	return func() {
+		done()
+		release()
+	}
+}
+
+// parseThrottle parses `throttle off` or a `throttle { ... }` block.
+func (h *Handler) parseThrottle(d *caddyfile.Dispenser) error {
+	c := &ThrottleConfig{}
+	h.Throttle = c
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "off":
+		c.Off = true
+		if d.NextBlock(d.Nesting()) {
+			return d.Err("throttle off takes no block")
+		}
+		return nil
+	case len(args) > 0:
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		var v string
+		if !d.AllArgs(&v) {
+			return d.ArgErr()
+		}
+		switch sub {
+		case "max_failures", "user_max_failures", "ip_max_failures", "max_entries":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < -1 || n == 0 || (sub == "max_entries" && n < 1) {
+				return d.Errf("throttle %s: %q is not a positive number (or -1 to disable)", sub, v)
+			}
+			switch sub {
+			case "max_failures":
+				c.MaxFailures = n
+			case "user_max_failures":
+				c.UserMaxFailures = n
+			case "ip_max_failures":
+				c.IPMaxFailures = n
+			default:
+				c.MaxEntries = n
+			}
+		case "window", "lockout", "max_lockout":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return d.Errf("throttle %s: %v", sub, err)
+			}
+			if dur <= 0 {
+				return d.Errf("throttle %s: must be positive", sub)
+			}
+			switch sub {
+			case "window":
+				c.Window = caddy.Duration(dur)
+			case "lockout":
+				c.Lockout = caddy.Duration(dur)
+			default:
+				c.MaxLockout = caddy.Duration(dur)
+			}
+		default:
+			return d.Errf("unrecognized throttle option %q", sub)
+		}
+	}
+	return nil
+}

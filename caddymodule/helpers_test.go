@@ -266,6 +266,21 @@ func (g *gateway) load(t *testing.T, c gwConfig) time.Duration {
 // body, for configs that must be refused.
 func loadError(t *testing.T, caddyfile string) (int, string) {
 	t.Helper()
+	// Make sure the in-process Caddy runs, so that this test does not
+	// depend on an earlier one having started it.
+	caddytest.NewTester(t).InitServer(`{
+	skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+}
+http://localhost:9080 {
+	respond "up"
+}`, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
 	req, err := http.NewRequest(http.MethodPost, "http://localhost:2999/load", strings.NewReader(caddyfile))
 	if err != nil {
 		t.Fatal(err)

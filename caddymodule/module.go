@@ -362,44 +362,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 func (h *Handler) setDefaults() {
-	if h.AccessTTL == 0 {
-		h.AccessTTL = caddy.Duration(DefaultAccessTTL)
-	}
-	if h.RefreshTTL == 0 {
-		h.RefreshTTL = caddy.Duration(DefaultRefreshTTL)
-	}
-	if h.Refresh == "" {
-		h.Refresh = RefreshModeCookie
-	}
-	if h.TokenPath == "" {
-		h.TokenPath = DefaultTokenPath
-	}
-	if h.RefreshPath == "" {
-		h.RefreshPath = DefaultRefreshPath
-	}
-	if h.Issuer == "" {
-		h.Issuer = DefaultIssuer
-	}
-	if h.Audience == "" {
-		h.Audience = DefaultAudience
-	}
-	if h.Realm == "" {
-		h.Realm = DefaultRealm
-	}
-	if h.CookieName == "" {
-		h.CookieName = DefaultCookieName
-	}
-	if h.UserIDHeader == "" {
-		h.UserIDHeader = DefaultUserIDHeader
-	}
-	if h.UserNameHeader == "" {
-		h.UserNameHeader = DefaultUserHeader
-	}
-	if h.ScopesHeader == "" {
-		h.ScopesHeader = DefaultScopesHeader
-	}
-	if h.HashQueueTimeout == 0 {
-		h.HashQueueTimeout = caddy.Duration(2 * time.Second)
+	orDefault(&h.AccessTTL, caddy.Duration(DefaultAccessTTL))
+	orDefault(&h.RefreshTTL, caddy.Duration(DefaultRefreshTTL))
+	orDefault(&h.Refresh, RefreshModeCookie)
+	orDefault(&h.TokenPath, DefaultTokenPath)
+	orDefault(&h.RefreshPath, DefaultRefreshPath)
+	orDefault(&h.Issuer, DefaultIssuer)
+	orDefault(&h.Audience, DefaultAudience)
+	orDefault(&h.Realm, DefaultRealm)
+	orDefault(&h.CookieName, DefaultCookieName)
+	orDefault(&h.UserIDHeader, DefaultUserIDHeader)
+	orDefault(&h.UserNameHeader, DefaultUserHeader)
+	orDefault(&h.ScopesHeader, DefaultScopesHeader)
+	orDefault(&h.HashQueueTimeout, caddy.Duration(2*time.Second))
+}
+
+// orDefault sets *field to def when it holds the zero value.
+func orDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
 	}
 }
 

@@ -186,11 +186,11 @@ func skipValue(b []byte, i int) int {
 
 // asciiEqualFold is encoding/json's name folding restricted to ASCII: letters
 // compare without regard to case, every other byte exactly.
-func asciiEqualFold(a, b []byte) bool {
+func asciiEqualFold[T string | []byte](a, b T) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	for i := range a {
+	for i := 0; i < len(a); i++ {
 		x, y := a[i], b[i]
 		if x == y {
 			continue

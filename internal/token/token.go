@@ -433,29 +433,10 @@ func (m *Manager) keyfunc(want string) jwt.Keyfunc {
 // prefix (RFC 9068 section 4, RFC 7515 section 4.1.9).
 func typMatches(typ, want string) bool {
 	const prefix = "application/"
-	if len(typ) == len(prefix)+len(want) && asciiEqualFoldString(typ[:len(prefix)], prefix) {
+	if len(typ) == len(prefix)+len(want) && asciiEqualFold(typ[:len(prefix)], prefix) {
 		typ = typ[len(prefix):]
 	}
-	return asciiEqualFoldString(typ, want)
-}
-
-func asciiEqualFoldString(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return asciiEqualFold(typ, want)
 }
 
 // VerifyAccess verifies an access token and returns its claims.

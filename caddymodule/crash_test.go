@@ -119,7 +119,7 @@ http://127.0.0.1:%d {
 
 	const rounds = 20
 	pwSeq := 0
-	var logins, changes, revokes int
+	var logins, changes, revokes, kills int
 	for round := 0; round < rounds; round++ {
 		child := startCrashChild(t, exe, cfgPath, dir, site)
 
@@ -204,6 +204,7 @@ http://127.0.0.1:%d {
 			t.Fatalf("kill: %v", err)
 		}
 		_ = child.Wait()
+		kills++
 		close(stop)
 		wg.Wait()
 
@@ -246,8 +247,8 @@ http://127.0.0.1:%d {
 			break
 		}
 	}
-	t.Logf("%d SIGKILLs; acknowledged: %d logins, %d password changes, %d revocations", rounds, logins, changes, revokes)
-	if changes+revokes < rounds {
+	t.Logf("%d SIGKILLs; acknowledged: %d logins, %d password changes, %d revocations", kills, logins, changes, revokes)
+	if kills == rounds && changes+revokes < rounds {
 		t.Errorf("only %d acknowledged changes over %d rounds: the driver did not exercise the writes", changes+revokes, rounds)
 	}
 }

@@ -137,7 +137,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		a.logger.Info("users imported", zap.Int("count", n), zap.String("db", path), zap.String("client_ip", adminClientIP(r)))
 		return writeAdminJSON(w, http.StatusOK, map[string]int{"imported": n})
-	case len(segs) == 1: // /users
+	case segs[0] == "users" && len(segs) == 1: // /users
 		switch r.Method {
 		case http.MethodGet:
 			op = "list"
@@ -159,7 +159,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		default:
 			return methodNotAllowed(w, http.MethodGet, http.MethodPost)
 		}
-	case len(segs) == 2: // /users/<name>
+	case segs[0] == "users" && len(segs) == 2: // /users/<name>
 		username = segs[1]
 		switch r.Method {
 		case http.MethodGet:
@@ -171,7 +171,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		default:
 			return methodNotAllowed(w, http.MethodGet, http.MethodDelete)
 		}
-	case len(segs) == 3: // /users/<name>/<action>
+	case segs[0] == "users" && len(segs) == 3: // /users/<name>/<action>
 		username, op = segs[1], segs[2]
 		switch op {
 		case "password":

@@ -199,6 +199,14 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 		return h.writeError(w, r, &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
 			description: "too many logins in progress, retry shortly", retryAfter: 1})
 	}
+	// Check again now that a slot is ours: guesses sent at once all passed
+	// the first check while the earlier ones were hashing, and the failures
+	// those recorded count from here on.
+	if oerr := h.throttleCheck(ctx, ip, username); oerr != nil {
+		release()
+		observeThrottled(oerr.status)
+		return h.writeError(w, r, oerr)
+	}
 	release = countLoginHash(release)
 	user, err := h.store.GetUserByName(ctx, username)
 	var ok, rehash bool
@@ -213,6 +221,7 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 		ok, rehash, err = h.hasher.Verify(user.PasswordHash, pw)
 		if err != nil {
 			h.logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(err))
+			h.hasher.VerifyDummy(pw) // an unusable hash must not answer faster
 		}
 	}
 	var newHash string

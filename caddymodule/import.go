@@ -106,7 +106,6 @@ func parseImportCSV(data []byte) ([]importRecord, error) {
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
@@ -114,6 +113,7 @@ func parseImportCSV(data []byte) ([]importRecord, error) {
 			}
 			return nil, fmt.Errorf("reading csv: %w; nothing imported", err)
 		}
+		line, _ := r.FieldPos(0) // only valid after a successful Read
 		if first && len(rec) > 0 && strings.EqualFold(strings.TrimSpace(rec[0]), "username") {
 			first = false
 			continue

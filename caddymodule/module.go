@@ -160,6 +160,7 @@ type Handler struct {
 	// runtime state, built in Provision and never mutated after it
 	logger       *zap.Logger
 	dbKey        string
+	throttleKey  string // throttlePool key; "" when throttling is off
 	store        store.Store
 	tokens       *token.Manager
 	hasher       *password.Hasher
@@ -288,7 +289,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	h.hashLimit = password.NewLimiter(h.MaxConcurrentHashes, time.Duration(h.HashQueueTimeout))
-	h.throttle = newLoginThrottle(h.Throttle)
 	h.policy = password.Policy{MinLength: h.PasswordMinLength, MaxLength: h.PasswordMaxLength}
 	if err := h.policy.Validate(); err != nil {
 		return fmt.Errorf("password_min_length/password_max_length: %w", err)
@@ -323,6 +323,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.dbKey, h.store = key2, st
+	if h.throttle, h.throttleKey, err = acquireThrottle(h.dbKey, h.Throttle); err != nil {
+		return fmt.Errorf("throttle: %w", err)
+	}
 
 	if key == nil {
 		key, err = h.store.Secret(ctx, generatedSecretName, func() ([]byte, error) {
@@ -443,6 +446,10 @@ func (h *Handler) Validate() error {
 // Cleanup releases the shared store handle.
 func (h *Handler) Cleanup() error {
 	h.unregisterLive()
+	if h.throttleKey != "" {
+		_, _ = throttlePool.Delete(h.throttleKey)
+		h.throttleKey, h.throttle = "", nil
+	}
 	if h.dbKey == "" {
 		return nil
 	}
@@ -619,7 +626,7 @@ func (h *Handler) logDenial(r *http.Request, status int, err error) {
 			zap.String("reason", err.Error()),
 			zap.String("client_ip", clientIP(r)),
 			zap.String("method", r.Method),
-			zap.String("uri", r.RequestURI),
+			zap.String("path", r.URL.Path), // never the query: a token may hide there
 		)
 	}
 }

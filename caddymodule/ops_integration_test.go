@@ -285,6 +285,13 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 	wantStatus(t, adminDo(t, http.MethodPost, "/crudauth/users/bob/disable", nil), http.StatusOK)
 	wantDenied(t, g.get(t, "/api/x", bobAccess), http.StatusUnauthorized, challenge("invalid_token"))
 	wantStatus(t, adminDo(t, http.MethodPost, "/crudauth/users/bob/enable", nil), http.StatusOK)
+	// disabling bumped the epoch: enabling does not bring the old token back
+	wantDenied(t, g.get(t, "/api/x", bobAccess), http.StatusUnauthorized, challenge("invalid_token"))
+	bobAccess = accessOf(t, g.login(t, "bob", "bob-password-2", ""))
+	wantStatus(t, g.get(t, "/api/x", bobAccess), http.StatusOK)
+	// routes are only under /crudauth/users/: another prefix touches no user
+	wantStatus(t, adminDo(t, http.MethodDelete, "/crudauth/backup/bob", nil), http.StatusNotFound)
+	wantStatus(t, adminDo(t, http.MethodPost, "/crudauth/import/bob/revoke", nil), http.StatusNotFound)
 	wantStatus(t, g.get(t, "/api/x", bobAccess), http.StatusOK)
 	runCLIAgainst(t, g.db, "", "del", "bob").must(t, "del")
 	wantDenied(t, g.get(t, "/api/x", bobAccess), http.StatusUnauthorized, challenge("invalid_token"))

@@ -137,8 +137,10 @@ func (s *userService) passwd(ctx context.Context, username, pw string) (*store.U
 
 // userActions are the one-step changes; each returns the changed user.
 var userActions = map[string]func(u *store.User) error{
-	"revoke":  func(u *store.User) error { u.TokenVersion++; return nil },
-	"disable": func(u *store.User) error { u.Disabled = true; return nil },
+	"revoke": func(u *store.User) error { u.TokenVersion++; return nil },
+	// Disabling also bumps the epoch, so that enabling the user again does
+	// not bring back tokens issued before (a stolen one among them).
+	"disable": func(u *store.User) error { u.Disabled = true; u.TokenVersion++; return nil },
 	"enable":  func(u *store.User) error { u.Disabled = false; return nil },
 }
 

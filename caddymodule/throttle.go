@@ -2,8 +2,10 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -101,23 +103,45 @@ func (c *ThrottleConfig) check() error {
 	return nil
 }
 
-// newLoginThrottle builds the handler's limiter; nil when throttling is off.
-func newLoginThrottle(c *ThrottleConfig) throttle.Limiter {
+// throttlePool shares one set of login counters among every handler that
+// uses the same database with the same throttle settings: the sites of one
+// Caddy that share a user store share one budget (an attacker gains nothing
+// by alternating between them), and a config reload keeps the counts.
+var throttlePool = caddy.NewUsagePool()
+
+type sharedThrottle struct{ throttle.Limiter }
+
+func (sharedThrottle) Destruct() error { return nil }
+
+// acquireThrottle returns the shared limiter for dbKey and c, and the pool
+// key to release it with; nil and "" when throttling is off.
+func acquireThrottle(dbKey string, c *ThrottleConfig) (throttle.Limiter, string, error) {
 	if c == nil {
 		c = &ThrottleConfig{}
 	}
 	if c.Off {
-		return nil
+		return nil, "", nil
 	}
-	return throttle.NewMemory(throttle.Config{
-		MaxFailures:     c.MaxFailures,
-		UserMaxFailures: c.UserMaxFailures,
-		IPMaxFailures:   c.IPMaxFailures,
-		Window:          time.Duration(c.Window),
-		BaseLockout:     time.Duration(c.Lockout),
-		MaxLockout:      time.Duration(c.MaxLockout),
-		MaxEntries:      c.MaxEntries,
+	settings, err := json.Marshal(c)
+	if err != nil {
+		return nil, "", err
+	}
+	key := dbKey + "\x00" + string(settings)
+	val, _, err := throttlePool.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return sharedThrottle{throttle.NewMemory(throttle.Config{
+			MaxFailures:     c.MaxFailures,
+			UserMaxFailures: c.UserMaxFailures,
+			IPMaxFailures:   c.IPMaxFailures,
+			Window:          time.Duration(c.Window),
+			BaseLockout:     time.Duration(c.Lockout),
+			MaxLockout:      time.Duration(c.MaxLockout),
+			MaxEntries:      c.MaxEntries,
+		})}, nil
 	})
+	if err != nil {
+		return nil, "", err
+	}
+	return val.(sharedThrottle).Limiter, key, nil
 }
 
 // errLocked is the one answer while a key is locked. It is decided before
@@ -132,13 +156,32 @@ func errLocked(wait time.Duration) *oauthError {
 // normalized form, so Alice and alice share one budget.
 func throttleKey(username string) string { return store.NormalizeUsername(username) }
 
+// throttleIP is the form under which a client address is counted. An IPv6
+// client usually holds a whole /64, so one address per guess must not buy a
+// fresh budget: IPv6 addresses count by their /64, IPv4-mapped ones as IPv4.
+func throttleIP(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	p, err := addr.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
+
 // throttleCheck returns the 429 for a locked login, or nil. A shared store
 // that fails is treated as locked (fail closed) with a short Retry-After.
 func (h *Handler) throttleCheck(ctx context.Context, ip, username string) *oauthError {
 	if h.throttle == nil {
 		return nil
 	}
-	wait, err := h.throttle.Check(ctx, ip, throttleKey(username))
+	wait, err := h.throttle.Check(ctx, throttleIP(ip), throttleKey(username))
 	if err != nil {
 		h.logger.Error("login throttle check failed", zap.Error(err))
 		return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
@@ -157,7 +200,7 @@ func (h *Handler) throttleFail(ctx context.Context, ip, username string) {
 	if h.throttle == nil {
 		return
 	}
-	wait, err := h.throttle.Fail(contextWithoutCancel(ctx), ip, throttleKey(username))
+	wait, err := h.throttle.Fail(contextWithoutCancel(ctx), throttleIP(ip), throttleKey(username))
 	switch {
 	case err != nil:
 		h.logger.Error("recording a failed login failed", zap.Error(err))
@@ -171,7 +214,7 @@ func (h *Handler) throttleSucceed(ctx context.Context, ip, username string) {
 	if h.throttle == nil {
 		return
 	}
-	if err := h.throttle.Succeed(contextWithoutCancel(ctx), ip, throttleKey(username)); err != nil {
+	if err := h.throttle.Succeed(contextWithoutCancel(ctx), throttleIP(ip), throttleKey(username)); err != nil {
 		h.logger.Error("recording a successful login failed", zap.Error(err))
 	}
 }

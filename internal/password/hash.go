@@ -241,6 +241,11 @@ func (h *Hasher) Verify(encoded, pw string) (ok, needsRehash bool, err error) {
 		if len(pw) > MaxBytes {
 			return false, false, nil
 		}
+		if a.params.Memory < h.params.Memory || a.params.Time < h.params.Time {
+			// An imported hash weaker than ours verifies faster than an
+			// unknown user's dummy hash; pad it so timing tells nothing.
+			defer h.VerifyDummy(pw)
+		}
 		var key []byte
 		h.timed(func() {
 			key = argon2.IDKey([]byte(pw), a.salt, a.params.Time, a.params.Memory, a.params.Threads, a.params.KeyLen)
@@ -250,14 +255,19 @@ func (h *Hasher) Verify(encoded, pw string) (ok, needsRehash bool, err error) {
 		}
 		return true, a.params != h.params, nil
 	case AlgBcrypt:
-		if _, err := parseBcrypt(encoded, h.limits); err != nil {
+		cost, err := parseBcrypt(encoded, h.limits)
+		if err != nil {
 			return false, false, err
 		}
 		if len(pw) > bcryptMaxPassword {
+			// refused without hashing: spend the dummy's time instead
+			h.VerifyDummy(pw)
 			return false, false, nil
 		}
+		if cost < bcryptPadBelowCost {
+			defer h.VerifyDummy(pw) // a cheap imported bcrypt must not answer faster
+		}
 		// CompareHashAndPassword compares in constant time.
-		var err error
 		h.timed(func() { err = bcrypt.CompareHashAndPassword([]byte(encoded), []byte(pw)) })
 		switch {
 		case err == nil:
@@ -438,6 +448,11 @@ const bcryptAlphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 // parseBcrypt checks $2?$CC$<22 salt chars><31 hash chars> and returns the
 // cost. x/crypto/bcrypt is lenient about length and alphabet and accepts
 // cost 31 (2^31 rounds); we are not.
+// bcryptPadBelowCost: bcrypt hashes cheaper than this (cost 10 takes about
+// as long as an argon2id hash at the OWASP parameters) are padded with a
+// dummy argon2id verification.
+const bcryptPadBelowCost = 10
+
 func parseBcrypt(s string, l limits) (int, error) {
 	if len(s) != 60 || algorithmPrefix(s) != AlgBcrypt || s[6] != '$' {
 		return 0, malformed("bcrypt: want $2a$, $2b$ or $2y$, a two-digit cost and 53 characters")

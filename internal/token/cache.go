@@ -40,9 +40,9 @@ import (
 //
 // Memory: an entry holds a private copy of the token (about 400 bytes for
 // ours) plus the Claims, some 670 bytes in all (measured); at the default
-// 65536 entries that is about 45 MB, reached only with that many live
-// distinct tokens, plus about 6 MB of slot arrays and index reserved by New
-// (the slot arrays as untouched zero pages until used).
+// 16384 entries (DefaultCacheSize) that is about 11 MB, reached only with
+// that many live distinct tokens, plus the slot arrays and index reserved
+// by New (untouched zero pages until used).
 type verifiedCache struct {
 	seed   maphash.Seed
 	shift  uint // 64 - log2(len(shards))

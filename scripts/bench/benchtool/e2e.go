@@ -1,0 +1,637 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/crudauth/caddy-crudauth/caddymodule"
+	"github.com/crudauth/caddy-crudauth/internal/scope"
+	"github.com/crudauth/caddy-crudauth/internal/token"
+)
+
+// e2eConfig sizes one run.
+type e2eConfig struct {
+	Mode         string        `json:"mode"`
+	Rounds       int           `json:"rounds"`
+	Duration     time.Duration `json:"duration"`
+	Warmup       time.Duration `json:"warmup"`
+	Threads      int           `json:"threads"`
+	Conns        int           `json:"conns"`
+	SmallUsers   int           `json:"small_users"`
+	BigUsers     int           `json:"big_users"`
+	ListLen      int           `json:"list_len"`
+	FloodRounds  int           `json:"flood_rounds"`
+	LoginSamples int           `json:"login_samples"`
+	MemTokens    int64         `json:"mem_tokens"`
+	MemConns     int           `json:"mem_conns"`
+}
+
+func configFor(mode string) (e2eConfig, error) {
+	switch mode {
+	case "quick":
+		return e2eConfig{Mode: mode, Rounds: 3, Duration: 2 * time.Second, Warmup: time.Second,
+			Threads: 2, Conns: 32, SmallUsers: 1000, BigUsers: 50_000, ListLen: 32_768,
+			FloodRounds: 2, LoginSamples: 4, MemTokens: 30_000, MemConns: 8}, nil
+	case "full":
+		return e2eConfig{Mode: mode, Rounds: 5, Duration: 5 * time.Second, Warmup: 2 * time.Second,
+			Threads: 2, Conns: 32, SmallUsers: 1000, BigUsers: 1_000_000, ListLen: 131_072,
+			FloodRounds: 3, LoginSamples: 15, MemTokens: 1_000_000, MemConns: 8}, nil
+	}
+	return e2eConfig{}, fmt.Errorf("mode %q is not quick or full", mode)
+}
+
+// caseResult is one wrk run of one case.
+type caseResult struct {
+	Case  string `json:"case"`
+	Round int    `json:"round"`
+	Pos   int    `json:"pos"` // position within the round
+	wrkResult
+	CPUus      float64 `json:"cpu_us_per_req"`      // the serving processes
+	UpstreamUs float64 `json:"upstream_us_per_req"` // the upstream's share
+}
+
+type caseInfo struct {
+	Name    string `json:"name"`
+	Desc    string `json:"desc"`
+	Command string `json:"command"`
+	CPUOf   string `json:"cpu_of"`
+}
+
+// e2eResult is everything the report needs.
+type e2eResult struct {
+	Config     e2eConfig             `json:"config"`
+	Started    time.Time             `json:"started"`
+	Finished   time.Time             `json:"finished"`
+	LoadBefore string                `json:"load_before"`
+	LoadAfter  string                `json:"load_after"`
+	WrkVersion string                `json:"wrk_version"`
+	Fill       map[string]fillResult `json:"fill"`
+	Cases      []caseInfo            `json:"cases"`
+	Runs       []caseResult          `json:"runs"`
+
+	HashCap       int       `json:"hash_cap"`
+	HashMs        float64   `json:"hash_ms"`
+	HashSamplesMs []float64 `json:"hash_samples_ms"`
+	LoginSmallMs  []float64 `json:"login_small_ms"`
+	LoginBigMs    []float64 `json:"login_big_ms"`
+
+	FloodHashMs []float64         `json:"flood_hash_ms"` // single-hash time per flood round
+	FloodCases  []caseInfo        `json:"flood_cases"`
+	FloodRuns   []caseResult      `json:"flood_runs"` // proxied traffic, with and without flood
+	Floods      []floodRecord     `json:"floods"`     // the login side
+	Mem         memResult         `json:"mem"`
+	Caddyfiles  map[string]string `json:"caddyfiles"`
+}
+
+type floodRecord struct {
+	Round   int  `json:"round"`
+	WithWrk bool `json:"with_wrk"`
+	floodResult
+}
+
+func runE2E(args []string) error {
+	fs := flag.NewFlagSet("e2e", flag.ExitOnError)
+	mode := fs.String("mode", "quick", "quick or full")
+	caddyBin := fs.String("caddy", "bin/caddy", "the Caddy binary with crudauth")
+	wrkBin := fs.String("wrk", "wrk", "wrk binary")
+	scripts := fs.String("scripts", "scripts/bench", "directory of the wrk Lua scripts")
+	out := fs.String("out", "", "output directory (e2e.json, logs, work files)")
+	_ = fs.Parse(args)
+	cfg, err := configFor(*mode)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("-out is required")
+	}
+	for _, p := range []*string{caddyBin, scripts, out} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return err
+		}
+	}
+	ps := &procs{}
+	defer ps.stopAll()
+	// Stop the children on SIGINT/SIGTERM too (the deferred call does not
+	// run when a signal kills us).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintln(os.Stderr, "benchtool: got", s, "- stopping")
+		ps.stopAll()
+		os.Exit(130)
+	}()
+	e := &e2e{cfg: cfg, ps: ps, caddy: *caddyBin, wrk: *wrkBin, scripts: *scripts, out: *out}
+	if err := e.run(); err != nil {
+		return err
+	}
+	return nil
+}
+
+type e2e struct {
+	cfg                      e2eConfig
+	ps                       *procs
+	caddy, wrk, scripts, out string
+	work, logs               string
+	secret                   string
+	res                      e2eResult
+	smallIDs, bigIDs         []string
+	upstream, fwd            *proc
+	plainC, gwC, fwdC        *proc
+	upPort, authPort         int
+	plainPort, fwdPort       int
+	gwSmallPort, gwBigPort   int
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return ""
+}
+
+func (e *e2e) run() error {
+	cfg := e.cfg
+	e.res = e2eResult{Config: cfg, Started: time.Now().UTC(), LoadBefore: loadavg(),
+		Fill: map[string]fillResult{}, Caddyfiles: map[string]string{}}
+	e.work = filepath.Join(e.out, "work")
+	e.logs = filepath.Join(e.out, "logs")
+	for _, d := range []string{e.work, e.logs} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	if v, err := execOut(e.wrk, "-v"); err == nil {
+		e.res.WrkVersion = strings.TrimSpace(strings.SplitN(v, "\n", 2)[0])
+	}
+	kb := make([]byte, 32)
+	_, _ = rand.Read(kb)
+	e.secret = base64.RawURLEncoding.EncodeToString(kb)
+
+	// Databases.
+	logf("hashing the shared password")
+	hash, err := newHash()
+	if err != nil {
+		return err
+	}
+	logf("filling %d users", cfg.SmallUsers)
+	var fr fillResult
+	if e.smallIDs, fr, err = fill(filepath.Join(e.work, "small.db"), cfg.SmallUsers, hash); err != nil {
+		return fmt.Errorf("fill small: %w", err)
+	}
+	e.res.Fill["small"] = fr
+	logf("filling %d users", cfg.BigUsers)
+	if e.bigIDs, fr, err = fill(filepath.Join(e.work, "big.db"), cfg.BigUsers, hash); err != nil {
+		return fmt.Errorf("fill big: %w", err)
+	}
+	e.res.Fill["big"] = fr
+	logf("filled in %.1fs (%s, %.0f MB)", fr.Seconds, fr.Method, fr.FileMB)
+
+	// Tokens.
+	m, err := token.New(token.Config{Key: []byte(e.secret), Issuer: caddymodule.DefaultIssuer,
+		Audience: caddymodule.DefaultAudience, AccessTTL: 2 * time.Hour, RefreshTTL: 24 * time.Hour})
+	if err != nil {
+		return err
+	}
+	sc := scope.MustNew("api:read")
+	mintFor := func(ids []string, n int, stride int) ([]string, error) {
+		toks := make([]string, n)
+		for i := range toks {
+			t, _, err := m.IssueAccess(token.Subject{UserID: ids[(i*stride)%len(ids)], Scopes: sc})
+			if err != nil {
+				return nil, err
+			}
+			toks[i] = t
+		}
+		return toks, nil
+	}
+	one, err := mintFor(e.smallIDs, 1, 1)
+	if err != nil {
+		return err
+	}
+	smallList, err := mintFor(e.smallIDs, cfg.ListLen, 1)
+	if err != nil {
+		return err
+	}
+	bigList, err := mintFor(e.bigIDs, cfg.ListLen, 104729)
+	if err != nil {
+		return err
+	}
+	refreshTok, _, err := m.IssueRefresh(token.Subject{UserID: e.smallIDs[0], Scopes: sc})
+	if err != nil {
+		return err
+	}
+	smallFile, bigFile := filepath.Join(e.work, "tokens-small.txt"), filepath.Join(e.work, "tokens-big.txt")
+	if err := writeLines(smallFile, smallList); err != nil {
+		return err
+	}
+	if err := writeLines(bigFile, bigList); err != nil {
+		return err
+	}
+
+	if err := e.startServers(); err != nil {
+		return err
+	}
+
+	// Cases.
+	threadsEnv := fmt.Sprintf("BENCH_THREADS=%d", cfg.Threads)
+	auth := "Authorization: Bearer " + one[0]
+	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/api/items", port) }
+	fresh := filepath.Join(e.scripts, "fresh.lua")
+	plainPids := func() []int { return []int{e.plainC.pid()} }
+	gwPids := func() []int { return []int{e.gwC.pid()} }
+	fwdPids := func() []int { return []int{e.fwdC.pid(), e.fwd.pid()} }
+	cases := []benchCase{
+		{caseInfo{Name: "plain", Desc: "plain reverse_proxy, one token (ignored)", CPUOf: "plain Caddy"},
+			wrkSpec{url: url(e.plainPort), headers: []string{auth}}, plainPids},
+		{caseInfo{Name: "gateway", Desc: "gateway, one token", CPUOf: "gateway Caddy"},
+			wrkSpec{url: url(e.gwSmallPort), headers: []string{auth}}, gwPids},
+		{caseInfo{Name: "forward_auth", Desc: "forward_auth to a token-checking service, one token", CPUOf: "forward_auth Caddy + auth service"},
+			wrkSpec{url: url(e.fwdPort), headers: []string{auth}}, fwdPids},
+		{caseInfo{Name: "plain_lua", Desc: "plain reverse_proxy, Lua token list (the baseline of the fresh cases)", CPUOf: "plain Caddy"},
+			wrkSpec{url: url(e.plainPort), script: fresh, env: []string{"BENCH_TOKENS=" + smallFile, threadsEnv}}, plainPids},
+		{caseInfo{Name: "gateway_fresh", Desc: fmt.Sprintf("gateway, a different token per request (%d tokens over %d users)", cfg.ListLen, cfg.SmallUsers), CPUOf: "gateway Caddy"},
+			wrkSpec{url: url(e.gwSmallPort), script: fresh, env: []string{"BENCH_TOKENS=" + smallFile, threadsEnv}}, gwPids},
+		{caseInfo{Name: "gateway_fresh_big", Desc: fmt.Sprintf("gateway on the %d-user database, a different token and user per request (%d tokens)", cfg.BigUsers, cfg.ListLen), CPUOf: "gateway Caddy"},
+			wrkSpec{url: url(e.gwBigPort), script: fresh, env: []string{"BENCH_TOKENS=" + bigFile, threadsEnv}}, gwPids},
+		{caseInfo{Name: "refresh", Desc: "gateway POST /refresh (refresh token in a JSON body)", CPUOf: "gateway Caddy"},
+			wrkSpec{url: fmt.Sprintf("http://127.0.0.1:%d/refresh", e.gwSmallPort), script: filepath.Join(e.scripts, "refresh.lua"),
+				env: []string{"BENCH_REFRESH=" + refreshTok}}, gwPids},
+	}
+	for _, c := range cases {
+		c.info.Command = c.spec.commandLine(cfg.Threads, cfg.Conns, cfg.Duration)
+		e.res.Cases = append(e.res.Cases, c.info)
+	}
+	if err := e.sanity(one[0], refreshTok); err != nil {
+		return err
+	}
+	logf("%d rounds of %d cases, %s each", cfg.Rounds, len(cases), cfg.Duration)
+	for r := 0; r < cfg.Rounds; r++ {
+		for k := range cases {
+			c := cases[(r+k)%len(cases)]
+			res, err := e.measure(c, r, k)
+			if err != nil {
+				return err
+			}
+			e.res.Runs = append(e.res.Runs, res)
+			logf("round %d %-18s %8.0f req/s  p99 %6.2fms  cpu %5.1fus/req  non2xx %d", r+1, c.info.Name, res.RPS, res.P99us/1000, res.CPUus, res.Non2xx)
+		}
+	}
+
+	// Logins: serial login latency, small and big database alternating,
+	// and between them the single-hash time, measured in a separate
+	// process (this one holds large token lists, and every argon2id hash
+	// allocates 19 MiB, so its GC would be in the figure).
+	e.res.HashCap = max(1, runtime.NumCPU()/2) // password.NewLimiter's default, which the gateway uses
+	lc := httpClient(2)
+	smallBase, bigBase := fmt.Sprintf("http://127.0.0.1:%d", e.gwSmallPort), fmt.Sprintf("http://127.0.0.1:%d", e.gwBigPort)
+	self, _ := os.Executable()
+	logf("login latency and single-hash time, %d samples", cfg.LoginSamples)
+	for i := 0; i < cfg.LoginSamples; i++ {
+		for _, side := range []int{i % 2, 1 - i%2} {
+			base, n, dst := smallBase, cfg.SmallUsers, &e.res.LoginSmallMs
+			if side == 1 {
+				base, n, dst = bigBase, cfg.BigUsers, &e.res.LoginBigMs
+			}
+			user := userName((i*7919 + 13) % n)
+			t := time.Now()
+			status, err := login(lc, base, user)
+			if err != nil || status != http.StatusOK {
+				return fmt.Errorf("login %s on %s: status %d, err %v", user, base, status, err)
+			}
+			*dst = append(*dst, float64(time.Since(t).Microseconds())/1000)
+		}
+		ms, err := warmHashes(self, hash)
+		if err != nil {
+			return err
+		}
+		e.res.HashSamplesMs = append(e.res.HashSamplesMs, ms...)
+	}
+	e.res.HashMs = median(e.res.HashSamplesMs)
+	logf("login median small %.1fms big %.1fms, single hash %.1fms", median(e.res.LoginSmallMs), median(e.res.LoginBigMs), e.res.HashMs)
+
+	// Login flood at twice the hashing capacity, with and without proxied
+	// traffic, interleaved with the same proxied traffic alone.
+	rate := 2 * float64(e.res.HashCap) / (e.res.HashMs / 1000)
+	floodUsers := make([]string, cfg.SmallUsers)
+	for i := range floodUsers {
+		floodUsers[i] = userName(i)
+	}
+	proxied := cases[1] // gateway, one token
+	flCases := []string{"proxied", "proxied+flood", "flood"}
+	e.res.FloodCases = []caseInfo{
+		{Name: "proxied", Desc: "gateway, one token, no flood", Command: proxied.info.Command, CPUOf: "gateway Caddy"},
+		{Name: "proxied+flood", Desc: fmt.Sprintf("the same while logins arrive at %.1f/s (open loop)", rate), Command: proxied.info.Command, CPUOf: "gateway Caddy"},
+		{Name: "flood", Desc: "the login flood alone"},
+	}
+	logf("login flood at %.1f/s, %d rounds", rate, cfg.FloodRounds)
+	for r := 0; r < cfg.FloodRounds; r++ {
+		// The hash time moves with the machine's load: measure it again
+		// for each round, so logins/s are set against this round's.
+		ms, err := warmHashes(self, hash)
+		if err != nil {
+			return err
+		}
+		e.res.FloodHashMs = append(e.res.FloodHashMs, median(ms))
+		for k := range flCases {
+			name := flCases[(r+k)%len(flCases)]
+			switch name {
+			case "proxied":
+				res, err := e.measure(proxied, r, k)
+				if err != nil {
+					return err
+				}
+				res.Case = name
+				e.res.FloodRuns = append(e.res.FloodRuns, res)
+				logf("flood round %d %-14s %8.0f req/s", r+1, name, res.RPS)
+			case "proxied+flood":
+				fch := make(chan floodResult, 1)
+				ready := make(chan struct{})
+				go func() {
+					close(ready)
+					fch <- flood(smallBase, floodUsers, rate, cfg.Warmup+cfg.Duration)
+				}()
+				<-ready
+				res, err := e.measure(proxied, r, k)
+				f := <-fch
+				if err != nil {
+					return err
+				}
+				res.Case = name
+				e.res.FloodRuns = append(e.res.FloodRuns, res)
+				e.res.Floods = append(e.res.Floods, floodRecord{Round: r, WithWrk: true, floodResult: f})
+				logf("flood round %d %-14s %8.0f req/s, logins %.1f/s (busy %d, other %d)", r+1, name, res.RPS, f.LoginsPerS, f.Busy, f.Other)
+			case "flood":
+				f := flood(smallBase, floodUsers, rate, cfg.Duration)
+				e.res.Floods = append(e.res.Floods, floodRecord{Round: r, WithWrk: false, floodResult: f})
+				logf("flood round %d %-14s logins %.1f/s (busy %d, other %d)", r+1, name, f.LoginsPerS, f.Busy, f.Other)
+			}
+			time.Sleep(300 * time.Millisecond) // let queued logins drain
+		}
+	}
+
+	// Memory: a fresh gateway process on the big database.
+	e.ps.stop(e.gwC)
+	e.ps.stop(e.plainC)
+	e.ps.stop(e.fwdC)
+	if err := e.memory(m); err != nil {
+		return err
+	}
+
+	e.res.Finished = time.Now().UTC()
+	e.res.LoadAfter = loadavg()
+	b, err := json.MarshalIndent(e.res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(e.out, "e2e.json"), b, 0o600)
+}
+
+// warmHashes times argon2id verifications in a separate process (this one
+// holds large token lists, and every hash allocates 19 MiB, so its GC would
+// be in the figure): three hashes, the first dropped, since it pays for
+// faulting in the memory that a running gateway's heap already holds.
+func warmHashes(self, hash string) ([]float64, error) {
+	out, err := exec.Command(self, "hashtime", "-hash", hash, "-n", "3").Output()
+	if err != nil {
+		return nil, fmt.Errorf("hashtime: %w", err)
+	}
+	var ms []float64
+	if err := json.Unmarshal(out, &ms); err != nil || len(ms) != 3 {
+		return nil, fmt.Errorf("hashtime: %v: %s", err, out)
+	}
+	return ms[1:], nil
+}
+
+type benchCase struct {
+	info caseInfo
+	spec wrkSpec
+	pids func() []int
+}
+
+// measure runs one case: in the first round a warm-up run, then the measured
+// run with the CPU time of the serving processes and of the upstream read
+// around it.
+func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
+	cfg := e.cfg
+	if cfg.Warmup > 0 && round == 0 {
+		if _, out, err := runWrk(e.wrk, c.spec, cfg.Threads, cfg.Conns, cfg.Warmup); err != nil {
+			return caseResult{}, fmt.Errorf("%s warm-up: %w\n%s", c.info.Name, err, out)
+		}
+	}
+	pids := c.pids()
+	cpu0, up0 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
+	w, out, err := runWrk(e.wrk, c.spec, cfg.Threads, cfg.Conns, cfg.Duration)
+	cpu1, up1 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
+	if err != nil {
+		return caseResult{}, fmt.Errorf("%s: %w", c.info.Name, err)
+	}
+	_ = os.WriteFile(filepath.Join(e.logs, fmt.Sprintf("wrk-%s-r%d.txt", c.info.Name, round)), []byte(out), 0o600)
+	if w.Non2xx > 0 || w.SockErrs > 0 {
+		return caseResult{}, fmt.Errorf("%s: %d non-2xx responses and %d socket errors:\n%s", c.info.Name, w.Non2xx, w.SockErrs, out)
+	}
+	res := caseResult{Case: c.info.Name, Round: round, Pos: pos, wrkResult: w}
+	if w.Requests > 0 {
+		res.CPUus = (cpu1 - cpu0) / float64(w.Requests) * 1e6
+		res.UpstreamUs = (up1 - up0) / float64(w.Requests) * 1e6
+	}
+	return res, nil
+}
+
+func (e *e2e) caddyEnv() []string {
+	return []string{
+		"XDG_DATA_HOME=" + filepath.Join(e.work, "xdg-data"),
+		"XDG_CONFIG_HOME=" + filepath.Join(e.work, "xdg-config"),
+	}
+}
+
+const caddyGlobal = `{
+	admin %s
+	auto_https off
+	persist_config off
+	grace_period 1s
+}
+`
+
+// gatewayBlock is the crudauth configuration the issue's targets are about:
+// a valid token, a scope rule, the epoch check and the identity headers.
+func (e *e2e) gatewayBlock(db string) string {
+	return fmt.Sprintf(`	crudauth {
+		db %s
+		secret %s
+		access_ttl 2h
+		refresh_ttl 24h
+		refresh body
+		default_scopes api:read
+		grantable_scopes api:read api:write
+		require /api/* api:read
+	}
+`, db, e.secret)
+}
+
+func (e *e2e) startCaddy(name, caddyfile string, waitPort int) (*proc, error) {
+	p, err := e.launchCaddy(name, caddyfile)
+	if err != nil {
+		return nil, err
+	}
+	return p, waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", waitPort), p, 30*time.Second)
+}
+
+// launchCaddy starts Caddy on caddyfile without waiting for it.
+func (e *e2e) launchCaddy(name, caddyfile string) (*proc, error) {
+	path := filepath.Join(e.work, name+".caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		return nil, err
+	}
+	e.res.Caddyfiles[name] = strings.ReplaceAll(caddyfile, e.secret, "<secret>")
+	return e.ps.start(name, e.logs, e.caddyEnv(), e.caddy, "run", "--config", path, "--adapter", "caddyfile")
+}
+
+func (e *e2e) startServers() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ports := make([]int, 6)
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return err
+		}
+	}
+	e.upPort, e.authPort, e.plainPort, e.fwdPort, e.gwSmallPort, e.gwBigPort = ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+	// Start everything, then wait for everything: starts overlap.
+	if e.upstream, err = e.ps.start("upstream", e.logs, nil, self, "upstream", "-addr", fmt.Sprintf("127.0.0.1:%d", e.upPort)); err != nil {
+		return err
+	}
+	if e.fwd, err = e.ps.start("authservice", e.logs, []string{"BENCH_SECRET=" + e.secret}, self, "fwdauth", "-addr", fmt.Sprintf("127.0.0.1:%d", e.authPort)); err != nil {
+		return err
+	}
+	up := fmt.Sprintf("127.0.0.1:%d", e.upPort)
+	site := func(port int, body string) string {
+		return fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n%s}\n", port, body)
+	}
+	plain := fmt.Sprintf(caddyGlobal, "off") + site(e.plainPort, "\treverse_proxy "+up+"\n")
+	if e.plainC, err = e.launchCaddy("caddy-plain", plain); err != nil {
+		return err
+	}
+	gw := fmt.Sprintf(caddyGlobal, "off") +
+		site(e.gwSmallPort, e.gatewayBlock(filepath.Join(e.work, "small.db"))+"\treverse_proxy "+up+"\n") +
+		site(e.gwBigPort, e.gatewayBlock(filepath.Join(e.work, "big.db"))+"\treverse_proxy "+up+"\n")
+	if e.gwC, err = e.launchCaddy("caddy-gateway", gw); err != nil {
+		return err
+	}
+	fwd := fmt.Sprintf(caddyGlobal, "off") + site(e.fwdPort, fmt.Sprintf(`	forward_auth 127.0.0.1:%d {
+		uri /check
+		copy_headers X-User-Id X-User-Name X-User-Scopes
+	}
+	reverse_proxy %s
+`, e.authPort, up))
+	if e.fwdC, err = e.launchCaddy("caddy-forward-auth", fwd); err != nil {
+		return err
+	}
+	for _, w := range []struct {
+		p    *proc
+		port int
+	}{{e.upstream, e.upPort}, {e.fwd, e.authPort}, {e.plainC, e.plainPort}, {e.gwC, e.gwSmallPort}, {e.fwdC, e.fwdPort}} {
+		if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", w.port), w.p, 30*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sanity checks that every case answers as it should before timing it.
+func (e *e2e) sanity(tok, refreshTok string) error {
+	c := httpClient(2)
+	check := func(method, url, auth, body, ctype string, want int) error {
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			return fmt.Errorf("%s %s: status %d, want %d: %s", method, url, resp.StatusCode, want, b)
+		}
+		return nil
+	}
+	u := func(port int, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", port, path) }
+	for _, t := range []struct {
+		method, url, auth, body, ctype string
+		want                           int
+	}{
+		{"GET", u(e.plainPort, "/api/items"), "", "", "", 200},
+		{"GET", u(e.gwSmallPort, "/api/items"), tok, "", "", 200},
+		{"GET", u(e.gwSmallPort, "/api/items"), "", "", "", 401},
+		{"GET", u(e.gwSmallPort, "/api/items"), tok[:len(tok)-4] + "AAAA", "", "", 401},
+		{"GET", u(e.fwdPort, "/api/items"), tok, "", "", 200},
+		{"GET", u(e.fwdPort, "/api/items"), "", "", "", 401},
+		{"POST", u(e.gwSmallPort, "/refresh"), "", `{"refresh_token":"` + refreshTok + `"}`, "application/json", 200},
+	} {
+		if err := check(t.method, t.url, t.auth, t.body, t.ctype, t.want); err != nil {
+			return fmt.Errorf("sanity check: %w", err)
+		}
+	}
+	return nil
+}
+
+func (e *e2e) memory(m *token.Manager) error {
+	cfg := e.cfg
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
+	cf := fmt.Sprintf(caddyGlobal, admin) + fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n%s\trespond \"ok\" 200\n}\n",
+		port, e.gatewayBlock(filepath.Join(e.work, "big.db")))
+	p, err := e.startCaddy("caddy-memory", cf, port)
+	if err != nil {
+		return err
+	}
+	defer e.ps.stop(p)
+	logf("memory: %d distinct tokens over %d users", cfg.MemTokens, min(cfg.MemTokens, int64(cfg.BigUsers)))
+	e.res.Mem, err = memLoad(fmt.Sprintf("http://127.0.0.1:%d", port), m, e.bigIDs, cfg.MemTokens, cfg.MemConns, p.pid(), "http://"+admin)
+	logf("memory: RSS %d -> peak %d KiB (anon %d -> %d) in %.0fs", e.res.Mem.Before.VmRSS, e.res.Mem.Peak.VmRSS,
+		e.res.Mem.Before.RssAnon, e.res.Mem.Peak.RssAnon, e.res.Mem.Seconds)
+	return err
+}
+
+// execOut runs bin and returns what it printed, whatever its exit status
+// (`wrk -v` prints its version and exits 1).
+func execOut(bin string, args ...string) (string, error) {
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if len(out) > 0 {
+		return string(out), nil
+	}
+	return "", err
+}

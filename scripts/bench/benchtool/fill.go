@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+)
+
+// benchPassword is every benchmark user's password. One argon2id hash of it
+// is computed per fill and stored for every user: hashing a million
+// passwords would take hours and changes nothing the benchmark looks at.
+const benchPassword = "bench-password-not-secret"
+
+func userName(i int) string { return fmt.Sprintf("bench%07d", i) }
+
+// fillResult says how the database was made and how long it took.
+type fillResult struct {
+	Users int `json:"users"`
+	// Method is "CreateUsers" (the store's batch API, many users per
+	// transaction) or "bbolt" (direct writes with boltstore's layout, pages
+	// 90% full, when the store has no batch API).
+	Method string `json:"method"`
+	// CreateUserMs is the mean time of a single-user CreateUser (one
+	// transaction, one fsync) over the first SingleUsers users.
+	CreateUserMs float64 `json:"create_user_ms"`
+	SingleUsers  int     `json:"single_users"`
+	// Seconds is the whole fill, the single-user part included.
+	Seconds float64 `json:"seconds"`
+	// FileMB is the database file size.
+	FileMB float64 `json:"file_mb"`
+}
+
+// batchCreator is the batch API some versions of the store have.
+type batchCreator interface {
+	CreateUsers(ctx context.Context, us []*store.User) error
+}
+
+// fill creates n users named userName(i) with one shared password hash and
+// returns their IDs in index order.
+func fill(path string, n int, hash string) ([]string, fillResult, error) {
+	start := time.Now()
+	res := fillResult{Users: n}
+	ctx := context.Background()
+	st, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		return nil, res, err
+	}
+	ids := make([]string, n)
+
+	// A few users through the ordinary API, timed: what a CLI loop costs.
+	single := min(n, 100)
+	t0 := time.Now()
+	for i := 0; i < single; i++ {
+		u := &store.User{Username: userName(i), PasswordHash: hash}
+		if err := st.CreateUser(ctx, u); err != nil {
+			st.Close()
+			return nil, res, err
+		}
+		ids[i] = u.ID
+	}
+	res.SingleUsers = single
+	if single > 0 {
+		res.CreateUserMs = float64(time.Since(t0).Microseconds()) / 1000 / float64(single)
+	}
+
+	// The rest in batches, in ID order, so that each batch appends to the
+	// B+tree instead of rewriting pages all over it.
+	rest := n - single
+	for i := single; i < n; i++ {
+		ids[i] = store.NewID()
+	}
+	order := make([]int, rest) // user indexes, in ID order
+	for k := range order {
+		order[k] = single + k
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
+	const batch = 20000
+	if bc, ok := any(st).(batchCreator); ok {
+		res.Method = "CreateUsers"
+		for lo := 0; lo < rest; lo += batch {
+			hi := min(lo+batch, rest)
+			us := make([]*store.User, 0, hi-lo)
+			for _, i := range order[lo:hi] {
+				us = append(us, &store.User{ID: ids[i], Username: userName(i), PasswordHash: hash})
+			}
+			if err := bc.CreateUsers(ctx, us); err != nil {
+				st.Close()
+				return nil, res, err
+			}
+		}
+		if err := st.Close(); err != nil {
+			return nil, res, err
+		}
+	} else {
+		res.Method = "bbolt"
+		if err := st.Close(); err != nil {
+			return nil, res, err
+		}
+		if err := fillBolt(path, ids, order, hash, batch); err != nil {
+			return nil, res, err
+		}
+	}
+	if err := checkFill(path, ids, n); err != nil {
+		return nil, res, err
+	}
+	res.Seconds = time.Since(start).Seconds()
+	if fi, err := os.Stat(path); err == nil {
+		res.FileMB = float64(fi.Size()) / (1 << 20)
+	}
+	return ids, res, nil
+}
+
+// fillBolt writes users with boltstore's layout (see its package comment):
+// users: id -> JSON of store.User; usernames: normalized name -> id.
+func fillBolt(path string, ids []string, order []int, hash string, batch int) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true})
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	for lo := 0; lo < len(order); lo += batch {
+		hi := min(lo+batch, len(order))
+		err := db.Update(func(tx *bolt.Tx) error {
+			users, names := tx.Bucket([]byte("users")), tx.Bucket([]byte("usernames"))
+			if users == nil || names == nil {
+				return fmt.Errorf("%s lacks boltstore's buckets", path)
+			}
+			// Keys arrive in order: fill pages as `bbolt compact` would,
+			// instead of splitting them half full.
+			users.FillPercent, names.FillPercent = 0.9, 0.9
+			for _, i := range order[lo:hi] {
+				u := store.User{ID: ids[i], Username: userName(i), PasswordHash: hash, CreatedAt: now, UpdatedAt: now, PasswordChangedAt: now}
+				data, err := json.Marshal(&u)
+				if err != nil {
+					return err
+				}
+				if err := users.Put([]byte(u.ID), data); err != nil {
+					return err
+				}
+				if err := names.Put([]byte(store.NormalizeUsername(u.Username)), []byte(u.ID)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return err
+		}
+	}
+	if err := db.Sync(); err != nil {
+		db.Close()
+		return err
+	}
+	return db.Close()
+}
+
+// checkFill reopens the file through boltstore and reads a sample of users
+// back by name and by ID; small databases get the store's full Check.
+func checkFill(path string, ids []string, n int) error {
+	st, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := context.Background()
+	for k := 0; k < 200 && n > 0; k++ {
+		i := rand.IntN(n)
+		u, err := st.GetUserByName(ctx, userName(i))
+		if err != nil {
+			return fmt.Errorf("filled user %s: %w", userName(i), err)
+		}
+		if u.ID != ids[i] {
+			return fmt.Errorf("filled user %s has id %s, want %s", userName(i), u.ID, ids[i])
+		}
+		if _, err := st.AuthState(ctx, ids[i]); err != nil {
+			return fmt.Errorf("auth state of %s: %w", ids[i], err)
+		}
+	}
+	if n <= 20000 {
+		return st.Check()
+	}
+	return nil
+}
+
+func newHash() (string, error) {
+	h, err := password.NewHasher(password.DefaultParams)
+	if err != nil {
+		return "", err
+	}
+	return h.Hash(benchPassword)
+}
+
+func writeLines(path string, lines []string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	for _, l := range lines {
+		w.WriteString(l)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func runFill(args []string) error {
+	fs := flag.NewFlagSet("fill", flag.ExitOnError)
+	db := fs.String("db", "", "database file")
+	n := fs.Int("n", 1000, "users")
+	idsOut := fs.String("ids", "", "write the user IDs here, one a line")
+	_ = fs.Parse(args)
+	hash, err := newHash()
+	if err != nil {
+		return err
+	}
+	ids, res, err := fill(*db, *n, hash)
+	if err != nil {
+		return err
+	}
+	if *idsOut != "" {
+		if err := writeLines(*idsOut, ids); err != nil {
+			return err
+		}
+	}
+	b, _ := json.Marshal(res)
+	fmt.Println(string(b))
+	return nil
+}

@@ -1,0 +1,55 @@
+// Command benchtool is the helper of scripts/bench.sh (`make bench`,
+// `make bench-quick`). It is not part of the gateway.
+//
+//	benchtool e2e -mode quick|full -caddy bin/caddy -scripts DIR -out DIR
+//	    the end-to-end comparison: fills the databases, mints tokens,
+//	    starts the upstream, the auth service and the Caddy processes,
+//	    drives them with wrk and writes DIR/e2e.json
+//	benchtool report -e2e FILE -gobench FILE -mode M -cmd CMD -out BENCHMARKS.md
+//	    writes the report
+//	benchtool upstream -addr 127.0.0.1:PORT
+//	    the tiny upstream: 200 "ok" to everything
+//	benchtool fwdauth -addr 127.0.0.1:PORT -secret KEY
+//	    the forward_auth reference service: checks the bearer token with
+//	    the gateway's own token package and returns the identity headers
+//	benchtool fill -db FILE -n N -ids FILE
+//	    a database of N users (bench0000000, ...), their IDs in FILE
+//	benchtool hashtime -hash HASH -n N
+//	    N timings of one argon2id verification, as a JSON array of ms
+//
+// Every server listens on 127.0.0.1 only.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: benchtool e2e|report|upstream|fwdauth|fill|hashtime [flags]")
+		os.Exit(2)
+	}
+	var err error
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "e2e":
+		err = runE2E(args)
+	case "report":
+		err = runReport(args)
+	case "upstream":
+		err = runUpstream(args)
+	case "fwdauth":
+		err = runFwdAuth(args)
+	case "fill":
+		err = runFill(args)
+	case "hashtime":
+		err = runHashTime(args)
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtool:", err)
+		os.Exit(1)
+	}
+}

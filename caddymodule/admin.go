@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -272,7 +273,25 @@ func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path stri
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
 	w.Header().Set("Cache-Control", "no-store")
-	n, err := svc.backup(r.Context(), w)
+	// Snapshot to a private temp file first, then stream that: the read
+	// transaction lasts as long as a local copy, not as long as a slow
+	// client takes to download (a long-lived read transaction would hold up
+	// writes that need to grow the file, and every read behind them).
+	snap, err := os.CreateTemp("", "crudauth-backup-*.db")
+	if err != nil {
+		observeAdmin("backup", err)
+		return apiError(http.StatusInternalServerError, "backup failed: %v", err)
+	}
+	defer func() { snap.Close(); os.Remove(snap.Name()) }()
+	if _, err := svc.backup(r.Context(), snap); err != nil {
+		observeAdmin("backup", err)
+		a.logger.Error("backup failed", zap.String("db", path), zap.Error(err))
+		return apiError(http.StatusInternalServerError, "backup failed: %v", err)
+	}
+	var n int64
+	if _, err = snap.Seek(0, io.SeekStart); err == nil {
+		n, err = io.Copy(w, snap)
+	}
 	observeAdmin("backup", err)
 	if err != nil {
 		a.logger.Error("backup failed", zap.String("db", path), zap.Int64("bytes_written", n), zap.Error(err))

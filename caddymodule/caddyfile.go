@@ -89,20 +89,17 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
-			dur, err := caddy.ParseDuration(v)
+			dur, err := positiveDuration(d, sub, v)
 			if err != nil {
-				return d.Errf("%s: %v", sub, err)
-			}
-			if dur <= 0 {
-				return d.Errf("%s: must be positive", sub)
+				return err
 			}
 			switch sub {
 			case "access_ttl":
-				h.AccessTTL = caddy.Duration(dur)
+				h.AccessTTL = dur
 			case "refresh_ttl":
-				h.RefreshTTL = caddy.Duration(dur)
+				h.RefreshTTL = dur
 			default:
-				h.HashQueueTimeout = caddy.Duration(dur)
+				h.HashQueueTimeout = dur
 			}
 		case "default_scopes", "grantable_scopes", "allowed_origins":
 			args := d.RemainingArgs()
@@ -168,6 +165,18 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 		}
 	}
 	return nil
+}
+
+// positiveDuration parses the duration argument v of subdirective name.
+func positiveDuration(d *caddyfile.Dispenser, name, v string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s: %v", name, err)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s: must be positive", name)
+	}
+	return caddy.Duration(dur), nil
 }
 
 func (h *Handler) stringField(name string) *string {

@@ -36,6 +36,15 @@ const (
 	helperDBEnv = "CRUDAUTH_TEST_HELPER_DB"
 )
 
+// testGlobalOptions opens the global options block of every test config
+// (the caller closes it): caddytest's fixed admin and site ports.
+const testGlobalOptions = `{
+	skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns`
+
 // testSecret is an obviously fake HS256 key. It is not a repeated pattern,
 // which the secret strength check (checkSecretStrength) refuses.
 const testSecret = "test-only-hs256-key-0123456789-not-a-secret"
@@ -228,12 +237,7 @@ func (g *gateway) caddyfile(c gwConfig) string {
 	if c.proxy != "" {
 		proxy += " {\n" + c.proxy + "\n\t}"
 	}
-	return fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	return fmt.Sprintf(testGlobalOptions+`
 %s
 }
 
@@ -268,12 +272,7 @@ func loadError(t *testing.T, caddyfile string) (int, string) {
 	t.Helper()
 	// Make sure the in-process Caddy runs, so that this test does not
 	// depend on an earlier one having started it.
-	caddytest.NewTester(t).InitServer(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
+	caddytest.NewTester(t).InitServer(testGlobalOptions+`
 }
 http://localhost:9080 {
 	respond "up"

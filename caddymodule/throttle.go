@@ -289,20 +289,17 @@ func (h *Handler) parseThrottle(d *caddyfile.Dispenser) error {
 				c.MaxEntries = n
 			}
 		case "window", "lockout", "max_lockout":
-			dur, err := caddy.ParseDuration(v)
+			dur, err := positiveDuration(d, "throttle "+sub, v)
 			if err != nil {
-				return d.Errf("throttle %s: %v", sub, err)
-			}
-			if dur <= 0 {
-				return d.Errf("throttle %s: must be positive", sub)
+				return err
 			}
 			switch sub {
 			case "window":
-				c.Window = caddy.Duration(dur)
+				c.Window = dur
 			case "lockout":
-				c.Lockout = caddy.Duration(dur)
+				c.Lockout = dur
 			default:
-				c.MaxLockout = caddy.Duration(dur)
+				c.MaxLockout = dur
 			}
 		default:
 			return d.Errf("unrecognized throttle option %q", sub)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 )
 
@@ -14,6 +15,7 @@ import (
 type identityHeaders struct {
 	id, name, scopes string   // canonical MIME header keys, as set
 	norm             []string // normalized forms (see normalizeHeaderName)
+	drop             []string // norm plus the routing overrides (paths.go)
 }
 
 func newIdentityHeaders(id, name, scopes string) identityHeaders {
@@ -23,6 +25,7 @@ func newIdentityHeaders(id, name, scopes string) identityHeaders {
 		scopes: textproto.CanonicalMIMEHeaderKey(scopes),
 	}
 	ih.norm = []string{normalizeHeaderName(id), normalizeHeaderName(name), normalizeHeaderName(scopes)}
+	ih.drop = append(slices.Clone(ih.norm), normalizedOverrides...)
 	return ih
 }
 
@@ -68,14 +71,18 @@ func (ih *identityHeaders) isIdentity(key string) bool {
 	return false
 }
 
-// strip removes every client-sent identity header, and removes their names
+// strip removes every client-sent identity header and routing override
+// (paths.go), and removes the identity headers' names
 // from Connection, where a client could otherwise have a proxy drop the
 // headers the gateway sets (reverse_proxy removes headers that Connection
 // names).
 func (ih *identityHeaders) strip(h http.Header) {
 	for k := range h {
-		if ih.isIdentity(k) {
-			delete(h, k)
+		for _, n := range ih.drop {
+			if sameHeader(k, n) {
+				delete(h, k)
+				break
+			}
 		}
 	}
 	conn, ok := h["Connection"]

@@ -170,7 +170,8 @@ type Handler struct {
 	defaults     scope.Set
 	ceiling      scope.Set
 	identity     identityHeaders
-	secretSource string // "config" or "database", for logs
+	challenges   map[string]string // WWW-Authenticate by error code
+	secretSource string            // "config" or "database", for logs
 	now          func() time.Time
 }
 
@@ -268,6 +269,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader)
+	h.challenges = map[string]string{}
+	for _, code := range []string{"", "invalid_token", "invalid_request"} {
+		h.challenges[code] = buildChallenge(h.Realm, code)
+	}
 
 	params := password.DefaultParams
 	if h.Argon2 != nil {
@@ -467,7 +472,8 @@ func DefaultDBPath() string {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	// Whatever happens next, the client never speaks for the gateway:
 	// identity headers it sent are dropped on every request, public ones and
-	// the token endpoints included.
+	// the token endpoints included, and so are the path and method override
+	// headers (paths.go), in the same pass over the headers.
 	h.identity.strip(r.Header)
 
 	switch r.URL.Path {
@@ -484,7 +490,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	stripCookie(r, h.CookieName)
 
 	// Rules see the path as Caddy and as lenient backends read it (paths.go).
-	stripRoutingOverrides(r.Header)
 	rule, err := h.matchRuleStrict(r)
 	if errors.Is(err, errControlInPath) {
 		return caddyhttp.Error(http.StatusBadRequest, err)
@@ -590,11 +595,17 @@ func (h *Handler) authenticate(r *http.Request, rule *Rule) (principal, int, str
 	// The token's scopes count only while they are under the ceiling in
 	// force now, so that a lowered ceiling takes effect (for the rules and
 	// for what the backend is told) before the token expires.
-	scopes := claims.Scopes.Intersect(h.ceiling)
+	// Tokens are minted under the ceiling, so the common case is a token
+	// wholly under it: no new set, and the scope string from verification.
+	scopes, scopeString := claims.Scopes, claims.ScopeString
+	if !h.ceiling.ContainsAll(scopes) {
+		scopes = scopes.Intersect(h.ceiling)
+		scopeString = scopes.String()
+	}
 	if rule != nil && len(rule.scopes) > 0 && !scopes.ContainsAll(rule.scopes) {
 		return principal{}, http.StatusForbidden, rule.challenge, errInsufficientScope
 	}
-	return principal{userID: claims.UserID, username: state.Username, scopes: scopes.String()}, 0, "", nil
+	return principal{userID: claims.UserID, username: state.Username, scopes: scopeString}, 0, "", nil
 }
 
 // allowedAll reports whether every token scope is in the user's allowed
@@ -608,11 +619,20 @@ func allowedAll(allowed []string, scopes scope.Set) bool {
 	return true
 }
 
+// challenge returns the WWW-Authenticate value for an error code ("" for
+// none); the three the gateway uses are built once in Provision.
 func (h *Handler) challenge(code string) string {
-	if code == "" {
-		return `Bearer realm="` + h.Realm + `"`
+	if c, ok := h.challenges[code]; ok {
+		return c
 	}
-	return `Bearer realm="` + h.Realm + `", error="` + code + `"`
+	return buildChallenge(h.Realm, code)
+}
+
+func buildChallenge(realm, code string) string {
+	if code == "" {
+		return fmt.Sprintf(`Bearer realm=%q`, realm)
+	}
+	return fmt.Sprintf(`Bearer realm=%q, error=%q`, realm, code)
 }
 
 func hasBearerScheme(v string) bool {

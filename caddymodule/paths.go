@@ -178,24 +178,11 @@ func (h *Handler) stricter(a, b *Rule) *Rule {
 // client replace the method or the path the server acts on. The gateway
 // decides on the request line, so a backend that honored one of these
 // could act on something the rules never saw: they are removed from every
-// request that passes the gateway.
+// request, in identityHeaders.strip's pass over the headers.
 var routingOverrides = []string{
 	"X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Forwarded-Uri", "X-Forwarded-Path",
 	"X-Forwarded-Prefix", "X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
 	"X-Original-Method",
-}
-
-// stripRoutingOverrides removes routingOverrides in any spelling (case,
-// `_` or `.` for `-`).
-func stripRoutingOverrides(h http.Header) {
-	for k := range h {
-		for _, o := range normalizedOverrides {
-			if sameHeader(k, o) {
-				delete(h, k)
-				break
-			}
-		}
-	}
 }
 
 var normalizedOverrides = func() []string {

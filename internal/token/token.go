@@ -96,6 +96,7 @@ type Subject struct {
 type Claims struct {
 	UserID       string    // sub
 	Scopes       scope.Set // scope
+	ScopeString  string    // Scopes.String(), computed once at verification
 	TokenVersion uint64    // token_version
 	SessionID    string    // sid, may be empty
 	ID           string    // jti
@@ -529,6 +530,7 @@ func (m *Manager) verify(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
 	c := &Claims{
 		UserID:       wc.Subject,
 		Scopes:       scopes,
+		ScopeString:  scopes.String(),
 		TokenVersion: wc.TokenVersion.v,
 		SessionID:    wc.SessionID,
 		ID:           wc.ID,

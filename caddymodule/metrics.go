@@ -15,32 +15,12 @@ import (
 // can touch is resolved here, once, so the per-request cost is one atomic
 // add with no allocation.
 var (
-	loginsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "crudauth",
-		Name:      "logins_total",
-		Help:      "Password-grant logins at the token endpoint, by outcome.",
-	}, []string{"outcome"})
-	refreshesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "crudauth",
-		Name:      "refreshes_total",
-		Help:      "Refresh-token grants (refresh endpoint and grant_type=refresh_token), by outcome.",
-	}, []string{"outcome"})
-	bearerChecksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "crudauth",
-		Name:      "bearer_checks_total",
-		Help:      "Bearer-token checks of proxied requests, by outcome.",
-	}, []string{"outcome"})
-	passwordChangesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "crudauth",
-		Name:      "password_changes_total",
-		Help:      "Self-service password changes at the password endpoint, by outcome.",
-	}, []string{"outcome"})
-	adminOperationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "crudauth",
-		Name:      "admin_operations_total",
-		Help:      "Admin API operations on users and databases, by operation and outcome.",
-	}, []string{"operation", "outcome"})
-	hashDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+	loginsTotal          = counterVec("logins_total", "Password-grant logins at the token endpoint, by outcome.", "outcome")
+	refreshesTotal       = counterVec("refreshes_total", "Refresh-token grants (refresh endpoint and grant_type=refresh_token), by outcome.", "outcome")
+	bearerChecksTotal    = counterVec("bearer_checks_total", "Bearer-token checks of proxied requests, by outcome.", "outcome")
+	passwordChangesTotal = counterVec("password_changes_total", "Self-service password changes at the password endpoint, by outcome.", "outcome")
+	adminOperationsTotal = counterVec("admin_operations_total", "Admin API operations on users and databases, by operation and outcome.", "operation", "outcome")
+	hashDuration         = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "crudauth",
 		Name:      "password_hash_duration_seconds",
 		Help:      "Time spent computing one password hash (hashing or verifying).",
@@ -143,4 +123,9 @@ func observeAdmin(op string, err error) {
 		outcome = outcomeError
 	}
 	adminOperationsTotal.WithLabelValues(op, outcome).Inc()
+}
+
+// counterVec is a crudauth_<name> counter with the given labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "crudauth", Name: name, Help: help}, labels)
 }

@@ -190,7 +190,7 @@ func BenchmarkGolangJWTParse(b *testing.B) {
 func BenchmarkCacheMissPut(b *testing.B) {
 	m := benchManager(b, 0)
 	base := mint(b, m, 1)[0]
-	ent, err := m.verify(base, m.kfAccess)
+	ent, err := m.verify(base, TypAccess)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -21,6 +21,15 @@ import (
 // store on every request, cached or not, so a revoked token is refused
 // exactly as fast as without a cache.
 //
+// Admission: a token enters the cache the second time it verifies, not the
+// first. A doorkeeper (a fixed bitset of token hashes, cleared whenever it
+// has taken in as many tokens as the cache holds) remembers the first
+// sighting. Clients use a token for many requests, so their tokens are
+// cached from the second request on; a stream of tokens each used once
+// (a crowd of clients each sending one request) neither pays for an
+// insert nor flushes the tokens that are in use. A bit set by a hash
+// collision only admits a token early, which costs nothing but the insert.
+//
 // Lookup: the token is hashed once with maphash (seeded per Manager). The
 // top bits pick the shard and the hash is the key of the shard's index; the
 // slot it points to holds a copy of the whole token, which must equal the
@@ -47,6 +56,53 @@ type verifiedCache struct {
 	seed   maphash.Seed
 	shift  uint // 64 - log2(len(shards))
 	shards []cacheShard
+	door   doorkeeper
+}
+
+// doorkeeper is a Bloom filter of the hashes of tokens seen once: two bits
+// per token, taken from the low and the middle bits of the hash (the shard
+// takes the high ones). It has at least 32 bits per cache entry (1024 at
+// least) and is cleared after taking in one token per 32 bits (so at least
+// as many tokens as the cache holds): at most one bit in 16 is set, so a
+// token seen for the first time is admitted at once with a chance of at
+// most 1 in 256 (both its bits already set).
+type doorkeeper struct {
+	words []atomic.Uint64
+	mask  uint64 // number of bits - 1
+	added atomic.Int64
+	limit int64
+}
+
+func newDoorkeeper(size int) doorkeeper {
+	nbits := 1024
+	for nbits < 32*size {
+		nbits *= 2
+	}
+	return doorkeeper{
+		words: make([]atomic.Uint64, nbits/64),
+		mask:  uint64(nbits - 1),
+		limit: int64(nbits / 32),
+	}
+}
+
+// seenBefore records h and reports whether it was already recorded.
+func (d *doorkeeper) seenBefore(h uint64) bool {
+	i, j := h&d.mask, (h>>24)&d.mask
+	wi, bi := &d.words[i>>6], uint64(1)<<(i&63)
+	wj, bj := &d.words[j>>6], uint64(1)<<(j&63)
+	if wi.Load()&bi != 0 && wj.Load()&bj != 0 {
+		return true
+	}
+	wi.Or(bi)
+	wj.Or(bj)
+	if n := d.added.Add(1); n >= d.limit && d.added.CompareAndSwap(n, 0) {
+		// Forget every first sighting. Racing setters may lose a bit or
+		// keep one: either only moves an admission by one sighting.
+		for j := range d.words {
+			d.words[j].Store(0)
+		}
+	}
+	return false
 }
 
 type cacheShard struct {
@@ -87,6 +143,7 @@ func newVerifiedCache(size int) *verifiedCache {
 		seed:   maphash.MakeSeed(),
 		shift:  64 - bits,
 		shards: make([]cacheShard, n),
+		door:   newDoorkeeper(size),
 	}
 	for i := range c.shards {
 		// The slot array is allocated once at its final size; large
@@ -123,12 +180,25 @@ func (c *verifiedCache) get(tok string) (ent cacheEntry, ok bool) {
 	return ent, ok
 }
 
+// admit stores ent for tok if tok verified before (see Admission above).
+func (c *verifiedCache) admit(tok string, ent cacheEntry, now time.Time) {
+	s, h := c.locate(tok)
+	if s.limit == 0 || !c.door.seenBefore(h) {
+		return
+	}
+	c.store(s, h, tok, ent, now)
+}
+
 // put stores ent for tok. now is used to prefer evicting expired entries.
 func (c *verifiedCache) put(tok string, ent cacheEntry, now time.Time) {
 	s, h := c.locate(tok)
 	if s.limit == 0 {
 		return
 	}
+	c.store(s, h, tok, ent, now)
+}
+
+func (c *verifiedCache) store(s *cacheShard, h uint64, tok string, ent cacheEntry, now time.Time) {
 	key := strings.Clone(tok) // do not pin the caller's (larger) string
 	s.mu.Lock()
 	defer s.mu.Unlock()

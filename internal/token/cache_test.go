@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -15,19 +16,25 @@ import (
 func TestCacheHitReturnsSameClaims(t *testing.T) {
 	m, _ := newTestManager(t, nil)
 	tok, _, _ := m.IssueAccess(Subject{UserID: "u", Scopes: scope.MustNew("read"), TokenVersion: 3})
+	if _, err := m.VerifyAccess(tok); err != nil {
+		t.Fatal(err)
+	}
+	if m.cache.len() != 0 {
+		t.Fatalf("cached at first sight: cache len = %d", m.cache.len())
+	}
 	c1, err := m.VerifyAccess(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.cache.len() != 1 {
-		t.Fatalf("cache len = %d", m.cache.len())
+		t.Fatalf("not cached at second sight: cache len = %d", m.cache.len())
 	}
 	c2, err := m.VerifyAccess(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c1 != c2 {
-		t.Fatal("second verification did not come from the cache")
+		t.Fatal("third verification did not come from the cache")
 	}
 	allocs := testing.AllocsPerRun(100, func() {
 		if _, err := m.VerifyAccess(tok); err != nil {
@@ -42,9 +49,7 @@ func TestCacheHitReturnsSameClaims(t *testing.T) {
 func TestCacheExpiryViaClock(t *testing.T) {
 	m, clk := newTestManager(t, nil)
 	tok, exp, _ := m.IssueAccess(Subject{UserID: "u"})
-	if _, err := m.VerifyAccess(tok); err != nil {
-		t.Fatal(err)
-	}
+	verifyTwice(t, m, tok)
 	clk.Set(exp.Add(-time.Nanosecond))
 	if _, err := m.VerifyAccess(tok); err != nil {
 		t.Fatalf("just before exp: %v", err)
@@ -58,7 +63,7 @@ func TestCacheExpiryViaClock(t *testing.T) {
 		t.Fatalf("cached token after exp: err = %v", err)
 	}
 	// Same answer as the uncached path.
-	_, err2 := m.verify(tok, m.kfAccess)
+	_, err2 := m.verify(tok, TypAccess)
 	if !errors.Is(err2, ErrExpired) {
 		t.Fatalf("uncached: %v", err2)
 	}
@@ -71,9 +76,7 @@ func TestCacheMatchesUncached(t *testing.T) {
 		cached, clk1 := newTestManager(t, func(c *Config) { c.Leeway = leeway })
 		plain, clk2 := newTestManager(t, func(c *Config) { c.Leeway = leeway; c.CacheSize = -1 })
 		tok, exp, _ := cached.IssueAccess(Subject{UserID: "u"})
-		if _, err := cached.VerifyAccess(tok); err != nil {
-			t.Fatal(err)
-		}
+		verifyTwice(t, cached, tok)
 		for _, at := range []time.Time{
 			t0.Add(-leeway - time.Nanosecond), t0.Add(-leeway), t0, exp.Add(-time.Second),
 			exp, exp.Add(leeway - time.Nanosecond), exp.Add(leeway), exp.Add(time.Hour),
@@ -102,9 +105,7 @@ func TestCacheBound(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := m.VerifyAccess(tok); err != nil {
-					t.Fatal(err)
-				}
+				verifyTwice(t, m, tok)
 				if n := m.cache.len(); n > size {
 					t.Fatalf("after %d inserts the cache holds %d > %d", i+1, n, size)
 				}
@@ -142,15 +143,10 @@ func TestCacheClockKeepsHotEntries(t *testing.T) {
 	}
 	m, _ = newTestManager(t, func(c *Config) { c.CacheSize = 32 * 8 })
 	hot, _, _ := m.IssueAccess(Subject{UserID: "hot"})
-	want, err := m.VerifyAccess(hot)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := verifyTwice(t, m, hot)
 	for i := 0; i < 32*8*4; i++ {
 		tok, _, _ := m.IssueAccess(Subject{UserID: "cold"})
-		if _, err := m.VerifyAccess(tok); err != nil {
-			t.Fatal(err)
-		}
+		verifyTwice(t, m, tok) // admitted: it competes for the slots
 		got, _ := m.VerifyAccess(hot)
 		if got != want {
 			t.Fatalf("hot token evicted after %d cold ones", i+1)
@@ -161,9 +157,7 @@ func TestCacheClockKeepsHotEntries(t *testing.T) {
 func TestCacheTamperedPrefixIsMiss(t *testing.T) {
 	m, _ := newTestManager(t, nil)
 	tok, _, _ := m.IssueAccess(Subject{UserID: "u"})
-	if _, err := m.VerifyAccess(tok); err != nil {
-		t.Fatal(err)
-	}
+	verifyTwice(t, m, tok)
 	for _, mut := range []string{
 		tok + "A",
 		tok + ".",
@@ -263,15 +257,14 @@ func TestCacheHashCollision(t *testing.T) {
 	m, _ := newTestManager(t, func(c *Config) { c.CacheSize = 1 })
 	a, _, _ := m.IssueAccess(Subject{UserID: "a"})
 	b, _, _ := m.IssueAccess(Subject{UserID: "b"})
-	if _, err := m.VerifyAccess(a); err != nil {
-		t.Fatal(err)
-	}
+	verifyTwice(t, m, a)
 	s := &m.cache.shards[0]
 	hb := maphash.String(m.cache.seed, b)
 	s.index[hb] = s.index[s.slots[0].hash] // b now "collides" with a
 	if _, ok := m.cache.get(b); ok {
 		t.Fatal("colliding token is a hit")
 	}
+	verifyTwice(t, m, b)
 	c, err := m.VerifyAccess(b)
 	if err != nil || c.UserID != "b" {
 		t.Fatalf("%+v %v", c, err)
@@ -279,5 +272,54 @@ func TestCacheHashCollision(t *testing.T) {
 	// The insert of b took over the slot.
 	if c2, _ := m.VerifyAccess(b); c2 != c {
 		t.Fatal("b not cached after collision")
+	}
+}
+
+// verifyTwice verifies tok twice, which admits it to the cache, and returns
+// the claims of the second verification.
+func verifyTwice(tb testing.TB, m *Manager, tok string) *Claims {
+	tb.Helper()
+	if _, err := m.VerifyAccess(tok); err != nil {
+		tb.Fatal(err)
+	}
+	c, err := m.VerifyAccess(tok)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// TestCacheAdmission: tokens seen once stay out of the cache (all but the
+// doorkeeper's rare false positives), so a stream of one-off tokens neither
+// pays for inserts nor displaces the tokens in use; and the doorkeeper's
+// memory of first sightings stays bounded however many tokens pass.
+func TestCacheAdmission(t *testing.T) {
+	const size = 64
+	m, _ := newTestManager(t, func(c *Config) { c.CacheSize = size })
+	hot, _, _ := m.IssueAccess(Subject{UserID: "hot"})
+	want := verifyTwice(t, m, hot)
+	for i := 0; i < 100*size; i++ {
+		if i%100 == 0 { // in use: CLOCK's reference bit is set
+			if got, _ := m.VerifyAccess(hot); got != want {
+				t.Fatalf("the token in use was displaced after %d one-off tokens", i)
+			}
+		}
+		tok, _, _ := m.IssueAccess(Subject{UserID: fmt.Sprint("once", i)})
+		if _, err := m.VerifyAccess(tok); err != nil {
+			t.Fatal(err)
+		}
+		set := 0
+		for j := range m.cache.door.words {
+			set += bits.OnesCount64(m.cache.door.words[j].Load())
+		}
+		if int64(set) > 2*m.cache.door.limit {
+			t.Fatalf("doorkeeper holds %d first sightings, bound %d", set, m.cache.door.limit)
+		}
+	}
+	// 6400 one-off tokens against a doorkeeper at most 1/16 full (two
+	// bits a token): about 1 in 800 is admitted, so a handful, where one
+	// bit a token would admit hundreds.
+	if n := m.cache.len() - 1; n > size/4 {
+		t.Errorf("%d one-off tokens were admitted into a cache of %d", n, size)
 	}
 }

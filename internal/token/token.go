@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -132,13 +133,18 @@ type signingKey struct {
 	method jwt.SigningMethod
 	secret any // []byte for HMAC; a public key for asymmetric algorithms later
 
-	// Encoded JWS headers for issuing, one per token type.
+	// Encoded JWS headers for issuing, one per token type. A token whose
+	// header segment is one of these is checked by verifyFast.
 	hdrAccess, hdrRefresh string
+	// macs pools keyed HMAC states for verifyFast; nil for a key the fast
+	// path does not handle.
+	macs *sync.Pool
 }
 
 type keySet struct {
 	byID   map[string]*signingKey
-	active *signingKey // the key new tokens are signed with
+	list   []*signingKey // byID's values, for verifyFast's header match
+	active *signingKey   // the key new tokens are signed with
 }
 
 // keyID derives the kid of an HMAC key: base64url (no padding) of the first
@@ -159,6 +165,7 @@ func newHMACKey(secret []byte) *signingKey {
 	}
 	k.hdrAccess = encodeHeader(k, TypAccess)
 	k.hdrRefresh = encodeHeader(k, TypRefresh)
+	k.macs = macPool(k.secret.([]byte))
 	return k
 }
 
@@ -206,7 +213,7 @@ func New(cfg Config) (*Manager, error) {
 
 	k := newHMACKey(cfg.Key)
 	m := &Manager{
-		keys:       keySet{byID: map[string]*signingKey{k.id: k}, active: k},
+		keys:       keySet{byID: map[string]*signingKey{k.id: k}, list: []*signingKey{k}, active: k},
 		issuer:     cfg.Issuer,
 		audience:   cfg.Audience,
 		accessTTL:  cfg.AccessTTL,
@@ -442,8 +449,8 @@ func typMatches(typ, want string) bool {
 
 // VerifyAccess verifies an access token and returns its claims.
 //
-// An access token that verified before is served from a bounded cache (see
-// verifiedCache) keyed by the whole token string: the signature and JSON are
+// An access token that verified twice before is served from a bounded cache
+// (see verifiedCache) keyed by the whole token string: the signature and JSON are
 // not looked at again, but exp, nbf and iat are re-checked against the clock
 // on every hit, so a cached token expires exactly when an uncached one would.
 // On a hit the *Claims returned is the one cached, shared with every other
@@ -467,12 +474,12 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 			return ent.claims, nil
 		}
 	}
-	ent, err := m.verify(tok, m.kfAccess)
+	ent, err := m.verify(tok, TypAccess)
 	if err != nil {
 		return nil, err
 	}
 	if m.cache != nil {
-		m.cache.put(tok, ent, m.now())
+		m.cache.admit(tok, ent, m.now())
 	}
 	return ent.claims, nil
 }
@@ -484,18 +491,37 @@ func (m *Manager) VerifyRefresh(tok string) (*Claims, error) {
 	if len(tok) > MaxTokenLen {
 		return nil, errTokenTooLong
 	}
-	ent, err := m.verify(tok, m.kfRefresh)
+	ent, err := m.verify(tok, TypRefresh)
 	if err != nil {
 		return nil, err
 	}
 	return ent.claims, nil
 }
 
-// verify does the full check of one token: golang-jwt for the structure,
-// alg, signature (via the keyfunc, which also checks typ, kid and the
-// forbidden header parameters) and the registered claims; then, on the
-// authentic token only, our own checks.
-func (m *Manager) verify(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
+// verify does the full check of one token of type typ (TypAccess or
+// TypRefresh): the fast path for a token in exactly the form we issue (see
+// fast.go), and the general path for everything else, including every token
+// the fast path does not accept.
+func (m *Manager) verify(tok, typ string) (cacheEntry, error) {
+	if tok == "" {
+		return cacheEntry{}, errEmptyToken
+	}
+	if ent, ok := m.verifyFast(tok, typ); ok {
+		return ent, nil
+	}
+	kf := m.kfAccess
+	if typ == TypRefresh {
+		kf = m.kfRefresh
+	}
+	return m.verifyGeneral(tok, kf)
+}
+
+// verifyGeneral checks any token: golang-jwt for the structure, alg,
+// signature (via the keyfunc, which also checks typ, kid and the forbidden
+// header parameters) and the registered claims; then, on the authentic
+// token only, our own checks. It decides every token the fast path leaves,
+// and classifies the error.
+func (m *Manager) verifyGeneral(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
 	if tok == "" {
 		return cacheEntry{}, errEmptyToken
 	}

@@ -413,10 +413,11 @@ func TestVerifyTable(t *testing.T) {
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			verify := m.VerifyAccess
+			verify, typ := m.VerifyAccess, TypAccess
 			if tt.refresh {
-				verify = m.VerifyRefresh
+				verify, typ = m.VerifyRefresh, TypRefresh
 			}
+			checkFastAgrees(t, m, tt.tok, typ)
 			c, err := verify(tt.tok)
 			if tt.want == nil {
 				if err != nil {

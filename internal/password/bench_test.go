@@ -1,8 +1,13 @@
 package password
 
 import (
+	"crypto/subtle"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
 	"testing"
 
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -52,4 +57,96 @@ func BenchmarkVerifyBcrypt(b *testing.B) {
 			b.Fatal(ok, err)
 		}
 	}
+}
+
+// bigHeap is live, pointer-rich heap for BenchmarkVerifyBigHeap, like a
+// gateway's (Caddy, caches, stores: 40-60 MB).
+var bigHeap map[string]*heapNode
+
+type heapNode struct {
+	name string
+	tags []string
+	vals []*int
+	next *heapNode
+}
+
+func buildBigHeap(mb int) map[string]*heapNode {
+	m := make(map[string]*heapNode)
+	var prev *heapNode
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	target := ms.HeapAlloc + uint64(mb)<<20
+	for i := 0; ; i++ {
+		n := &heapNode{name: "user-" + strconv.Itoa(i), next: prev}
+		for j := range 4 {
+			v := i + j
+			n.tags = append(n.tags, "tag-"+strconv.Itoa(i*j))
+			n.vals = append(n.vals, &v)
+		}
+		m[n.name] = n
+		prev = n
+		if i%20000 == 0 {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc >= target {
+				return m
+			}
+		}
+	}
+}
+
+// BenchmarkVerifyBigHeap verifies an argon2id hash at the default
+// parameters in a process holding ~50 MB of live heap, with x/crypto/argon2
+// (19 MiB allocated per call, as Verify did before) and with the Hasher's
+// pooled memory. Run it a few times, so that the two alternate (-count
+// would repeat each sub-benchmark in a row), e.g.
+//
+//	for i in 1 2 3; do go test -run '^$' -bench VerifyBigHeap -benchtime 40x ./internal/password; done
+//
+// gc/op is GC cycles per verification and gc-cpu-ms/op the GC's CPU time
+// per verification (all Ps); the xcrypto time also includes the page faults
+// of memory the runtime takes from the OS as the heap grows between cycles.
+func BenchmarkVerifyBigHeap(b *testing.B) {
+	h := testHasher()
+	const pw = "correct horse battery staple"
+	enc, err := h.Hash(pw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bigHeap = buildBigHeap(50)
+	b.Cleanup(func() { bigHeap = nil })
+
+	xcryptoVerify := func() bool { // Verify's argon2id path as it was
+		a, err := parseArgon2id(enc, h.limits)
+		if err != nil {
+			b.Fatal(err)
+		}
+		key := argon2.IDKey([]byte(pw), a.salt, a.params.Time, a.params.Memory, a.params.Threads, a.params.KeyLen)
+		return subtle.ConstantTimeCompare(key, a.key) == 1
+	}
+	pooledVerify := func() bool {
+		ok, _, err := h.Verify(enc, pw)
+		return ok && err == nil
+	}
+	for _, bc := range []struct {
+		name   string
+		verify func() bool
+	}{{"xcrypto", xcryptoVerify}, {"pooled", pooledVerify}} {
+		b.Run(bc.name, func(b *testing.B) {
+			gcCPU := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+			var ms0, ms1 runtime.MemStats
+			runtime.ReadMemStats(&ms0)
+			metrics.Read(gcCPU)
+			cpu0 := gcCPU[0].Value.Float64()
+			for b.Loop() {
+				if !bc.verify() {
+					b.Fatal("verification failed")
+				}
+			}
+			runtime.ReadMemStats(&ms1)
+			metrics.Read(gcCPU)
+			b.ReportMetric(float64(ms1.NumGC-ms0.NumGC)/float64(b.N), "gc/op")
+			b.ReportMetric(1000*(gcCPU[0].Value.Float64()-cpu0)/float64(b.N), "gc-cpu-ms/op")
+		})
+	}
+	runtime.KeepAlive(bigHeap)
 }

@@ -23,8 +23,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/crudauth/caddy-crudauth/internal/argon2id"
 )
 
 // Algorithm names returned by Algorithm.
@@ -139,6 +140,12 @@ var defaultLimits = limitsFor(DefaultParams)
 // Hasher hashes with one set of argon2id parameters and verifies argon2id
 // and bcrypt hashes. It is immutable and safe for concurrent use. The zero
 // value is not usable: build one with NewHasher.
+//
+// Argon2id needs Params.Memory KiB of working memory per hash (19 MiB with
+// DefaultParams). A Hasher keeps up to a fixed number of those buffers
+// between hashes (one unless WithMemoryPool says otherwise) instead of
+// allocating them afresh each time, which in a long-running process with a
+// large heap costs page faults, zeroing and a GC cycle every few hashes.
 type Hasher struct {
 	params Params
 	limits limits
@@ -148,6 +155,10 @@ type Hasher struct {
 	// observe, when set, is told how long each hash computation took (see
 	// WithObserver).
 	observe func(time.Duration)
+	// mem is the free list of argon2id working memories: a hash takes one,
+	// or allocates one when it is empty, and gives it back when it has room.
+	// It is shared by the copies WithObserver makes. nil: always allocate.
+	mem chan *argon2id.Memory
 }
 
 // WithObserver returns a copy of h that calls fn with the duration of every
@@ -170,13 +181,50 @@ func (h *Hasher) timed(f func()) {
 	h.observe(time.Since(start))
 }
 
+// WithMemoryPool returns a copy of h that keeps up to n argon2id working
+// memories (Params.Memory KiB each, once used) for reuse, instead of one;
+// n < 1 is taken as 1. Size it to the number of hashes that run at once (the
+// Limiter's Cap): more concurrent hashes still work, the extra ones allocate
+// memory that is then left to the garbage collector. The copy has its own
+// pool and starts with it empty.
+func (h *Hasher) WithMemoryPool(n int) *Hasher {
+	c := *h
+	c.mem = make(chan *argon2id.Memory, max(n, 1))
+	return &c
+}
+
+// argon2idKey is argon2.IDKey from golang.org/x/crypto (same output),
+// computed in a working memory from h's pool when p asks for no more memory
+// than h's own parameters. A stored hash that asks for more (an import
+// within the verification ceilings) gets memory of its own that is not kept,
+// so the pool never holds more than n buffers of h.params.Memory KiB.
+func (h *Hasher) argon2idKey(pw, salt []byte, p Params) []byte {
+	if h.mem == nil || p.Memory > h.params.Memory {
+		return argon2id.Key(pw, salt, p.Time, p.Memory, p.Threads, p.KeyLen, nil)
+	}
+	var m *argon2id.Memory
+	select {
+	case m = <-h.mem:
+	default:
+		m = new(argon2id.Memory) // Key sizes it
+	}
+	key := argon2id.Key(pw, salt, p.Time, p.Memory, p.Threads, p.KeyLen, m)
+	if m.Size() <= h.params.Memory {
+		select {
+		case h.mem <- m:
+		default: // the pool is full: let the GC have it
+		}
+	}
+	return key
+}
+
 // NewHasher validates p and returns a Hasher. It computes one hash (of a
 // random password, for VerifyDummy), so it costs as much as a Hash call.
 func NewHasher(p Params) (*Hasher, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Hasher{params: p, limits: limitsFor(p)}
+	h := &Hasher{params: p, limits: limitsFor(p), mem: make(chan *argon2id.Memory, 1)}
 	dummy, err := h.hash(rand.Text())
 	if err != nil {
 		return nil, err
@@ -209,9 +257,9 @@ func (h *Hasher) hash(pw string) (string, error) {
 		return "", fmt.Errorf("generating salt: %w", err)
 	}
 	var key []byte
-	h.timed(func() { key = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, p.KeyLen) })
+	h.timed(func() { key = h.argon2idKey([]byte(pw), salt, p) })
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
-		argon2.Version, p.Memory, p.Time, p.Threads,
+		argon2id.Version, p.Memory, p.Time, p.Threads,
 		base64.RawStdEncoding.EncodeToString(salt),
 		base64.RawStdEncoding.EncodeToString(key)), nil
 }
@@ -247,9 +295,7 @@ func (h *Hasher) Verify(encoded, pw string) (ok, needsRehash bool, err error) {
 			defer h.VerifyDummy(pw)
 		}
 		var key []byte
-		h.timed(func() {
-			key = argon2.IDKey([]byte(pw), a.salt, a.params.Time, a.params.Memory, a.params.Threads, a.params.KeyLen)
-		})
+		h.timed(func() { key = h.argon2idKey([]byte(pw), a.salt, a.params) })
 		if subtle.ConstantTimeCompare(key, a.key) != 1 {
 			return false, false, nil
 		}
@@ -364,8 +410,8 @@ func parseArgon2id(s string, l limits) (argon2idHash, error) {
 	if len(parts) != 6 || parts[0] != "" || parts[1] != AlgArgon2id {
 		return a, malformed("argon2id: want 5 fields separated by '$'")
 	}
-	if parts[2] != "v="+strconv.Itoa(argon2.Version) {
-		return a, malformed("argon2id: unsupported or missing version, want v=%d", argon2.Version)
+	if parts[2] != "v="+strconv.Itoa(argon2id.Version) {
+		return a, malformed("argon2id: unsupported or missing version, want v=%d", argon2id.Version)
 	}
 	fields := strings.Split(parts[3], ",")
 	if len(fields) != 3 {

@@ -1,14 +1,19 @@
 package boltstore
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/storetest"
@@ -375,6 +380,9 @@ func TestUpdateUserRejectsEmptyUsername(t *testing.T) {
 	}
 }
 
+// benchHash is a fake argon2id PHC string of a realistic length.
+const benchHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+
 func benchStore(b *testing.B) (*Store, *store.User) {
 	b.Helper()
 	s := openTemp(b, Options{})
@@ -399,6 +407,37 @@ func BenchmarkAuthState(b *testing.B) {
 	}
 }
 
+// authStateV1 is AuthState as schema version 1 had it, kept for comparison
+// in benchmarks only: the same cache handling, but a miss decodes the whole
+// JSON user for four fields.
+func authStateV1(s *Store, id string) (store.AuthState, error) {
+	if st, ok := s.cache.get(id); ok {
+		return st, nil
+	}
+	gen := s.cache.generation()
+	var st store.AuthState
+	err := s.view(func(tx *bolt.Tx) error {
+		if id == "" {
+			return store.ErrNotFound
+		}
+		data := tx.Bucket(bucketUsers).Get([]byte(id))
+		if data == nil {
+			return store.ErrNotFound
+		}
+		var f authFields
+		if err := json.Unmarshal(data, &f); err != nil {
+			return err
+		}
+		st = store.AuthState{Username: f.Username, TokenVersion: f.TokenVersion, Disabled: f.Disabled, AllowedScopes: f.AllowedScopes}
+		return nil
+	})
+	if err != nil {
+		return store.AuthState{}, err
+	}
+	s.cache.fill(id, gen, st)
+	return st, nil
+}
+
 func BenchmarkAuthStateMiss(b *testing.B) {
 	s, u := benchStore(b)
 	ctx := b.Context()
@@ -411,12 +450,71 @@ func BenchmarkAuthStateMiss(b *testing.B) {
 			}
 		}
 	})
+	b.Run("known_v1_json", func(b *testing.B) { // the schema 1 miss path, for comparison
+		b.ReportAllocs()
+		for b.Loop() {
+			s.cache.invalidate(u.ID)
+			if _, err := authStateV1(s, u.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("unknown", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := s.AuthState(ctx, "unope"); !errors.Is(err, store.ErrNotFound) {
 				b.Fatal(err)
 			}
+		}
+	})
+	b.Run("unknown_v1_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := authStateV1(s, "unope"); !errors.Is(err, store.ErrNotFound) {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkAuthStateMissSpread reads users of a 20000-user file (filled
+// as a bulk import would) in a scattered order with the cache off: every
+// read walks the B+tree to a different leaf.
+func BenchmarkAuthStateMissSpread(b *testing.B) {
+	s := openTemp(b, Options{CacheSize: -1})
+	ctx := b.Context()
+	const n = 20000
+	us := make([]*store.User, n)
+	ids := make([]string, n)
+	for i := range us {
+		ids[i] = store.NewID()
+	}
+	slices.Sort(ids)
+	for i := range us {
+		us[i] = &store.User{ID: ids[i], Username: fmt.Sprintf("spread%05d", i), PasswordHash: benchHash}
+	}
+	if err := s.CreateUsers(ctx, us); err != nil {
+		b.Fatal(err)
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	b.Run("auth", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := s.AuthState(ctx, ids[i%n]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("v1_json", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := authStateV1(s, ids[i%n]); err != nil {
+				b.Fatal(err)
+			}
+			i++
 		}
 	})
 }

@@ -92,7 +92,8 @@ type e2eResult struct {
 	FloodCases  []caseInfo        `json:"flood_cases"`
 	FloodRuns   []caseResult      `json:"flood_runs"` // proxied traffic, with and without flood
 	Floods      []floodRecord     `json:"floods"`     // the login side
-	Mem         memResult         `json:"mem"`
+	Mem         memResult         `json:"mem"`        // distinct tokens over the small database's users
+	MemUsers    memResult         `json:"mem_users"`  // distinct tokens and users over the big database
 	Caddyfiles  map[string]string `json:"caddyfiles"`
 }
 
@@ -389,11 +390,14 @@ func (e *e2e) run() error {
 		}
 	}
 
-	// Memory: a fresh gateway process on the big database.
+	// Memory: a fresh gateway process for each database.
 	e.ps.stop(e.gwC)
 	e.ps.stop(e.plainC)
 	e.ps.stop(e.fwdC)
-	if err := e.memory(m); err != nil {
+	if e.res.Mem, err = e.memory(m, "small.db", e.smallIDs); err != nil {
+		return err
+	}
+	if e.res.MemUsers, err = e.memory(m, "big.db", e.bigIDs); err != nil {
 		return err
 	}
 
@@ -601,29 +605,32 @@ func (e *e2e) sanity(tok, refreshTok string) error {
 	return nil
 }
 
-func (e *e2e) memory(m *token.Manager) error {
+// memory runs a fresh gateway process on db and sends it MemTokens
+// requests, each with a new token for the next of users.
+func (e *e2e) memory(m *token.Manager, db string, users []string) (memResult, error) {
 	cfg := e.cfg
 	port, err := freePort()
 	if err != nil {
-		return err
+		return memResult{}, err
 	}
 	adminPort, err := freePort()
 	if err != nil {
-		return err
+		return memResult{}, err
 	}
 	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
 	cf := fmt.Sprintf(caddyGlobal, admin) + fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n%s\trespond \"ok\" 200\n}\n",
-		port, e.gatewayBlock(filepath.Join(e.work, "big.db")))
-	p, err := e.startCaddy("caddy-memory", cf, port)
+		port, e.gatewayBlock(filepath.Join(e.work, db)))
+	p, err := e.startCaddy("caddy-memory-"+strings.TrimSuffix(db, ".db"), cf, port)
 	if err != nil {
-		return err
+		return memResult{}, err
 	}
 	defer e.ps.stop(p)
-	logf("memory: %d distinct tokens over %d users", cfg.MemTokens, min(cfg.MemTokens, int64(cfg.BigUsers)))
-	e.res.Mem, err = memLoad(fmt.Sprintf("http://127.0.0.1:%d", port), m, e.bigIDs, cfg.MemTokens, cfg.MemConns, p.pid(), "http://"+admin)
-	logf("memory: RSS %d -> peak %d KiB (anon %d -> %d) in %.0fs", e.res.Mem.Before.VmRSS, e.res.Mem.Peak.VmRSS,
-		e.res.Mem.Before.RssAnon, e.res.Mem.Peak.RssAnon, e.res.Mem.Seconds)
-	return err
+	logf("memory: %d distinct tokens over %d users (%s)", cfg.MemTokens, min(cfg.MemTokens, int64(len(users))), db)
+	res, err := memLoad(fmt.Sprintf("http://127.0.0.1:%d", port), m, users, cfg.MemTokens, cfg.MemConns, p.pid(), "http://"+admin)
+	res.DB = db
+	logf("memory: RSS %d -> peak %d KiB (anon %d -> %d) in %.0fs", res.Before.VmRSS, res.Peak.VmRSS,
+		res.Before.RssAnon, res.Peak.RssAnon, res.Seconds)
+	return res, err
 }
 
 // execOut runs bin and returns what it printed, whatever its exit status

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
@@ -41,11 +39,6 @@ type fillResult struct {
 	Seconds float64 `json:"seconds"`
 	// FileMB is the database file size.
 	FileMB float64 `json:"file_mb"`
-}
-
-// batchCreator is the batch API some versions of the store have.
-type batchCreator interface {
-	CreateUsers(ctx context.Context, us []*store.User) error
 }
 
 // fill creates n users named userName(i) with one shared password hash and
@@ -88,30 +81,20 @@ func fill(path string, n int, hash string) ([]string, fillResult, error) {
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
 	const batch = 20000
-	if bc, ok := any(st).(batchCreator); ok {
-		res.Method = "CreateUsers"
-		for lo := 0; lo < rest; lo += batch {
-			hi := min(lo+batch, rest)
-			us := make([]*store.User, 0, hi-lo)
-			for _, i := range order[lo:hi] {
-				us = append(us, &store.User{ID: ids[i], Username: userName(i), PasswordHash: hash})
-			}
-			if err := bc.CreateUsers(ctx, us); err != nil {
-				st.Close()
-				return nil, res, err
-			}
+	res.Method = "CreateUsers"
+	for lo := 0; lo < rest; lo += batch {
+		hi := min(lo+batch, rest)
+		us := make([]*store.User, 0, hi-lo)
+		for _, i := range order[lo:hi] {
+			us = append(us, &store.User{ID: ids[i], Username: userName(i), PasswordHash: hash})
 		}
-		if err := st.Close(); err != nil {
+		if err := st.CreateUsers(ctx, us); err != nil {
+			st.Close()
 			return nil, res, err
 		}
-	} else {
-		res.Method = "bbolt"
-		if err := st.Close(); err != nil {
-			return nil, res, err
-		}
-		if err := fillBolt(path, ids, order, hash, batch); err != nil {
-			return nil, res, err
-		}
+	}
+	if err := st.Close(); err != nil {
+		return nil, res, err
 	}
 	if err := checkFill(path, ids, n); err != nil {
 		return nil, res, err
@@ -121,51 +104,6 @@ func fill(path string, n int, hash string) ([]string, fillResult, error) {
 		res.FileMB = float64(fi.Size()) / (1 << 20)
 	}
 	return ids, res, nil
-}
-
-// fillBolt writes users with boltstore's layout (see its package comment):
-// users: id -> JSON of store.User; usernames: normalized name -> id.
-func fillBolt(path string, ids []string, order []int, hash string, batch int) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true})
-	if err != nil {
-		return err
-	}
-	now := time.Now().UTC()
-	for lo := 0; lo < len(order); lo += batch {
-		hi := min(lo+batch, len(order))
-		err := db.Update(func(tx *bolt.Tx) error {
-			users, names := tx.Bucket([]byte("users")), tx.Bucket([]byte("usernames"))
-			if users == nil || names == nil {
-				return fmt.Errorf("%s lacks boltstore's buckets", path)
-			}
-			// Keys arrive in order: fill pages as `bbolt compact` would,
-			// instead of splitting them half full.
-			users.FillPercent, names.FillPercent = 0.9, 0.9
-			for _, i := range order[lo:hi] {
-				u := store.User{ID: ids[i], Username: userName(i), PasswordHash: hash, CreatedAt: now, UpdatedAt: now, PasswordChangedAt: now}
-				data, err := json.Marshal(&u)
-				if err != nil {
-					return err
-				}
-				if err := users.Put([]byte(u.ID), data); err != nil {
-					return err
-				}
-				if err := names.Put([]byte(store.NormalizeUsername(u.Username)), []byte(u.ID)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			db.Close()
-			return err
-		}
-	}
-	if err := db.Sync(); err != nil {
-		db.Close()
-		return err
-	}
-	return db.Close()
 }
 
 // checkFill reopens the file through boltstore and reads a sample of users

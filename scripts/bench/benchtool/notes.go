@@ -30,3 +30,7 @@ const noteFlood = `the hashing cap (half the CPUs) is what protects proxied traf
 const noteLoginBig = `a login is one argon2id hash (tens of ms) plus one bbolt lookup by name (µs even with a million users), so the difference is noise in the hash time; more samples narrow it.`
 
 const noteBigThroughput = `with a million users and requests spread over more users than the AuthState cache holds, most requests miss that cache and read the user from bbolt: a read transaction, a B+tree walk through a mapped file far larger than the cache (page faults included) and a JSON decode of the whole user record (password hash and timestamps included) for four fields; the "CPU/request" above is that cost per request. What would move it: in internal/store/boltstore, a compact auth bucket read by AuthState (see the memory note), and a larger hit rate from a cache that evicts by CLOCK like the token cache instead of dropping half its entries at once.`
+
+const noteMemUsers = `PLACEHOLDER`
+
+const noteLoginsShared = `PLACEHOLDER`

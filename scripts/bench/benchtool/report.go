@@ -281,9 +281,12 @@ func render(in reportInput) string {
 	}
 	floodKeep := ratioOf(e.FloodRuns, "proxied+flood", "proxied", rps)
 	loginRatio := median(e.LoginBigMs) / median(e.LoginSmallMs)
-	memGrowMB := float64(e.Mem.Peak.VmRSS-e.Mem.Before.VmRSS) / 1024
-	memAnonMB := float64(e.Mem.Peak.RssAnon-e.Mem.Before.RssAnon) / 1024
-	memFileMB := float64(e.Mem.Peak.RssFile-e.Mem.Before.RssFile) / 1024
+	grow := func(m memResult) (rss, anon, file float64) {
+		return float64(m.Peak.VmRSS-m.Before.VmRSS) / 1024, float64(m.Peak.RssAnon-m.Before.RssAnon) / 1024,
+			float64(m.Peak.RssFile-m.Before.RssFile) / 1024
+	}
+	memGrowMB, memAnonMB, memFileMB := grow(e.Mem)
+	usersGrowMB, usersAnonMB, usersFileMB := grow(e.MemUsers)
 	bigName := fmt.Sprintf("%d users", cfg.BigUsers)
 
 	var ts []target
@@ -327,18 +330,23 @@ func render(in reportInput) string {
 			measured: fmt.Sprintf("%.2f µs, %.0f allocs; %.2f × this run's golang-jwt parse (%.2f µs, vs 9.2 µs quiet), so the target scales to %.2f µs%s", fresh.NsOp/1000, fresh.Allocs, fresh.NsOp/jwtNs(jwtB), jwtNs(jwtB)/1000, lim/1000, noisy),
 			ok:       fresh.NsOp <= lim, note: noteInprocFresh})
 	}
-	add(target{what: fmt.Sprintf("resident memory (VmRSS) over %d distinct tokens", e.Mem.Tokens), goal: "grows < 50 MB",
+	add(target{what: fmt.Sprintf("resident memory (VmRSS) over %d distinct tokens (%d users)", e.Mem.Tokens, e.Mem.DistinctIDs), goal: "grows < 50 MB",
 		measured: fmt.Sprintf("+%.1f MB: anonymous (heap, caches) +%.1f MB, file-backed (the bbolt mmap) +%.1f MB", memGrowMB, memAnonMB, memFileMB),
 		ok:       memGrowMB < 50, note: noteMemRSS})
-	add(target{what: fmt.Sprintf("anonymous memory (RssAnon: heap and caches) over %d distinct tokens", e.Mem.Tokens), goal: "grows < 50 MB",
-		measured: fmt.Sprintf("+%.1f MB", memAnonMB),
-		ok:       memAnonMB < 50, note: noteMemAnon})
+	add(target{what: fmt.Sprintf("resident memory (VmRSS) over %d distinct tokens for %d distinct users", e.MemUsers.Tokens, e.MemUsers.DistinctIDs), goal: "grows < 50 MB",
+		measured: fmt.Sprintf("+%.1f MB: anonymous (heap, caches) +%.1f MB, file-backed (the bbolt mmap) +%.1f MB", usersGrowMB, usersAnonMB, usersFileMB),
+		ok:       usersGrowMB < 50, note: noteMemUsers})
 	add(target{what: "/refresh throughput", goal: "≥ 1.0 × plain reverse_proxy",
 		measured: fmt.Sprintf("%.3f (rounds: %s)", median(refRatio), fmtList(refRatio, "%.2f")), ok: median(refRatio) >= 1.0,
 		note: noteRefresh})
-	add(target{what: "logins/s during the flood (with proxied traffic)", goal: "≥ 0.9 × cap ÷ single-hash time",
-		measured: fmt.Sprintf("%.2f (rounds: %s); flood alone: %.2f (%s); cap %d, single hash per round %s ms → %s logins/s", median(loginsWith), fmtList(loginsWith, "%.2f"), median(loginsAlone), fmtList(loginsAlone, "%.2f"), e.HashCap, fmtList(e.FloodHashMs, "%.1f"), fmtList(capsOf(e.FloodHashMs, e.HashCap), "%.1f")),
-		ok:       median(loginsWith) >= 0.9, note: noteLogins})
+	loginsMeasured := func(xs []float64) string {
+		return fmt.Sprintf("%.2f (rounds: %s); cap %d, single hash per round %s ms → %s logins/s", median(xs), fmtList(xs, "%.2f"),
+			e.HashCap, fmtList(e.FloodHashMs, "%.1f"), fmtList(capsOf(e.FloodHashMs, e.HashCap), "%.1f"))
+	}
+	add(target{what: "logins/s, login flood at 2× capacity (no other traffic)", goal: "≥ 0.9 × cap ÷ single-hash time",
+		measured: loginsMeasured(loginsAlone), ok: median(loginsAlone) >= 0.9, note: noteLogins})
+	add(target{what: "logins/s, the same flood while proxied traffic runs", goal: "≥ 0.9 × cap ÷ single-hash time",
+		measured: loginsMeasured(loginsWith), ok: median(loginsWith) >= 0.9, note: noteLoginsShared})
 	add(target{what: "proxied throughput during a login flood at 2× hashing capacity", goal: "≥ 0.5 × without the flood",
 		measured: fmt.Sprintf("%.3f (rounds: %s)", median(floodKeep), fmtList(floodKeep, "%.2f")), ok: median(floodKeep) >= 0.5,
 		note: noteFlood})
@@ -394,7 +402,7 @@ func render(in reportInput) string {
 
 	// --- logins
 	p("## Logins and the login flood\n\n")
-	p("Hashing cap: %d (the gateway's default `max_concurrent_hashes`, half the CPUs). Single-hash time: %.1f ms, the median of %d argon2id verifications (m=19456 KiB, t=2, p=1) in short-lived processes (three hashes each, each after a GC so that it reuses the heap as a running gateway does, the first, which faults in the 19 MiB, dropped), interleaved with the serial logins below (samples: %s ms). Capacity = cap ÷ single-hash time = **%.1f logins/s**; the flood offers twice that, open loop (one goroutine per login, whatever the answers), spread over %d users.\n\n",
+	p("Hashing cap: %d (the gateway's default `max_concurrent_hashes`, half the CPUs). Single-hash time: %.1f ms, the median of %d argon2id verifications (m=19456 KiB, t=2, p=1) in short-lived processes (three hashes each through `password.Hasher`, which reuses its argon2id working memory as the gateway does; the first, which faults that memory in, dropped), interleaved with the serial logins below (samples: %s ms). Capacity = cap ÷ single-hash time = **%.1f logins/s**; the flood offers twice that, open loop (one goroutine per login, whatever the answers), spread over %d users.\n\n",
 		e.HashCap, e.HashMs, len(e.HashSamplesMs), fmtList(e.HashSamplesMs, "%.0f"), capacity, cfg.SmallUsers)
 	p("The single-hash time is measured again at the start of each flood round, and each round's logins/s are divided by that round's capacity.\n\n")
 	p("| round | single hash | capacity/s | with proxied traffic | offered/s | logins/s (200 within the window) | ÷ capacity | 503 busy | 429 | other | median login latency |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -435,22 +443,30 @@ func render(in reportInput) string {
 	p("All users share one argon2id hash of the same password (hashing a million passwords would take hours and changes nothing measured here).\n\n")
 
 	// --- memory
-	p("## Memory\n\nA fresh gateway process (Caddy, the same crudauth block, `respond` instead of the proxy) on the %s database; %d warm-up requests with one token, then %d requests, each with a token minted just before it for a different user (%d distinct users), sent by a Go client over %d keep-alive connections, 16 requests pipelined on each (wrk would need the whole token list in memory, and Go's HTTP client, one round trip per request, would be the bottleneck). Resident memory from `/proc/<pid>/status`, sampled every second; Go heap in use from Caddy's admin `/debug/vars`.\n\n",
-		bigName, 2000, e.Mem.Tokens, e.Mem.DistinctIDs, cfg.MemConns)
-	p("| | VmRSS | RssAnon | RssFile | heap in use |\n|---|---|---|---|---|\n")
-	p("| before | %.1f MB | %.1f MB | %.1f MB | %.1f MB |\n", kib(e.Mem.Before.VmRSS), kib(e.Mem.Before.RssAnon), kib(e.Mem.Before.RssFile), float64(e.Mem.HeapBefore)/(1<<20))
-	p("| peak | %.1f MB | %.1f MB | %.1f MB | |\n", kib(e.Mem.Peak.VmRSS), kib(e.Mem.Peak.RssAnon), kib(e.Mem.Peak.RssFile))
-	p("| after | %.1f MB | %.1f MB | %.1f MB | %.1f MB |\n", kib(e.Mem.After.VmRSS), kib(e.Mem.After.RssAnon), kib(e.Mem.After.RssFile), float64(e.Mem.HeapAfter)/(1<<20))
-	p("\n%d requests in %.0f s. RssFile is the bbolt file mapped into memory (pages of users read), which the kernel can drop at will; RssAnon is the heap, the caches included.\n\n", e.Mem.Tokens, e.Mem.Seconds)
-	if len(e.Mem.Samples) > 0 {
-		p("<details><summary>Samples</summary>\n\n| tokens done | VmRSS MB | RssAnon MB | RssFile MB |\n|---|---|---|---|\n")
-		step := max(1, len(e.Mem.Samples)/20)
-		for i, s := range e.Mem.Samples {
-			if i%step == 0 || i == len(e.Mem.Samples)-1 {
-				p("| %d | %.1f | %.1f | %.1f |\n", s.Done, kib(s.VmRSS), kib(s.RssAnon), kib(s.RssFile))
+	p("## Memory\n\nA fresh gateway process (Caddy, the same crudauth block, `respond` instead of the proxy) for each run; %d warm-up requests with one token, then %d requests, each with a token minted just before it, sent by a Go client over %d keep-alive connections, 16 requests pipelined on each (wrk would need the whole token list in memory, and Go's HTTP client, one round trip per request, would be the bottleneck). Resident memory from `/proc/<pid>/status`, sampled every second; Go heap in use from Caddy's admin `/debug/vars`. The first run measures what the target names, distinct tokens: they cycle over the %d users of the small database. The second also spreads them over %d distinct users of the %s database, so that it measures users as well as tokens.\n\n",
+		2000, e.Mem.Tokens, cfg.MemConns, e.Mem.DistinctIDs, e.MemUsers.DistinctIDs, bigName)
+	for _, m := range []struct {
+		title string
+		r     memResult
+	}{{fmt.Sprintf("%d distinct tokens, %d users", e.Mem.Tokens, e.Mem.DistinctIDs), e.Mem},
+		{fmt.Sprintf("%d distinct tokens, %d distinct users", e.MemUsers.Tokens, e.MemUsers.DistinctIDs), e.MemUsers}} {
+		r := m.r
+		p("### %s (`%s`)\n\n", m.title, r.DB)
+		p("| | VmRSS | RssAnon | RssFile | heap in use |\n|---|---|---|---|---|\n")
+		p("| before | %.1f MB | %.1f MB | %.1f MB | %.1f MB |\n", kib(r.Before.VmRSS), kib(r.Before.RssAnon), kib(r.Before.RssFile), float64(r.HeapBefore)/(1<<20))
+		p("| peak | %.1f MB | %.1f MB | %.1f MB | |\n", kib(r.Peak.VmRSS), kib(r.Peak.RssAnon), kib(r.Peak.RssFile))
+		p("| after | %.1f MB | %.1f MB | %.1f MB | %.1f MB |\n", kib(r.After.VmRSS), kib(r.After.RssAnon), kib(r.After.RssFile), float64(r.HeapAfter)/(1<<20))
+		p("\n%d requests in %.0f s. RssFile is the bbolt file mapped into memory (pages read), which the kernel can drop at will; RssAnon is the heap, the caches included.\n\n", r.Tokens, r.Seconds)
+		if len(r.Samples) > 0 {
+			p("<details><summary>Samples</summary>\n\n| tokens done | VmRSS MB | RssAnon MB | RssFile MB |\n|---|---|---|---|\n")
+			step := max(1, len(r.Samples)/20)
+			for i, s := range r.Samples {
+				if i%step == 0 || i == len(r.Samples)-1 {
+					p("| %d | %.1f | %.1f | %.1f |\n", s.Done, kib(s.VmRSS), kib(s.RssAnon), kib(s.RssFile))
+				}
 			}
+			p("\n</details>\n\n")
 		}
-		p("\n</details>\n\n")
 	}
 
 	// --- go benchmarks
@@ -523,8 +539,6 @@ func fillMethod(m string) string {
 	switch m {
 	case "CreateUsers":
 		return "`CreateUsers`, 20000 users per transaction, in ID order"
-	case "bbolt":
-		return "bbolt directly with boltstore's layout, 20000 users per transaction, in ID order, pages 90% full as after `bbolt compact` (this version of the store has no batch API)"
 	}
 	return m
 }

@@ -186,10 +186,22 @@ func (h *Hasher) timed(f func()) {
 // n < 1 is taken as 1. Size it to the number of hashes that run at once (the
 // Limiter's Cap): more concurrent hashes still work, the extra ones allocate
 // memory that is then left to the garbage collector. The copy has its own
-// pool and starts with it empty.
+// pool, and takes into it up to n of the memories idle in h's pool (such as
+// the one NewHasher's dummy hash used), so that a hasher set up with
+// NewHasher(p).WithMemoryPool(n) holds that memory from the start instead of
+// dropping it for the garbage collector and allocating it again at the first
+// login.
 func (h *Hasher) WithMemoryPool(n int) *Hasher {
 	c := *h
 	c.mem = make(chan *argon2id.Memory, max(n, 1))
+	for h.mem != nil && len(c.mem) < cap(c.mem) {
+		select {
+		case m := <-h.mem:
+			c.mem <- m
+		default:
+			return &c
+		}
+	}
 	return &c
 }
 

@@ -149,3 +149,34 @@ func TestMemoryPoolDefault(t *testing.T) {
 		t.Fatalf("unexpected hash %s", enc)
 	}
 }
+
+// TestMemoryPoolKeepsIdleMemory: WithMemoryPool takes over the memory
+// NewHasher's dummy hash left in the pool (so a gateway holds it from the
+// start instead of dropping and reallocating it), never more than its
+// capacity, and the result still matches x/crypto.
+func TestMemoryPoolKeepsIdleMemory(t *testing.T) {
+	base, err := NewHasher(DefaultParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := DefaultParams
+	if len(base.mem) != 1 {
+		t.Fatalf("NewHasher's pool holds %d memories after the dummy hash, want 1", len(base.mem))
+	}
+	h := base.WithMemoryPool(3)
+	if len(h.mem) != 1 || len(base.mem) != 0 {
+		t.Fatalf("after WithMemoryPool: copy holds %d, original %d; want 1 and 0", len(h.mem), len(base.mem))
+	}
+	// A second copy from the now empty original starts empty.
+	if h2 := base.WithMemoryPool(2); len(h2.mem) != 0 {
+		t.Fatalf("copy of an empty pool holds %d", len(h2.mem))
+	}
+	salt := []byte("0123456789abcdef")
+	enc := xcryptoPHC("pw", salt, p)
+	if ok, _, err := h.Verify(enc, "pw"); !ok || err != nil {
+		t.Fatalf("Verify = %v, %v", ok, err)
+	}
+	if len(h.mem) != 1 {
+		t.Fatalf("after a verification the pool holds %d, want 1", len(h.mem))
+	}
+}

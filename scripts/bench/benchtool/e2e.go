@@ -46,7 +46,7 @@ func configFor(mode string) (e2eConfig, error) {
 			Threads: 2, Conns: 32, SmallUsers: 1000, BigUsers: 50_000, ListLen: 32_768,
 			FloodRounds: 2, LoginSamples: 4, MemTokens: 30_000, MemConns: 8}, nil
 	case "full":
-		return e2eConfig{Mode: mode, Rounds: 5, Duration: 5 * time.Second, Warmup: 2 * time.Second,
+		return e2eConfig{Mode: mode, Rounds: 7, Duration: 5 * time.Second, Warmup: 2 * time.Second,
 			Threads: 2, Conns: 32, SmallUsers: 1000, BigUsers: 1_000_000, ListLen: 131_072,
 			FloodRounds: 3, LoginSamples: 15, MemTokens: 1_000_000, MemConns: 8}, nil
 	}
@@ -151,9 +151,11 @@ type e2e struct {
 	res                      e2eResult
 	smallIDs, bigIDs         []string
 	upstream, fwd            *proc
-	plainC, gwC, fwdC        *proc
+	plainC, plainAAC         *proc // plainAAC: a second, identical plain proxy (the A/A case)
+	gwC, fwdC                *proc
 	upPort, authPort         int
 	plainPort, fwdPort       int
+	plainAAPort              int
 	gwSmallPort, gwBigPort   int
 }
 
@@ -264,6 +266,8 @@ func (e *e2e) run() error {
 	cases := []benchCase{
 		{caseInfo{Name: "plain", Desc: "plain reverse_proxy, one token (ignored)", CPUOf: "plain Caddy"},
 			wrkSpec{url: url(e.plainPort), headers: []string{auth}}, plainPids},
+		{caseInfo{Name: "plain_aa", Desc: "a second plain reverse_proxy process, identical to `plain` (A/A: how far two identical cases differ)", CPUOf: "second plain Caddy"},
+			wrkSpec{url: url(e.plainAAPort), headers: []string{auth}}, func() []int { return []int{e.plainAAC.pid()} }},
 		{caseInfo{Name: "gateway", Desc: "gateway, one token", CPUOf: "gateway Caddy"},
 			wrkSpec{url: url(e.gwSmallPort), headers: []string{auth}}, gwPids},
 		{caseInfo{Name: "forward_auth", Desc: "forward_auth to a token-checking service, one token", CPUOf: "forward_auth Caddy + auth service"},
@@ -393,6 +397,7 @@ func (e *e2e) run() error {
 	// Memory: a fresh gateway process for each database.
 	e.ps.stop(e.gwC)
 	e.ps.stop(e.plainC)
+	e.ps.stop(e.plainAAC)
 	e.ps.stop(e.fwdC)
 	if e.res.Mem, err = e.memory(m, "small.db", e.smallIDs); err != nil {
 		return err
@@ -515,13 +520,14 @@ func (e *e2e) startServers() error {
 	if err != nil {
 		return err
 	}
-	ports := make([]int, 6)
+	ports := make([]int, 7)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return err
 		}
 	}
 	e.upPort, e.authPort, e.plainPort, e.fwdPort, e.gwSmallPort, e.gwBigPort = ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+	e.plainAAPort = ports[6]
 	// Start everything, then wait for everything: starts overlap.
 	if e.upstream, err = e.ps.start("upstream", e.logs, nil, self, "upstream", "-addr", fmt.Sprintf("127.0.0.1:%d", e.upPort)); err != nil {
 		return err
@@ -535,6 +541,10 @@ func (e *e2e) startServers() error {
 	}
 	plain := fmt.Sprintf(caddyGlobal, "off") + site(e.plainPort, "\treverse_proxy "+up+"\n")
 	if e.plainC, err = e.launchCaddy("caddy-plain", plain); err != nil {
+		return err
+	}
+	plainAA := fmt.Sprintf(caddyGlobal, "off") + site(e.plainAAPort, "\treverse_proxy "+up+"\n")
+	if e.plainAAC, err = e.launchCaddy("caddy-plain-aa", plainAA); err != nil {
 		return err
 	}
 	gw := fmt.Sprintf(caddyGlobal, "off") +
@@ -555,7 +565,7 @@ func (e *e2e) startServers() error {
 	for _, w := range []struct {
 		p    *proc
 		port int
-	}{{e.upstream, e.upPort}, {e.fwd, e.authPort}, {e.plainC, e.plainPort}, {e.gwC, e.gwSmallPort}, {e.fwdC, e.fwdPort}} {
+	}{{e.upstream, e.upPort}, {e.fwd, e.authPort}, {e.plainC, e.plainPort}, {e.plainAAC, e.plainAAPort}, {e.gwC, e.gwSmallPort}, {e.fwdC, e.fwdPort}} {
 		if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", w.port), w.p, 30*time.Second); err != nil {
 			return err
 		}
@@ -591,6 +601,7 @@ func (e *e2e) sanity(tok, refreshTok string) error {
 		want                           int
 	}{
 		{"GET", u(e.plainPort, "/api/items"), "", "", "", 200},
+		{"GET", u(e.plainAAPort, "/api/items"), "", "", "", 200},
 		{"GET", u(e.gwSmallPort, "/api/items"), tok, "", "", 200},
 		{"GET", u(e.gwSmallPort, "/api/items"), "", "", "", 401},
 		{"GET", u(e.gwSmallPort, "/api/items"), tok[:len(tok)-4] + "AAAA", "", "", 401},

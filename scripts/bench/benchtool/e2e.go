@@ -61,6 +61,7 @@ type caseResult struct {
 	wrkResult
 	CPUus      float64 `json:"cpu_us_per_req"`      // the serving processes
 	UpstreamUs float64 `json:"upstream_us_per_req"` // the upstream's share
+	GCs        int     `json:"gcs"`                 // garbage collections of the Caddy process(es) during the run
 }
 
 type caseInfo struct {
@@ -448,9 +449,9 @@ func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
 		}
 	}
 	pids := c.pids()
-	cpu0, up0 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
+	cpu0, up0, gc0 := cpuOf(pids), cpuOf([]int{e.upstream.pid()}), e.ps.gcCount(pids)
 	w, out, err := runWrk(e.wrk, c.spec, cfg.Threads, cfg.Conns, cfg.Duration)
-	cpu1, up1 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
+	cpu1, up1, gc1 := cpuOf(pids), cpuOf([]int{e.upstream.pid()}), e.ps.gcCount(pids)
 	if err != nil {
 		return caseResult{}, fmt.Errorf("%s: %w", c.info.Name, err)
 	}
@@ -458,7 +459,7 @@ func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
 	if w.Non2xx > 0 || w.SockErrs > 0 {
 		return caseResult{}, fmt.Errorf("%s: %d non-2xx responses and %d socket errors:\n%s", c.info.Name, w.Non2xx, w.SockErrs, out)
 	}
-	res := caseResult{Case: c.info.Name, Round: round, Pos: pos, wrkResult: w}
+	res := caseResult{Case: c.info.Name, Round: round, Pos: pos, wrkResult: w, GCs: gc1 - gc0}
 	if w.Requests > 0 {
 		res.CPUus = (cpu1 - cpu0) / float64(w.Requests) * 1e6
 		res.UpstreamUs = (up1 - up0) / float64(w.Requests) * 1e6
@@ -470,6 +471,10 @@ func (e *e2e) caddyEnv() []string {
 	return []string{
 		"XDG_DATA_HOME=" + filepath.Join(e.work, "xdg-data"),
 		"XDG_CONFIG_HOME=" + filepath.Join(e.work, "xdg-config"),
+		// One line on stderr (the process log) per garbage collection,
+		// counted per case (procs.gcCount): how often each process
+		// collects explains much of its CPU per request.
+		"GODEBUG=gctrace=1",
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +84,31 @@ func (ps *procs) stopAll() {
 	for i := len(list) - 1; i >= 0; i-- {
 		ps.stop(list[i])
 	}
+}
+
+// gcCount returns how many garbage collections the processes with these
+// pids have logged so far (GODEBUG=gctrace=1 writes one "gc N @..." line to
+// stderr per collection; see e2e.caddyEnv).
+func (ps *procs) gcCount(pids []int) int {
+	ps.mu.Lock()
+	list := append([]*proc(nil), ps.list...)
+	ps.mu.Unlock()
+	n := 0
+	for _, p := range list {
+		if !slices.Contains(pids, p.pid()) {
+			continue
+		}
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			continue
+		}
+		for line := range bytes.Lines(b) {
+			if bytes.HasPrefix(line, []byte("gc ")) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // tail returns the end of p's log, for error messages.

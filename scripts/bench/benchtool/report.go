@@ -313,6 +313,9 @@ func render(in reportInput) string {
 	add(target{what: "added gateway CPU per request, repeated token", goal: "≤ 10 µs",
 		measured: fmt.Sprintf("%.1f µs over all rounds (gateway %.1f − plain %.1f µs/request, each Σ CPU ÷ Σ requests); per-round differences: %s (median %.1f); fresh tokens: %.1f µs", pooledAdded, pooledCPU(e.Runs, "gateway"), pooledCPU(e.Runs, "plain"), fmtList(addedCPU, "%.1f"), median(addedCPU), pooledAddedFresh),
 		ok:       pooledAdded <= 10, note: noteCPU})
+	if pooledAdded < 0 {
+		ts[len(ts)-1].measured += " (below zero: the gateway collects garbage less often than the plain proxy, see the GC column of the end-to-end table; its handler's own cost is the in-process figure)"
+	}
 	// The issue's in-process targets are absolute figures from a quiet
 	// machine where the bare HMAC took 0.8 µs and golang-jwt's parse 9.2 µs.
 	// On this shared machine both baselines are slower by a factor that
@@ -389,7 +392,7 @@ func render(in reportInput) string {
 	p("## End-to-end (wrk)\n\n")
 	p("%d rounds; each case runs once per round for %s with `wrk -t%d -c%d --latency`, the starting case rotated by one each round; the first round of every case is preceded by an unrecorded %s warm-up. CPU per request is the utime+stime delta of the serving processes, from `/proc/<pid>/stat`, divided by the requests wrk completed. **Method:** the plain proxy, the gateway and forward_auth each run in their **own Caddy process** (one process with several sites would make per-site attribution impossible), all in front of the same upstream process; only one case runs at a time, so each process's CPU delta belongs to the case that ran. The gateway's added CPU is its CPU/request minus the plain proxy's, each taken over all rounds (Σ CPU ÷ Σ requests); the per-round differences are shown too. forward_auth is charged for its Caddy and the auth service.\n\n",
 		cfg.Rounds, cfg.Duration, cfg.Threads, cfg.Conns, cfg.Warmup)
-	p("| case | median req/s | ratio to plain (median) | median p99 | p99 ratio (median) | CPU µs/req (median) | upstream CPU µs/req |\n|---|---|---|---|---|---|---|\n")
+	p("| case | median req/s | ratio to plain (median) | median p99 | p99 ratio (median) | CPU µs/req (median) | upstream CPU µs/req | GC cycles/s (median) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, c := range e.Cases {
 		base := "plain"
 		if strings.HasPrefix(c.Name, "gateway_fresh") || c.Name == "plain_lua" {
@@ -397,12 +400,14 @@ func render(in reportInput) string {
 		}
 		r := ratioOf(e.Runs, c.Name, base, rps)
 		pr := ratioOf(e.Runs, c.Name, base, p99)
-		p("| `%s`: %s | %.0f | %.3f (vs `%s`) | %.2f ms | %.2f | %.1f | %.1f |\n", c.Name, c.Desc,
+		p("| `%s`: %s | %.0f | %.3f (vs `%s`) | %.2f ms | %.2f | %.1f | %.1f | %.1f |\n", c.Name, c.Desc,
 			median(caseValues(e.Runs, c.Name, rps)), median(r), base, median(caseValues(e.Runs, c.Name, p99))/1000, median(pr),
-			median(caseValues(e.Runs, c.Name, cpu)), median(caseValues(e.Runs, c.Name, func(r caseResult) float64 { return r.UpstreamUs })))
+			median(caseValues(e.Runs, c.Name, cpu)), median(caseValues(e.Runs, c.Name, func(r caseResult) float64 { return r.UpstreamUs })),
+			median(caseValues(e.Runs, c.Name, func(r caseResult) float64 { return float64(r.GCs) / cfg.Duration.Seconds() })))
 	}
 	p("\nThe fresh-token cases and their baseline `plain_lua` use the same Lua script, so the load generator's per-request cost is the same on both sides of the ratio; with %d tokens cycling and a verified-token cache of %d (which admits a token on its second sighting, after the doorkeeper has forgotten the first one here), every request of those cases is a cache miss and a full verification. `gateway_fresh_big` also spreads requests over %d distinct users of the %s database, against an AuthState cache of %d users.\n\n",
 		cfg.ListLen, token.DefaultCacheSize, min(cfg.ListLen, cfg.BigUsers), bigName, boltstore.DefaultCacheSize)
+	p("Every Caddy process runs with `GODEBUG=gctrace=1`; the last column counts its garbage collections during the case. The gateway process holds its argon2id working memory (19 MiB per hashing slot, without pointers, kept from start so that logins do not allocate it) and its token caches; a larger live heap raises the heap size at which Go's collector starts (GOGC=100), so under the same load the gateway collects less often than the plain proxy, which saves it CPU. That is why its CPU per request can come out at or below the plain proxy's; the handler's own cost is the in-process figure (the repeated-token row of the Go benchmarks).\n\n")
 
 	p("<details><summary>Every run</summary>\n\n| round | pos | case | req/s | p50 | p99 | CPU µs/req | requests |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range e.Runs {
@@ -445,7 +450,7 @@ func render(in reportInput) string {
 	p("## Databases\n\n| database | users | how filled | single-user CreateUser | whole fill | file |\n|---|---|---|---|---|---|\n")
 	for _, k := range []string{"small", "big"} {
 		f := e.Fill[k]
-		p("| %s | %d | %s | %.1f ms/user (first %d users) | %.1f s | %.0f MB |\n", k, f.Users, fillMethod(f.Method), f.CreateUserMs, f.SingleUsers, f.Seconds, f.FileMB)
+		p("| %s | %d | %s | %.1f ms/user (the last %d users, into the filled database) | %.1f s | %.0f MB |\n", k, f.Users, fillMethod(f.Method), f.CreateUserMs, f.SingleUsers, f.Seconds, f.FileMB)
 	}
 	if f := e.Fill["big"]; f.CreateUserMs > 0 {
 		p("\nAt the single-user rate, %d users through `CreateUser` (one transaction and fsync each, as a loop over `caddy crudauth user add` would do, minus its hashing) would take about %.0f minutes.\n", f.Users, f.CreateUserMs*float64(f.Users)/60000)
@@ -548,7 +553,7 @@ func jwtNs(b *goBench) float64 {
 func fillMethod(m string) string {
 	switch m {
 	case "CreateUsers":
-		return "`CreateUsers`, 20000 users per transaction, in ID order"
+		return "`CreateUsers`, 20000 users per transaction, in ID order (pages packed full, as `bbolt compact` leaves them), then 100 users through `CreateUser` with generated IDs"
 	}
 	return m
 }

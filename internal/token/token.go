@@ -506,6 +506,9 @@ func (m *Manager) verify(tok, typ string) (cacheEntry, error) {
 	if tok == "" {
 		return cacheEntry{}, errEmptyToken
 	}
+	if !compactJWS(tok) {
+		return cacheEntry{}, errJWTMalformed
+	}
 	if ent, ok := m.verifyFast(tok, typ); ok {
 		return ent, nil
 	}
@@ -514,6 +517,26 @@ func (m *Manager) verify(tok, typ string) (cacheEntry, error) {
 		kf = m.kfRefresh
 	}
 	return m.verifyGeneral(tok, kf)
+}
+
+// compactJWS reports whether tok is three segments of base64url characters
+// separated by two dots, and nothing else. encoding/base64 skips '\r' and
+// '\n' anywhere in its input, strict mode included, so without this check a
+// token with line breaks added (in a refresh token's JSON body, say) would
+// verify: several strings for one token.
+func compactJWS(tok string) bool {
+	dots := 0
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+		case c == '.':
+			dots++
+		default:
+			return false
+		}
+	}
+	return dots == 2
 }
 
 // verifyGeneral checks any token: golang-jwt for the structure, alg,

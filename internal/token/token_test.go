@@ -258,6 +258,14 @@ func TestVerifyTable(t *testing.T) {
 	expired := []error{ErrExpired}
 	tests := []tc{
 		{name: "valid", tok: valid},
+		// encoding/base64 skips line breaks, strict mode included: a token
+		// with one added must not verify (FuzzVerifyAccess found this).
+		{name: "CR in signature", tok: valid[:len(valid)-1] + "\r" + valid[len(valid)-1:], want: mal},
+		{name: "LF in signature", tok: valid[:len(valid)-1] + "\n" + valid[len(valid)-1:], want: mal},
+		{name: "CRLF in payload", tok: parts[0] + "." + parts[1][:5] + "\r\n" + parts[1][5:] + "." + parts[2], want: mal},
+		{name: "LF in header", tok: parts[0][:3] + "\n" + parts[0][3:] + "." + parts[1] + "." + parts[2], want: mal},
+		{name: "CR in refresh signature", tok: refresh[:len(refresh)-1] + "\r" + refresh[len(refresh)-1:], refresh: true, want: mal},
+		{name: "space in signature", tok: valid[:10] + " " + valid[10:], want: mal},
 		{name: "valid refresh", tok: refresh, refresh: true},
 		{name: "refresh as access", tok: refresh, want: wrong},
 		{name: "access as refresh", tok: valid, refresh: true, want: wrong},

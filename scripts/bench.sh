@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-full}
 case "$mode" in
-full) benchtime=1s count=3 ;;
+full) benchtime=500ms count=3 ;;
 quick) benchtime=100ms count=3 ;;
 *)
 	echo "usage: $0 full|quick" >&2

@@ -46,7 +46,7 @@ func configFor(mode string) (e2eConfig, error) {
 			Threads: 2, Conns: 32, SmallUsers: 1000, BigUsers: 50_000, ListLen: 32_768,
 			FloodRounds: 2, LoginSamples: 4, MemTokens: 30_000, MemConns: 8}, nil
 	case "full":
-		return e2eConfig{Mode: mode, Rounds: 7, Duration: 5 * time.Second, Warmup: 2 * time.Second,
+		return e2eConfig{Mode: mode, Rounds: 6, Duration: 4 * time.Second, Warmup: 2 * time.Second,
 			Threads: 2, Conns: 32, SmallUsers: 1000, BigUsers: 1_000_000, ListLen: 131_072,
 			FloodRounds: 3, LoginSamples: 15, MemTokens: 1_000_000, MemConns: 8}, nil
 	}

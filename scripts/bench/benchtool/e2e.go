@@ -48,7 +48,7 @@ func configFor(mode string) (e2eConfig, error) {
 	case "full":
 		return e2eConfig{Mode: mode, Rounds: 6, Duration: 4 * time.Second, Warmup: 2 * time.Second,
 			Threads: 2, Conns: 32, SmallUsers: 1000, BigUsers: 1_000_000, ListLen: 131_072,
-			FloodRounds: 3, LoginSamples: 15, MemTokens: 1_000_000, MemConns: 8}, nil
+			FloodRounds: 3, LoginSamples: 25, MemTokens: 1_000_000, MemConns: 8}, nil
 	}
 	return e2eConfig{}, fmt.Errorf("mode %q is not quick or full", mode)
 }
@@ -62,6 +62,7 @@ type caseResult struct {
 	CPUus      float64 `json:"cpu_us_per_req"`      // the serving processes
 	UpstreamUs float64 `json:"upstream_us_per_req"` // the upstream's share
 	GCs        int     `json:"gcs"`                 // garbage collections of the Caddy process(es) during the run
+	GCus       float64 `json:"gc_us_per_req"`       // their CPU, per request (part of CPUus)
 }
 
 type caseInfo struct {
@@ -352,10 +353,16 @@ func (e *e2e) run() error {
 	logf("login flood at %.1f/s, %d rounds", rate, cfg.FloodRounds)
 	for r := 0; r < cfg.FloodRounds; r++ {
 		// The hash time moves with the machine's load: measure it again
-		// for each round, so logins/s are set against this round's.
-		ms, err := warmHashes(self, hash)
-		if err != nil {
-			return err
+		// for each round, so logins/s are set against this round's; six
+		// samples from three processes, since single hashes here vary by
+		// a third from one to the next.
+		var ms []float64
+		for range 3 {
+			m, err := warmHashes(self, hash)
+			if err != nil {
+				return err
+			}
+			ms = append(ms, m...)
 		}
 		e.res.FloodHashMs = append(e.res.FloodHashMs, median(ms))
 		for k := range flCases {
@@ -449,9 +456,11 @@ func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
 		}
 	}
 	pids := c.pids()
-	cpu0, up0, gc0 := cpuOf(pids), cpuOf([]int{e.upstream.pid()}), e.ps.gcCount(pids)
+	cpu0, up0 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
+	gc0, gcCPU0 := e.ps.gcStats(pids)
 	w, out, err := runWrk(e.wrk, c.spec, cfg.Threads, cfg.Conns, cfg.Duration)
-	cpu1, up1, gc1 := cpuOf(pids), cpuOf([]int{e.upstream.pid()}), e.ps.gcCount(pids)
+	cpu1, up1 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
+	gc1, gcCPU1 := e.ps.gcStats(pids)
 	if err != nil {
 		return caseResult{}, fmt.Errorf("%s: %w", c.info.Name, err)
 	}
@@ -463,6 +472,7 @@ func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
 	if w.Requests > 0 {
 		res.CPUus = (cpu1 - cpu0) / float64(w.Requests) * 1e6
 		res.UpstreamUs = (up1 - up0) / float64(w.Requests) * 1e6
+		res.GCus = (gcCPU1 - gcCPU0) / float64(w.Requests) * 1e6
 	}
 	return res, nil
 }
@@ -472,7 +482,7 @@ func (e *e2e) caddyEnv() []string {
 		"XDG_DATA_HOME=" + filepath.Join(e.work, "xdg-data"),
 		"XDG_CONFIG_HOME=" + filepath.Join(e.work, "xdg-config"),
 		// One line on stderr (the process log) per garbage collection,
-		// counted per case (procs.gcCount): how often each process
+		// counted per case (procs.gcStats): how often each process
 		// collects explains much of its CPU per request.
 		"GODEBUG=gctrace=1",
 	}

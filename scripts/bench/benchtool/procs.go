@@ -86,14 +86,16 @@ func (ps *procs) stopAll() {
 	}
 }
 
-// gcCount returns how many garbage collections the processes with these
-// pids have logged so far (GODEBUG=gctrace=1 writes one "gc N @..." line to
-// stderr per collection; see e2e.caddyEnv).
-func (ps *procs) gcCount(pids []int) int {
+// gcStats returns how many garbage collections the processes with these
+// pids have logged so far, and the CPU seconds those collections took
+// (GODEBUG=gctrace=1 writes one line per collection to stderr, see
+// e2e.caddyEnv: "gc N @Ts P%: a+b+c ms clock, d+e/f/g+h ms cpu, ..."; the
+// cpu figures are the stop-the-world phases, the mark assists, the
+// background and idle mark workers: all CPU the process spent collecting).
+func (ps *procs) gcStats(pids []int) (n int, cpuSeconds float64) {
 	ps.mu.Lock()
 	list := append([]*proc(nil), ps.list...)
 	ps.mu.Unlock()
-	n := 0
 	for _, p := range list {
 		if !slices.Contains(pids, p.pid()) {
 			continue
@@ -103,12 +105,31 @@ func (ps *procs) gcCount(pids []int) int {
 			continue
 		}
 		for line := range bytes.Lines(b) {
-			if bytes.HasPrefix(line, []byte("gc ")) {
-				n++
+			if !bytes.HasPrefix(line, []byte("gc ")) {
+				continue
 			}
+			n++
+			cpuSeconds += gcLineCPU(string(line)) / 1000
 		}
 	}
-	return n
+	return n, cpuSeconds
+}
+
+// gcLineCPU returns the sum of the "ms cpu" figures of a gctrace line, in
+// milliseconds (0 when the line has none).
+func gcLineCPU(line string) float64 {
+	end := strings.Index(line, " ms cpu")
+	if end < 0 {
+		return 0
+	}
+	start := strings.LastIndex(line[:end], ", ") + 2
+	total := 0.0
+	for _, f := range strings.FieldsFunc(line[start:end], func(r rune) bool { return r == '+' || r == '/' }) {
+		if v, err := strconv.ParseFloat(f, 64); err == nil {
+			total += v
+		}
+	}
+	return total
 }
 
 // tail returns the end of p's log, for error messages.

@@ -189,15 +189,8 @@ func (c *verifiedCache) admit(tok string, ent cacheEntry, now time.Time) {
 	c.store(s, h, tok, ent, now)
 }
 
-// put stores ent for tok. now is used to prefer evicting expired entries.
-func (c *verifiedCache) put(tok string, ent cacheEntry, now time.Time) {
-	s, h := c.locate(tok)
-	if s.limit == 0 {
-		return
-	}
-	c.store(s, h, tok, ent, now)
-}
-
+// store puts ent for tok (hashed to h, in shard s) into the cache. now is
+// used to prefer evicting expired entries.
 func (c *verifiedCache) store(s *cacheShard, h uint64, tok string, ent cacheEntry, now time.Time) {
 	key := strings.Clone(tok) // do not pin the caller's (larger) string
 	s.mu.Lock()

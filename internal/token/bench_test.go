@@ -204,7 +204,7 @@ func BenchmarkCacheMissPut(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, ok := c.get(keys[i]); ok {
+		if _, _, ok := c.get(keys[i]); ok {
 			b.Fatal("hit")
 		}
 		s, h := c.locate(keys[i])

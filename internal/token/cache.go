@@ -163,7 +163,7 @@ func (c *verifiedCache) locate(tok string) (*cacheShard, uint64) {
 }
 
 // get returns the cached entry for tok. ok is false on a miss.
-func (c *verifiedCache) get(tok string) (ent cacheEntry, ok bool) {
+func (c *verifiedCache) get(tok string) (ent cacheEntry, h uint64, ok bool) {
 	s, h := c.locate(tok)
 	s.mu.RLock()
 	i, ok := s.index[h]
@@ -177,12 +177,13 @@ func (c *verifiedCache) get(tok string) (ent cacheEntry, ok bool) {
 		}
 	}
 	s.mu.RUnlock()
-	return ent, ok
+	return ent, h, ok
 }
 
 // admit stores ent for tok if tok verified before (see Admission above).
-func (c *verifiedCache) admit(tok string, ent cacheEntry, now time.Time) {
-	s, h := c.locate(tok)
+// h is tok's hash, as get returned it on the miss.
+func (c *verifiedCache) admit(h uint64, tok string, ent cacheEntry, now time.Time) {
+	s := &c.shards[h>>c.shift]
 	if s.limit == 0 || !c.door.seenBefore(h) {
 		return
 	}

@@ -54,7 +54,7 @@ func TestCacheExpiryViaClock(t *testing.T) {
 	if _, err := m.VerifyAccess(tok); err != nil {
 		t.Fatalf("just before exp: %v", err)
 	}
-	if _, ok := m.cache.get(tok); !ok {
+	if _, _, ok := m.cache.get(tok); !ok {
 		t.Fatal("token not cached")
 	}
 	clk.Set(exp)
@@ -169,7 +169,7 @@ func TestCacheTamperedPrefixIsMiss(t *testing.T) {
 		if mut == tok {
 			continue
 		}
-		if _, ok := m.cache.get(mut); ok {
+		if _, _, ok := m.cache.get(mut); ok {
 			t.Fatal("tampered token is a cache hit")
 		}
 		if _, err := m.VerifyAccess(mut); err == nil {
@@ -261,7 +261,7 @@ func TestCacheHashCollision(t *testing.T) {
 	s := &m.cache.shards[0]
 	hb := maphash.String(m.cache.seed, b)
 	s.index[hb] = s.index[s.slots[0].hash] // b now "collides" with a
-	if _, ok := m.cache.get(b); ok {
+	if _, _, ok := m.cache.get(b); ok {
 		t.Fatal("colliding token is a hit")
 	}
 	verifyTwice(t, m, b)

@@ -462,8 +462,11 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 	if len(tok) > MaxTokenLen {
 		return nil, errTokenTooLong
 	}
+	var h uint64 // the token's hash in the cache, computed once
 	if m.cache != nil {
-		if ent, ok := m.cache.get(tok); ok {
+		var ent cacheEntry
+		var ok bool
+		if ent, h, ok = m.cache.get(tok); ok {
 			now := m.now()
 			if !now.Before(ent.notAfter) {
 				return nil, errExpired
@@ -479,7 +482,7 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 		return nil, err
 	}
 	if m.cache != nil {
-		m.cache.admit(tok, ent, m.now())
+		m.cache.admit(h, tok, ent, m.now())
 	}
 	return ent.claims, nil
 }

@@ -538,9 +538,10 @@ func resolveLikeBackend(p string) string {
 		p = p[:i]
 	}
 	p = strings.ReplaceAll(p, `\`, "/")
-	p = stripPathParams(p)
 	segs := strings.Split(p, "/")
-	for i, seg := range segs { // Windows drops trailing dots and spaces
+	for i, seg := range segs { // servlet `;params`; Windows drops trailing dots and spaces
+		seg, _, _ = strings.Cut(seg, ";")
+		segs[i] = seg
 		if seg != "." && seg != ".." {
 			segs[i] = strings.TrimRight(seg, ". ")
 		}

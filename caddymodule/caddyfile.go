@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -47,10 +48,12 @@ func init() {
 //		password_path    <path>
 //		public           <matcher>
 //		require          <matcher> [<scope...>]
+//		strip_headers    <header...>
 //	}
 //
-// Every subdirective is optional. <matcher> is `*`, a path pattern starting
-// with `/`, or `@name` naming a matcher defined in the site block. Rules
+// Every subdirective is optional. <matcher> is `*`, one or more path
+// patterns starting with `/`, or `@name` naming a matcher defined in the
+// site block. Rules
 // (public and require) apply in the order written; the first that matches
 // decides.
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -212,15 +215,32 @@ func (h *Handler) stringField(name string) *string {
 }
 
 // parseRule parses `public <matcher>` or `require <matcher> [<scope...>]`.
+// <matcher> is `*`, `@name`, or one or more path patterns, which make one
+// path matcher: `require /admin /admin/* admin` covers /admin itself as
+// well as what lies under it.
 func parseRule(hp httpcaddyfile.Helper, kind string) (Rule, error) {
 	d := hp.Dispenser
 	var matcherSet caddy.ModuleMap
 	var isMatcher bool
 	var err error
 	if d.CountRemainingArgs() > 0 {
-		matcherSet, isMatcher, err = hp.MatcherToken()
-		if err != nil {
-			return Rule{}, d.Errf("%s: %v", kind, err)
+		if d.NextArg(); strings.HasPrefix(d.Val(), "/") {
+			patterns := caddyhttp.MatchPath{d.Val()}
+			for d.NextArg() {
+				if !strings.HasPrefix(d.Val(), "/") {
+					d.Prev()
+					break
+				}
+				patterns = append(patterns, d.Val())
+			}
+			matcherSet = caddy.ModuleMap{"path": caddyconfig.JSON(patterns, nil)}
+			isMatcher = true
+		} else {
+			d.Prev()
+			matcherSet, isMatcher, err = hp.MatcherToken()
+			if err != nil {
+				return Rule{}, d.Errf("%s: %v", kind, err)
+			}
 		}
 	}
 	if !isMatcher {
@@ -234,7 +254,7 @@ func parseRule(hp httpcaddyfile.Helper, kind string) (Rule, error) {
 	for _, sc := range scopes {
 		// `require /a /b scope` would silently make /b a scope
 		if strings.HasPrefix(sc, "/") || strings.HasPrefix(sc, "@") || sc == "*" {
-			return Rule{}, d.Errf("%s takes one matcher; %q looks like a second one: define a named matcher (@name) that matches both", kind, sc)
+			return Rule{}, d.Errf("%s takes one matcher (path patterns count as one); %q looks like a second one: define a named matcher (@name) that matches both", kind, sc)
 		}
 	}
 	if rule.Public && len(scopes) > 0 {

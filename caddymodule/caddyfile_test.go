@@ -100,7 +100,7 @@ http://localhost:9080 {
 		hash_queue_timeout 500ms
 		public /public/*
 		require @writes reports:write
-		require /reports/* reports:read
+		require /reports /reports/* reports:read
 		require *
 	}
 	reverse_proxy localhost:9000
@@ -118,7 +118,7 @@ http://localhost:9080 {
 		`"realm":"example","refresh":"body","refresh_path":"/auth/refresh","refresh_ttl":172800000000000,` +
 		`"rules":[{"match":[{"path":["/public/*"]}],"public":true},` +
 		`{"match":[{"method":["POST","PUT"],"path":["/reports/*"]}],"scopes":["reports:write"]},` +
-		`{"match":[{"path":["/reports/*"]}],"scopes":["reports:read"]},{}],` +
+		`{"match":[{"path":["/reports","/reports/*"]}],"scopes":["reports:read"]},{}],` +
 		`"scopes_header":"X-Auth-Scopes","secret":"{env.CRUDAUTH_SECRET}","token_path":"/auth/token",` +
 		`"user_id_header":"X-Auth-Id","user_name_header":"X-Auth-Name"}`
 	if string(got) != want {
@@ -163,7 +163,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"rule with bare word", "crudauth {\n require admin\n}", "needs a matcher"},
 		{"public with scopes", "crudauth {\n public /p/* admin\n}", "public takes only a matcher"},
 		{"unknown named matcher", "crudauth {\n require @nope admin\n}", "@nope"},
-		{"second path taken as a scope", "crudauth {\n require /a /b admin\n}", "takes one matcher"},
+		{"path after * taken as a scope", "crudauth {\n require * /b admin\n}", "takes one matcher"},
 		{"argon2 arity", "crudauth {\n argon2 1 2\n}", "three numbers"},
 		{"hashes not a number", "crudauth {\n max_concurrent_hashes lots\n}", "max_concurrent_hashes"},
 	} {

@@ -480,27 +480,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// headers (paths.go), in the same pass over the headers.
 	h.identity.strip(r.Header)
 
-	switch r.URL.Path {
-	case h.TokenPath:
+	ep, rule, err := h.route(r, nil)
+	switch {
+	case isRefusal(err):
+		h.logDenial(r, http.StatusBadRequest, err)
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	case err != nil:
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	case ep == endpointToken:
 		return h.serveToken(w, r)
-	case h.RefreshPath:
+	case ep == endpointRefresh:
 		return h.serveRefresh(w, r)
-	}
-	if h.PasswordPath != "" && r.URL.Path == h.PasswordPath {
+	case ep == endpointPassword:
 		return h.servePassword(w, r)
 	}
 
 	// The refresh token is the gateway's own business.
 	stripCookie(r, h.CookieName)
 
-	// Rules see the path as Caddy and as lenient backends read it (paths.go).
-	rule, err := h.matchRuleStrict(r)
-	if errors.Is(err, errControlInPath) {
-		return caddyhttp.Error(http.StatusBadRequest, err)
-	}
-	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	}
 	if rule != nil && rule.Public {
 		return next.ServeHTTP(w, r)
 	}

@@ -4,140 +4,111 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
-	"strings"
 
+	"github.com/crudauth/caddy-crudauth/internal/paths"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 )
 
-// Path tricks (issue 4, "Path tricks"). Caddy's path matcher already folds
-// letter case, cleans dot segments and merges slashes, and compares %2F as
-// "/". Backends resolve some paths further than that: Tomcat, Jetty and
-// Spring drop `;parameters` from path segments, IIS and many Windows
-// stacks treat `\` as `/`, and some frameworks decode a path twice. A path
-// that Caddy sees under a public or scope-free rule could reach such a
-// backend as /admin/..., and Windows file systems drop trailing dots and
-// spaces of a name (/admin./x is /admin/x; Caddy folds these only when it
-// runs on Windows itself). So when a path holds `;`, `\` or `%`, or a
-// segment ends in a dot or a space, the rules are also evaluated against
-// what such a backend would make of it, and the strictest outcome applies.
-// Ordinary paths pay nothing.
+// How a request is read before the rules: internal/paths refuses what a
+// backend could read differently from the rules (dot segments in any
+// reading, control characters, methods not in upper case, `_method` in the
+// query), and lists the other readings of the rest; the rules are judged
+// under every reading and the strictest outcome applies.
 
-var (
-	errControlInPath = errors.New("request path holds a control character")
+// endpoint is what the gateway does with a request: serve one of its own
+// endpoints, or judge it by the rules and pass it on.
+type endpoint int
+
+const (
+	endpointRules endpoint = iota
+	endpointToken
+	endpointRefresh
+	endpointPassword
 )
 
-// pathInterpretations returns the other readings a backend might give the
-// decoded path p, each different from p.
-func pathInterpretations(p string) []string {
-	if !strings.ContainsAny(p, ";\\%") && !trailingDotOrSpace(p) {
-		return nil
+// reading is one way a backend may read a request.
+type reading struct{ method, path string }
+
+// route is the first half of ServeHTTP, and all of `caddy crudauth
+// explain`: it refuses an ambiguous request (an error wrapping one of the
+// internal/paths refusals), picks the gateway's own endpoint, or returns
+// the rule in force (nil: none matched, any valid token passes). trace,
+// when not nil, is told the rule each reading selected.
+func (h *Handler) route(r *http.Request, trace func(reading, *Rule)) (endpoint, *Rule, error) {
+	escaped := r.URL.EscapedPath()
+	if err := paths.Check(r.Method, escaped, r.URL.Path, r.URL.RawQuery); err != nil {
+		return endpointRules, nil, err
 	}
-	var out []string
-	add := func(s string) {
-		if s != p && !slices.Contains(out, s) {
-			out = append(out, s)
-		}
+	switch {
+	case r.URL.Path == h.TokenPath:
+		return endpointToken, nil, nil
+	case r.URL.Path == h.RefreshPath:
+		return endpointRefresh, nil, nil
+	case h.PasswordPath != "" && r.URL.Path == h.PasswordPath:
+		return endpointPassword, nil, nil
 	}
-	full := p
-	for i := 0; i < 2 && strings.Contains(full, "%"); i++ { // decoded again, twice at most
-		s, err := url.PathUnescape(full)
-		if err != nil {
-			break
-		}
-		full = s
-	}
-	add(stripPathParams(full))
-	add(trimSegments(stripPathParams(strings.ReplaceAll(full, `\`, "/"))))
-	add(stripPathParams(p))
-	add(strings.ReplaceAll(p, `\`, "/"))
-	return out
+	rule, err := h.matchRuleStrict(r, escaped, trace)
+	return endpointRules, rule, err
 }
 
-// stripPathParams drops the `;params` of every segment, as servlet
-// containers do: /admin;x/y -> /admin/y.
-func stripPathParams(p string) string {
-	if !strings.Contains(p, ";") {
-		return p
-	}
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		if j := strings.IndexByte(s, ';'); j >= 0 {
-			segs[i] = s[:j]
-		}
-	}
-	return strings.Join(segs, "/")
+// isRefusal reports whether err is one of the refusals of route, answered
+// with 400.
+func isRefusal(err error) bool {
+	return errors.Is(err, paths.ErrDotSegment) || errors.Is(err, paths.ErrControl) ||
+		errors.Is(err, paths.ErrMethodCase) || errors.Is(err, paths.ErrMethodOverride)
 }
 
-// trailingDotOrSpace reports a segment ending in '.' or ' ' (other than
-// the dot segments "." and "..", which Caddy cleans itself). It runs on
-// every request, so it scans in place instead of splitting.
-func trailingDotOrSpace(p string) bool {
-	start := 0
-	for i := 0; i <= len(p); i++ {
-		if i < len(p) && p[i] != '/' {
-			continue
-		}
-		seg := p[start:i]
-		start = i + 1
-		if seg == "" || seg == "." || seg == ".." {
-			continue
-		}
-		if c := seg[len(seg)-1]; c == '.' || c == ' ' {
-			return true
-		}
-	}
-	return false
-}
-
-// trimSegments drops the trailing dots and spaces of every segment, as
-// Windows does with file names.
-func trimSegments(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		if s != "." && s != ".." {
-			segs[i] = strings.TrimRight(s, ". ")
-		}
-	}
-	return strings.Join(segs, "/")
-}
-
-// hasControl reports a control character (NUL included) in p: no resource
-// has one in its name, and C-based backends cut the path at NUL.
-func hasControl(p string) bool {
-	for i := 0; i < len(p); i++ {
-		if p[i] < 0x20 || p[i] == 0x7f {
-			return true
-		}
-	}
-	return false
-}
-
-// matchRuleStrict is matchRule over the path as Caddy sees it and every
-// other reading of it (see pathInterpretations), keeping the strictest
-// outcome: a scoped rule over a scope-free one over a public one, and the
-// union of scopes when several scoped rules apply.
-func (h *Handler) matchRuleStrict(r *http.Request) (*Rule, error) {
-	if hasControl(r.URL.Path) {
-		return nil, errControlInPath
-	}
+// matchRuleStrict is matchRule over the request as Caddy sees it and every
+// other reading of its method and path (paths.AltMethods, paths.AltPaths),
+// keeping the strictest outcome: a scoped rule over a scope-free one over
+// a public one, and the union of scopes when several scoped rules apply.
+func (h *Handler) matchRuleStrict(r *http.Request, escaped string, trace func(reading, *Rule)) (*Rule, error) {
 	rule, err := h.matchRule(r)
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range pathInterpretations(r.URL.Path) {
-		u := *r.URL
-		u.Path, u.RawPath = p, ""
-		r2 := r.WithContext(r.Context())
-		r2.URL = &u
-		alt, err := h.matchRule(r2)
-		if err != nil {
-			return nil, err
+	if trace != nil {
+		trace(reading{r.Method, r.URL.Path}, rule)
+	}
+	altPaths := paths.AltPaths(escaped, r.URL.Path)
+	altMethods := paths.AltMethods(r.Method, hasFormBody(r.Header))
+	if altPaths == nil && altMethods == nil {
+		return rule, nil
+	}
+	for _, m := range append([]string{r.Method}, altMethods...) {
+		for _, p := range append([]string{r.URL.Path}, altPaths...) {
+			if m == r.Method && p == r.URL.Path {
+				continue // judged above
+			}
+			u := *r.URL
+			if p != r.URL.Path {
+				u.Path, u.RawPath = p, ""
+			}
+			r2 := r.WithContext(r.Context())
+			r2.Method, r2.URL = m, &u
+			alt, err := h.matchRule(r2)
+			if err != nil {
+				return nil, err
+			}
+			if trace != nil {
+				trace(reading{m, p}, alt)
+			}
+			rule = h.stricter(rule, alt)
 		}
-		rule = h.stricter(rule, alt)
 	}
 	return rule, nil
+}
+
+// hasFormBody reports a form Content-Type among the request's, since a
+// backend may read any of them.
+func hasFormBody(hdr http.Header) bool {
+	for _, v := range hdr["Content-Type"] {
+		if paths.IsFormBody(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // strictness: 0 public, 1 any valid token (no rule, or a rule without

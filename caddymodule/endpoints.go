@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -210,19 +211,23 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 	release = countLoginHash(release)
 	user, err := h.store.GetUserByName(ctx, username)
 	var ok, rehash bool
+	var spent string // the hash class whose real verification ran
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		// An unknown user costs a hash too: no enumeration by timing.
-		h.hasher.VerifyDummy(pw)
+		// An unknown user costs the padding below: no enumeration by timing.
 	case err != nil:
 		release()
 		return h.writeError(w, r, h.serverError("reading user", err))
 	default:
-		ok, rehash, err = h.hasher.Verify(user.PasswordHash, pw)
+		ok, rehash, spent, err = h.hasher.VerifyUnpadded(user.PasswordHash, pw)
 		if err != nil {
+			// the padding below spends what a usable hash would have
 			h.logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(err))
-			h.hasher.VerifyDummy(pw) // an unusable hash must not answer faster
 		}
+	}
+	failed := !ok || user.Disabled
+	if failed {
+		h.padFailedLogin(ctx, pw, spent)
 	}
 	var newHash string
 	if ok && rehash && !user.Disabled {
@@ -232,9 +237,15 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 			h.logger.Error("re-hashing password failed", zap.String("user_id", user.ID), zap.Error(err))
 		}
 	}
+	if failed {
+		// Recorded before the slot is released: a guess waiting for the
+		// slot checks the throttle again once it has it, and must see this
+		// failure (TestLoginFailureRecordedBeforeSlotRelease).
+		h.throttleFail(ctx, ip, username)
+	}
 	release()
 
-	if !ok || user.Disabled {
+	if failed {
 		reason := "wrong password"
 		switch {
 		case user == nil:
@@ -252,7 +263,6 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 			zap.String("user_id", userID),
 			zap.String("client_ip", clientIP(r)),
 			zap.String("reason", reason))
-		h.throttleFail(ctx, ip, username)
 		return h.writeError(w, r, errInvalidCredentials)
 	}
 	h.throttleSucceed(ctx, ip, username)
@@ -294,6 +304,22 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 		zap.String("client_ip", clientIP(r)),
 		zap.String("scope", resp.Scope))
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// padFailedLogin makes a failed login cost one verification of every hash
+// class the store holds (see password.Hasher.Pad); spent is the class whose
+// real verification ran. The classes are read from the store at each
+// failure, so a hash imported through the admin API, or re-hashed by
+// another site on the same database, pads from its first failed login on.
+// Call it inside the hashing slot, like the hash it stands in for.
+func (h *Handler) padFailedLogin(ctx context.Context, pw, spent string) {
+	classes, err := h.store.HashClasses(contextWithoutCancel(ctx))
+	if err != nil {
+		// Pad still spends h's own class: as much as before classes were
+		// recorded.
+		h.logger.Error("reading the stored hash classes failed", zap.Error(err))
+	}
+	h.hasher.Pad(pw, classes, spent)
 }
 
 // issue mints an access token and, withRefresh, a refresh token for subj,

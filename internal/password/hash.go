@@ -288,55 +288,73 @@ func (h *Hasher) hash(pw string) (string, error) {
 // MaxBytes, or longer than 72 bytes against bcrypt (bcrypt would compare
 // only its first 72 bytes): both are refused without hashing, whatever the
 // user, so the shortcut reveals nothing about who exists.
+//
+// A hash cheaper than the dummy (VerifyDummy) is padded with the dummy's
+// work. Logins, which must also hide which users exist from a store that
+// holds slower hashes than h's own, use VerifyUnpadded and Pad instead.
 func (h *Hasher) Verify(encoded, pw string) (ok, needsRehash bool, err error) {
+	ok, needsRehash, class, err := h.VerifyUnpadded(encoded, pw)
+	if err != nil {
+		return ok, needsRehash, err
+	}
+	c, _ := parseClass(class)
+	switch {
+	case class == "" && algorithmPrefix(encoded) == AlgBcrypt,
+		c.alg == AlgArgon2id && (c.params.Memory < h.params.Memory || c.params.Time < h.params.Time),
+		c.alg == AlgBcrypt && c.cost < bcryptPadBelowCost:
+		// An imported hash weaker than ours verifies faster than an
+		// unknown user's dummy hash, and a bcrypt hash refuses a password
+		// past 72 bytes without hashing: pad so timing tells nothing.
+		h.VerifyDummy(pw)
+	}
+	return ok, needsRehash, nil
+}
+
+// VerifyUnpadded is Verify without the padding: it returns, besides Verify's
+// results, the class (see Class) of the hash it computed, or "" when it
+// computed none (a malformed hash, a password refused without hashing).
+// Pass that class to Pad when the login fails.
+func (h *Hasher) VerifyUnpadded(encoded, pw string) (ok, needsRehash bool, class string, err error) {
 	if h == nil || h.dummy == "" {
-		return false, false, errNotInitialized
+		return false, false, "", errNotInitialized
 	}
 	switch algorithmPrefix(encoded) {
 	case AlgArgon2id:
 		a, err := parseArgon2id(encoded, h.limits)
 		if err != nil {
-			return false, false, err
+			return false, false, "", err
 		}
 		if len(pw) > MaxBytes {
-			return false, false, nil
-		}
-		if a.params.Memory < h.params.Memory || a.params.Time < h.params.Time {
-			// An imported hash weaker than ours verifies faster than an
-			// unknown user's dummy hash; pad it so timing tells nothing.
-			defer h.VerifyDummy(pw)
+			return false, false, "", nil
 		}
 		var key []byte
 		h.timed(func() { key = h.argon2idKey([]byte(pw), a.salt, a.params) })
+		class = argon2idClass(a.params)
 		if subtle.ConstantTimeCompare(key, a.key) != 1 {
-			return false, false, nil
+			return false, false, class, nil
 		}
-		return true, a.params != h.params, nil
+		return true, a.params != h.params, class, nil
 	case AlgBcrypt:
 		cost, err := parseBcrypt(encoded, h.limits)
 		if err != nil {
-			return false, false, err
+			return false, false, "", err
 		}
 		if len(pw) > bcryptMaxPassword {
-			// refused without hashing: spend the dummy's time instead
-			h.VerifyDummy(pw)
-			return false, false, nil
-		}
-		if cost < bcryptPadBelowCost {
-			defer h.VerifyDummy(pw) // a cheap imported bcrypt must not answer faster
+			return false, false, "", nil // refused without hashing
 		}
 		// CompareHashAndPassword compares in constant time.
 		h.timed(func() { err = bcrypt.CompareHashAndPassword([]byte(encoded), []byte(pw)) })
+		class = bcryptClass(cost)
 		switch {
 		case err == nil:
-			return true, true, nil
+			return true, true, class, nil
 		case errors.Is(err, bcrypt.ErrMismatchedHashAndPassword):
-			return false, false, nil
+			return false, false, class, nil
 		default:
-			return false, false, fmt.Errorf("%w: bcrypt: %v", ErrMalformedHash, err)
+			return false, false, "", fmt.Errorf("%w: bcrypt: %v", ErrMalformedHash, err)
 		}
 	default:
-		return false, false, fmt.Errorf("%w: unrecognized algorithm", ErrMalformedHash)
+		return false, false, "", fmt.Errorf("%w: unrecognized algorithm", ErrMalformedHash)
 	}
 }
 
@@ -348,7 +366,7 @@ func (h *Hasher) VerifyDummy(pw string) {
 	if h == nil || h.dummy == "" {
 		return
 	}
-	_, _, _ = h.Verify(h.dummy, pw)
+	_, _, _, _ = h.VerifyUnpadded(h.dummy, pw)
 }
 
 // ValidateHash checks that encoded is a hash h can verify: well formed and
@@ -442,15 +460,11 @@ func parseArgon2id(s string, l limits) (argon2idHash, error) {
 		nums[i] = n
 	}
 	m, t, p := nums[0], nums[1], nums[2]
-	switch {
-	case p < 1 || p > MaxThreads:
+	if p > MaxThreads {
 		return a, malformed("argon2id: parallelism %d outside 1..%d", p, MaxThreads)
-	case t < 1 || t > l.maxTime:
-		return a, malformed("argon2id: time %d outside 1..%d", t, l.maxTime)
-	case m < 8*p || m > l.maxMemory:
-		return a, malformed("argon2id: memory %d KiB outside %d..%d", m, 8*p, l.maxMemory)
-	case uint64(m)*uint64(t) > l.maxWork:
-		return a, malformed("argon2id: memory*time %d exceeds %d", uint64(m)*uint64(t), l.maxWork)
+	}
+	if err := checkArgon2idCost(Params{Memory: m, Time: t, Threads: uint8(p)}, l); err != nil {
+		return a, err
 	}
 	// Check encoded lengths before decoding so nothing large is allocated.
 	salt, err := decodeB64("salt", parts[4], minStoredSaltLen, MaxSaltLen)

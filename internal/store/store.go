@@ -112,6 +112,16 @@ type Store interface {
 	// ErrNotFound. It is called on every proxied request.
 	AuthState(ctx context.Context, id string) (AuthState, error)
 
+	// HashClasses returns the classes (password.Class) of the password
+	// hashes stored, in no particular order. Every write that stores a
+	// hash (CreateUser, CreateUsers, UpdateUser) adds its class in the same
+	// transaction, so that once the write returns the class is listed. A
+	// backend may keep listing a class after no user holds it any more:
+	// logins pad every failure to the classes listed (see
+	// password.Hasher.Pad), so a stale class costs work, never secrecy,
+	// whereas a missing one would let its users be told apart by timing.
+	HashClasses(ctx context.Context) ([]string, error)
+
 	// Secret returns the stored secret with the given name, creating it
 	// with generate (once, atomically, even across concurrent callers) when
 	// absent.

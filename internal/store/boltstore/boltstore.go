@@ -1,12 +1,13 @@
 // Package boltstore implements store.Store on an embedded bbolt file.
 //
-// Layout (schema version 2), all buckets created once at Open:
+// Layout (schema version 3), all buckets created once at Open:
 //
-//	users        id -> JSON of store.User
-//	auth         id -> the user's store.AuthState, a compact binary record (see authrecord.go)
-//	usernames    store.NormalizeUsername(name) -> id
-//	deleted_ids  id -> RFC 3339 deletion time (tombstone: the ID is never handed out again)
-//	meta         "schema_version" -> "2"; "secret:<name>" -> secret bytes
+//	users         id -> JSON of store.User
+//	auth          id -> the user's store.AuthState, a compact binary record (see authrecord.go)
+//	usernames     store.NormalizeUsername(name) -> id
+//	deleted_ids   id -> RFC 3339 deletion time (tombstone: the ID is never handed out again)
+//	hash_classes  password.Class of a stored hash -> RFC 3339 time it was first stored
+//	meta          "schema_version" -> "3"; "secret:<name>" -> secret bytes
 //
 // users and auth have the same keys, and every write that changes a user
 // writes both in the same transaction. AuthState reads only auth: a record
@@ -15,11 +16,17 @@
 // resident) the auth bucket's pages, a small part of the file, instead of
 // all of it. Check verifies that auth matches users.
 //
-// Schema version 1 was the same without auth. Open upgrades such a file in
-// place, in one transaction: it builds auth from users and sets the version
-// to 2. Builds that know only version 1 refuse to open the upgraded file
-// (they would write users without auth), and this one refuses versions it
-// does not know.
+// hash_classes holds the class of every password hash stored (see
+// HashClasses): every write that stores a hash adds its class in the same
+// transaction. It only ever grows, so it may name classes that no user
+// holds any more; that is safe, it makes failed logins pad more, never less.
+//
+// Schema version 1 was version 2 without auth, and version 2 was this one
+// without hash_classes. Open upgrades such a file in place, in one
+// transaction: it builds what is missing from users and sets the version
+// to 3. Builds that know only an older version refuse to open the upgraded
+// file (they would write users without auth records or without their hash
+// classes), and this one refuses versions it does not know.
 //
 // bbolt itself advises the kernel (madvise MADV_RANDOM) on every mapping it
 // makes of the file, at Open and whenever it remaps to grow, so readahead
@@ -46,6 +53,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
 
@@ -59,9 +67,11 @@ const (
 	DefaultCacheSize = 25_000
 
 	// schemaVersion is the layout described in the package comment.
-	schemaVersion = "2"
-	// schemaVersion1 is the layout before the auth bucket; Open upgrades it.
+	schemaVersion = "3"
+	// schemaVersion1 is the layout before the auth bucket, schemaVersion2
+	// the one before hash_classes; Open upgrades both.
 	schemaVersion1 = "1"
+	schemaVersion2 = "2"
 	// bulkFillPercent is how full CreateUsers packs the pages of users and
 	// auth when a batch only appends keys after the last one stored (see
 	// appendsOnly), and the upgrade packs auth. bbolt's default, 0.5,
@@ -84,6 +94,7 @@ var (
 	bucketUsernames = []byte("usernames")
 	bucketDeleted   = []byte("deleted_ids")
 	bucketMeta      = []byte("meta")
+	bucketClasses   = []byte("hash_classes")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -191,20 +202,68 @@ func initialize(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	switch v := meta.Get(keySchemaVersion); {
 	case string(v) == schemaVersion:
-		if tx.Bucket(bucketAuth) == nil {
-			return fmt.Errorf("schema version %s file has no %s bucket", schemaVersion, bucketAuth)
+		for _, name := range [][]byte{bucketAuth, bucketClasses} {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("schema version %s file has no %s bucket", schemaVersion, name)
+			}
 		}
 		return nil
-	case v == nil, string(v) == schemaVersion1:
-		// A new file, or one written before the auth bucket.
-		if err := buildAuth(tx); err != nil {
+	case v == nil, string(v) == schemaVersion1, string(v) == schemaVersion2:
+		// A new file, or one written before the auth or hash_classes
+		// bucket.
+		if v == nil || string(v) == schemaVersion1 {
+			if err := buildAuth(tx); err != nil {
+				return fmt.Errorf("upgrade to schema version %s: %w", schemaVersion, err)
+			}
+		} else if tx.Bucket(bucketAuth) == nil {
+			return fmt.Errorf("schema version %s file has no %s bucket", v, bucketAuth)
+		}
+		if err := buildClasses(tx); err != nil {
 			return fmt.Errorf("upgrade to schema version %s: %w", schemaVersion, err)
 		}
 		return meta.Put(keySchemaVersion, []byte(schemaVersion))
 	default:
-		return fmt.Errorf("unsupported schema version %q (this build understands %q and upgrades %q)",
-			v, schemaVersion, schemaVersion1)
+		return fmt.Errorf("unsupported schema version %q (this build understands %q and upgrades %q and %q)",
+			v, schemaVersion, schemaVersion1, schemaVersion2)
 	}
+}
+
+// buildClasses (re)creates the hash_classes bucket from the users bucket.
+func buildClasses(tx *bolt.Tx) error {
+	if tx.Bucket(bucketClasses) != nil {
+		if err := tx.DeleteBucket(bucketClasses); err != nil {
+			return fmt.Errorf("drop bucket %s: %w", bucketClasses, err)
+		}
+	}
+	if _, err := tx.CreateBucket(bucketClasses); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketClasses, err)
+	}
+	now := time.Now().UTC()
+	return tx.Bucket(bucketUsers).ForEach(func(id, data []byte) error {
+		var f struct {
+			PasswordHash string `json:"password_hash"`
+		}
+		if err := json.Unmarshal(data, &f); err != nil {
+			return fmt.Errorf("decode user %s: %w", id, err)
+		}
+		return addClass(tx, f.PasswordHash, now)
+	})
+}
+
+// addClass records the class of hash in hash_classes, in the transaction
+// that stores hash: the set is never behind what the users bucket holds.
+// Something that is not a hash (see password.Class) has no class: Verify
+// refuses it without hashing, and the login pads as for an unknown user.
+func addClass(tx *bolt.Tx, hash string, now time.Time) error {
+	class := password.Class(hash)
+	if class == "" {
+		return nil
+	}
+	b := tx.Bucket(bucketClasses)
+	if b.Get([]byte(class)) != nil {
+		return nil
+	}
+	return b.Put([]byte(class), []byte(now.Format(time.RFC3339)))
 }
 
 // buildAuth (re)creates the auth bucket from the users bucket.
@@ -411,6 +470,9 @@ func (s *Store) CreateUsers(ctx context.Context, us []*store.User) error {
 			if err := names.Put(norm, []byte(nu.ID)); err != nil {
 				return err
 			}
+			if err := addClass(tx, nu.PasswordHash, now); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -532,6 +594,9 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User
 			return fmt.Errorf("encode user: %w", err)
 		}
 		if err := tx.Bucket(bucketUsers).Put([]byte(id), data); err != nil {
+			return err
+		}
+		if err := addClass(tx, u.PasswordHash, u.UpdatedAt); err != nil {
 			return err
 		}
 		// Most updates that are not revocations (a password change bumps
@@ -664,6 +729,24 @@ func (s *Store) AuthState(ctx context.Context, id string) (store.AuthState, erro
 	return st, nil
 }
 
+// HashClasses implements store.Store: the keys of hash_classes, in order.
+func (s *Store) HashClasses(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []string
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketClasses).ForEach(func(k, _ []byte) error {
+			out = append(out, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Secret implements store.Store. name must be non-empty; generate must
 // return a non-empty value. The secret lives in the meta bucket under
 // "secret:<name>". The returned slice is the caller's own copy.
@@ -734,7 +817,7 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 // package's invariants (every user decodes and is indexed under its
 // normalized username, every index entry points to its user, no live ID is
 // tombstoned, auth has a record for exactly the users and each equals its
-// user's State()). It returns the first problem found, or nil.
+// user's State(), hash_classes holds the class of every user's hash). It returns the first problem found, or nil.
 func (s *Store) Check() error {
 	return s.view(func(tx *bolt.Tx) error {
 		var first error
@@ -747,9 +830,12 @@ func (s *Store) Check() error {
 			return fmt.Errorf("bbolt check: %w", first)
 		}
 		users, names, deleted := tx.Bucket(bucketUsers), tx.Bucket(bucketUsernames), tx.Bucket(bucketDeleted)
-		auth := tx.Bucket(bucketAuth)
+		auth, classes := tx.Bucket(bucketAuth), tx.Bucket(bucketClasses)
 		if auth == nil {
 			return fmt.Errorf("bucket %s is missing", bucketAuth)
+		}
+		if classes == nil {
+			return fmt.Errorf("bucket %s is missing", bucketClasses)
 		}
 		err := users.ForEach(func(id, data []byte) error {
 			var u store.User
@@ -775,6 +861,9 @@ func (s *Store) Check() error {
 			}
 			if want := u.State(); !sameAuthState(st, want) {
 				return fmt.Errorf("auth record of user %s is %+v, the user says %+v", id, st, want)
+			}
+			if c := password.Class(u.PasswordHash); c != "" && classes.Get([]byte(c)) == nil {
+				return fmt.Errorf("hash class %s of user %s is not in %s", c, id, bucketClasses)
 			}
 			return nil
 		})

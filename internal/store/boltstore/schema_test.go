@@ -193,7 +193,7 @@ func TestUpgradeEmptySchema1(t *testing.T) {
 	}
 }
 
-func TestNewFileIsSchema2(t *testing.T) {
+func TestNewFileIsCurrentSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "new.db")
 	s := openAt(t, path, Options{})
 	if err := s.Close(); err != nil {
@@ -214,10 +214,11 @@ func TestOpenRefusesAndLeavesFileAlone(t *testing.T) {
 		users         []store.User
 		want          []string
 	}{
-		{"newer schema", "3", nil, []string{`unsupported schema version "3"`, `understands "2"`}},
+		{"newer schema", "4", nil, []string{`unsupported schema version "4"`, `understands "3"`}},
 		{"unknown schema", "2-beta", nil, []string{`unsupported schema version "2-beta"`}},
 		{"schema 2 without auth", "2", nil, []string{"has no auth bucket"}},
-		{"undecodable user", "1", bad, []string{"upgrade to schema version 2", "decode user u00001"}},
+		{"schema 3 without auth", "3", nil, []string{"has no auth bucket"}},
+		{"undecodable user", "1", bad, []string{"upgrade to schema version 3", "decode user u00001"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "x.db")
@@ -454,5 +455,70 @@ func TestBulkFillPacksPages(t *testing.T) {
 		if r := fillRatio(st); r > 0.85 {
 			t.Errorf("%s pages %.2f full after random batches: the packing applied where it should not", name, r)
 		}
+	}
+}
+
+// TestUpgradeFromSchema2 builds hash_classes from the users a schema 2 file
+// holds: an imported hash stored before the upgrade must pad failed logins
+// as much as one stored after it.
+func TestUpgradeFromSchema2(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "v2.db")
+	users := schema1Users(10)
+	imported := "$2b$12$" + strings.Repeat(".", 53)
+	users[3].PasswordHash = imported
+	users[4].PasswordHash = "not a hash"
+	// schema1Users' hashes have a 4-byte salt: not hashes Class accepts.
+	users[5].PasswordHash = "$argon2id$v=19$m=19456,t=2,p=1$" + strings.Repeat("A", 22) + "$" + strings.Repeat("A", 43)
+	writeSchema1(t, path, "2", users, nil)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(buildAuth); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openAt(t, path, Options{})
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check after the upgrade: %v", err)
+	}
+	got, err := s.HashClasses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"argon2id:m=19456,t=2,p=1", "bcrypt:12"}; !slices.Equal(got, want) {
+		t.Errorf("HashClasses after the upgrade = %q, want %q", got, want)
+	}
+	if st, err := s.AuthState(ctx, users[7].ID); err != nil || st.TokenVersion != users[7].TokenVersion {
+		t.Errorf("AuthState after the upgrade = %+v, %v", st, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, has, _ := rawState(t, path); v != schemaVersion || !has {
+		t.Errorf("after upgrade: schema %q, auth bucket %v", v, has)
+	}
+}
+
+// TestCheckHashClasses: Check reports a user whose hash class is missing
+// from hash_classes.
+func TestCheckHashClasses(t *testing.T) {
+	s := openTemp(t, Options{})
+	u := &store.User{Username: "imported", PasswordHash: "$2b$12$" + strings.Repeat(".", 53)}
+	if err := s.CreateUser(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check before damage: %v", err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketClasses).Delete([]byte("bcrypt:12")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "hash class bcrypt:12 of user "+u.ID) {
+		t.Errorf("Check = %v, want the missing class named", err)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
 
@@ -61,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Closed", testClosed},
 		{"ConcurrentCreateSameUsername", testConcurrentCreate},
 		{"CreateUsersAllOrNothing", testCreateUsers},
+		{"HashClassesCoverStoredHashes", testHashClasses},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -865,5 +867,69 @@ func testCreateUsers(t *testing.T, s store.Store) {
 	}
 	if err := s.CreateUsers(ctx, nil); err != nil {
 		t.Errorf("empty batch: %v", err)
+	}
+}
+
+// testHashClasses: once a write that stores a password hash returns,
+// HashClasses lists its class, whichever write it was. Logins pad every
+// failure to the classes listed, so a class missing from the list would
+// let its users be told apart from unknown names by timing. Listing a class
+// no user holds any more is allowed (it only costs work).
+func testHashClasses(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	// Well-formed hashes of four classes (zero salts and keys: the store
+	// never verifies them, and classes do not depend on them).
+	zeros := func(n int) string { return strings.Repeat("A", (n*8+5)/6) }
+	argon := func(m, t, p int) string {
+		return fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", m, t, p, zeros(16), zeros(32))
+	}
+	bcryptOf := func(cost int) string { return fmt.Sprintf("$2b$%02d$%s", cost, strings.Repeat(".", 53)) }
+	def, strong := argon(19456, 2, 1), argon(65536, 3, 4)
+	bc12, bc5 := bcryptOf(12), bcryptOf(5)
+	for _, h := range []string{def, strong, bc12, bc5} {
+		if password.Class(h) == "" {
+			t.Fatalf("test hash %s has no class", h)
+		}
+	}
+	want := func(step string, hashes ...string) {
+		t.Helper()
+		got, err := s.HashClasses(ctx)
+		if err != nil {
+			t.Fatalf("after %s: HashClasses: %v", step, err)
+		}
+		for _, h := range hashes {
+			if c := password.Class(h); !slices.Contains(got, c) {
+				t.Errorf("after %s: HashClasses = %q, missing %q", step, got, c)
+			}
+		}
+	}
+
+	a := mustCreate(t, s, &store.User{Username: "argon", PasswordHash: def})
+	want("CreateUser", def)
+	batch := []*store.User{{Username: "imported", PasswordHash: bc12}, {Username: "nohash", PasswordHash: "not a hash"}}
+	if err := s.CreateUsers(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	want("CreateUsers", def, bc12)
+	if _, err := store.SetPassword(ctx, s, a.ID, bc5); err != nil {
+		t.Fatal(err)
+	}
+	want("SetPassword", bc12, bc5)
+	if _, err := s.UpdateUser(ctx, batch[1].ID, func(u *store.User) error { u.PasswordHash = strong; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want("UpdateUser", bc12, bc5, strong)
+	if err := s.DeleteUser(ctx, batch[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	want("DeleteUser of another user", bc5, strong)
+	got, err := s.HashClasses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range got {
+		if c == "" {
+			t.Errorf("HashClasses lists an empty class: %q", got)
+		}
 	}
 }

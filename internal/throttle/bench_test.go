@@ -71,15 +71,20 @@ func BenchmarkFailFlood(b *testing.B) {
 	}
 }
 
-// BenchmarkFailLocking: failures that lock a pair every MaxFailures
-// attempts, the path that creates lockouts.
+// BenchmarkFailLocking: failures that lock a fresh pair every MaxFailures
+// attempts, many more than the limiter holds, the path a flood of
+// lockouts takes. The clock moves past every lockout and its escalation at
+// the end of each pass over the pairs, so every pass locks them anew.
 func BenchmarkFailLocking(b *testing.B) {
 	const n = 1 << 16
-	m, _ := newTest(Config{MaxEntries: 3 * 1024, UserMaxFailures: -1, IPMaxFailures: -1})
+	m, clk := newTest(Config{MaxEntries: 3 * 1024, UserMaxFailures: -1, IPMaxFailures: -1})
 	ips, users := benchKeys(n)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
+		if i%(DefaultMaxFailures*n) == 0 {
+			clk.Advance(DefaultMaxLockout + DefaultMaxLockout)
+		}
 		j := (i / DefaultMaxFailures) % n
 		_, _ = m.Fail(ctx, ips[j], users[j])
 	}

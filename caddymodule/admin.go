@@ -29,6 +29,7 @@ func init() {
 // JSON in and out; errors are {"error": "..."} with 400, 404, 409 (an
 // existing username) or 503.
 //
+//	GET    /crudauth/identity                     identityDoc: this is crudauth's API
 //	GET    /crudauth/dbs                          open databases
 //	GET    /crudauth/users                        list users
 //	POST   /crudauth/users                        add {"username","password","allowed_scopes"}
@@ -51,7 +52,7 @@ type adminAPI struct {
 // CaddyModule returns the Caddy module information.
 func (adminAPI) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
-		ID:  "admin.api.crudauth",
+		ID:  adminAPIModuleID,
 		New: func() caddy.Module { return new(adminAPI) },
 	}
 }
@@ -68,6 +69,24 @@ func (a *adminAPI) Provision(ctx caddy.Context) error {
 func (a *adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/crudauth/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
+
+// identityDoc is the answer of GET /crudauth/identity. The CLI asks for it
+// before it sends a password or a hash anywhere: whatever else listens on
+// the admin address (another program on localhost:2019 while caddy is down,
+// a caddy without this module) does not serve it, and gets nothing. It holds
+// nothing secret.
+type identityDoc struct {
+	Module string `json:"module"` // adminAPIModuleID
+	API    int    `json:"api"`    // adminAPIVersion
+}
+
+const (
+	adminAPIModuleID = "admin.api.crudauth"
+	// adminAPIVersion changes when the admin API changes incompatibly.
+	adminAPIVersion = 1
+)
+
+var adminIdentity = identityDoc{Module: adminAPIModuleID, API: adminAPIVersion}
 
 // maxAdminBody caps JSON bodies other than imports.
 const maxAdminBody = 64 << 10
@@ -87,6 +106,12 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	segs, err := pathSegments(strings.TrimPrefix(r.URL.EscapedPath(), "/crudauth/"))
 	if err != nil {
 		return apiError(http.StatusBadRequest, "bad path: %v", err)
+	}
+	if len(segs) == 1 && segs[0] == "identity" {
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		return writeAdminJSON(w, http.StatusOK, adminIdentity)
 	}
 	if len(segs) == 1 && segs[0] == "dbs" {
 		if r.Method != http.MethodGet {

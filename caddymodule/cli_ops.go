@@ -62,7 +62,7 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 			dbParam = abs
 		}
 		env.verbosef("using the admin API at %s (--address)", env.address)
-		return hint(fn(ctx, &remoteOps{addr: env.address, db: dbParam}))
+		return hint(fn(ctx, env.remote(env.address, dbParam)))
 	}
 
 	if env.db == "" {
@@ -71,8 +71,12 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 			// as another user with another data directory. Ask a running
 			// Caddy first; with none, create the file here.
 			addr := env.adminAddress()
-			err := fn(ctx, &remoteOps{addr: addr})
+			err := fn(ctx, env.remote(addr, ""))
 			var ce *connectError
+			var ne *notCrudauthError
+			if errors.As(err, &ne) {
+				return err
+			}
 			if !errors.As(err, &ce) {
 				env.verbosef("no database at %s; using the admin API at %s", path, addr)
 				return hint(err)
@@ -108,13 +112,19 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 	abs, _ := filepath.Abs(path)
 	addr := env.adminAddress()
 	env.verbosef("%s is held by another process; using the admin API at %s", abs, addr)
-	err = fn(ctx, &remoteOps{addr: addr, db: abs})
+	err = fn(ctx, env.remote(addr, abs))
 	var ce *connectError
 	if errors.As(err, &ce) {
 		return fmt.Errorf("database %s is locked by another process and no caddy admin API answered at %s: "+
 			"if a running caddy holds the file, pass its admin address with --address; otherwise stop the process that holds it", abs, addr)
 	}
 	return hint(err)
+}
+
+// remote returns the ops that go through the admin API at addr, on the
+// database db (empty: the only one open there).
+func (env *cliEnv) remote(addr, db string) *remoteOps {
+	return &remoteOps{addr: addr, db: db, say: env.verbosef}
 }
 
 // adminAddress is the admin API address used when --address is not given:
@@ -195,10 +205,31 @@ func (l *localOps) backup(ctx context.Context, w io.Writer) (int64, error) {
 	return l.svc.backup(ctx, w)
 }
 
-// remoteOps goes through the admin API of a running Caddy.
+// remoteOps goes through the admin API of a running Caddy. Before its first
+// request it makes sure that what answers at addr is crudauth's admin API
+// (identify): the request may carry a password or password hashes, and
+// without --db the address is only a default, where any program may
+// listen while caddy is down.
 type remoteOps struct {
 	addr string // admin address, as in `caddy reload --address`
 	db   string // ?db=, empty for the only open database
+	say  func(format string, args ...any)
+
+	client     *http.Client // built on first use, so that the requests share a connection
+	origin     string
+	unix       bool
+	identified bool
+}
+
+// notCrudauthError means that something answered at the admin address but
+// did not identify itself as crudauth's admin API; nothing was sent to it.
+type notCrudauthError struct {
+	addr, why string
+}
+
+func (e *notCrudauthError) Error() string {
+	return fmt.Sprintf("what answers at %s is not crudauth's admin API (%s), so nothing was sent to it: "+
+		"pass --address with the admin address of the caddy that runs crudauth, or --db <path> of the database file", e.addr, e.why)
 }
 
 // connectError means the admin API did not answer at all.
@@ -211,24 +242,101 @@ func (e *connectError) Error() string {
 	return fmt.Sprintf("cannot reach caddy's admin API at %s (%v): is caddy running? pass its admin address with --address", e.addr, e.err)
 }
 
-// do sends one request to the admin API. A response with status >= 400 is
-// returned as an *opError carrying the API's message.
-func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+// connect builds the client for addr.
+func (o *remoteOps) connect() error {
+	if o.client != nil {
+		return nil
+	}
 	parsed, err := caddy.ParseNetworkAddress(o.addr)
 	if err != nil || parsed.PortRangeSize() > 1 {
-		return nil, fmt.Errorf("invalid admin address %q: use host:port or unix//path", o.addr)
+		return fmt.Errorf("invalid admin address %q: use host:port or unix//path", o.addr)
 	}
-	origin := "http://" + parsed.JoinHostPort(0)
+	o.origin = "http://" + parsed.JoinHostPort(0)
 	dialAddr := parsed.JoinHostPort(0)
-	if parsed.IsUnixNetwork() {
-		origin = "http://127.0.0.1"
+	if o.unix = parsed.IsUnixNetwork(); o.unix {
+		o.origin = "http://127.0.0.1"
 		host, _, _ := strings.Cut(parsed.Host, "|") // drop socket permission bits
 		dialAddr = host
 	}
-	u := origin + path
+	o.client = &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				d := net.Dialer{Timeout: 5 * time.Second}
+				return d.DialContext(ctx, parsed.Network, dialAddr)
+			},
+			ResponseHeaderTimeout: 2 * time.Minute, // a password hash or a large import
+		},
+		// Caddy's admin API does not redirect; following one would take a
+		// body, password included, to wherever it points.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return nil
+}
+
+// identify asks addr for crudauth's identity document and fails with a
+// *notCrudauthError unless it gets it. It sends nothing but the GET.
+func (o *remoteOps) identify(ctx context.Context) error {
+	if o.identified {
+		return nil
+	}
+	resp, err := o.send(ctx, http.MethodGet, o.origin+"/crudauth/identity", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	var doc identityDoc
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		// The status code only: the reason text is the other side's to
+		// choose, and would reach the terminal.
+		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("GET /crudauth/identity answered status %d", resp.StatusCode)}
+	case json.Unmarshal(b, &doc) != nil || doc.Module != adminAPIModuleID:
+		return &notCrudauthError{addr: o.addr, why: "GET /crudauth/identity did not answer crudauth's identity document"}
+	case doc.API != adminAPIVersion:
+		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("it speaks version %d of the admin API, this command version %d: use the same caddy binary", doc.API, adminAPIVersion)}
+	}
+	o.identified = true
+	if o.say != nil {
+		o.say("the admin API at %s identified itself as %s (API version %d); sending the request there", o.addr, doc.Module, doc.API)
+	}
+	return nil
+}
+
+// do sends one request to the admin API, once identify has passed. A
+// response with status >= 400 is returned as an *opError carrying the API's
+// message.
+func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	if err := o.connect(); err != nil {
+		return nil, err
+	}
+	if err := o.identify(ctx); err != nil {
+		return nil, err
+	}
+	u := o.origin + path
 	if o.db != "" {
 		u += "?db=" + url.QueryEscape(o.db)
 	}
+	resp, err := o.send(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+		}
+		return nil, &opError{status: resp.StatusCode, msg: e.Error}
+	}
+	return resp, nil
+}
+
+// send makes one request on o's client.
+func (o *remoteOps) send(ctx context.Context, method, u string, body any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -241,37 +349,19 @@ func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*htt
 	if err != nil {
 		return nil, err
 	}
-	if !parsed.IsUnixNetwork() {
-		req.Header.Set("Origin", origin)
+	if !o.unix {
+		req.Header.Set("Origin", o.origin)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			d := net.Dialer{Timeout: 5 * time.Second}
-			return d.DialContext(ctx, parsed.Network, dialAddr)
-		},
-		ResponseHeaderTimeout: 2 * time.Minute, // a password hash or a large import
-	}}
-	resp, err := client.Do(req)
+	resp, err := o.client.Do(req)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" {
 			return nil, &connectError{addr: o.addr, err: oe.Err}
 		}
 		return nil, fmt.Errorf("admin API at %s: %w", o.addr, err)
-	}
-	if resp.StatusCode >= 400 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-		}
-		return nil, &opError{status: resp.StatusCode, msg: e.Error}
 	}
 	return resp, nil
 }

@@ -35,8 +35,12 @@ When no process holds the database file, the commands open it directly.
 When a running Caddy holds it (or --address is given), they go through that
 Caddy's admin API (admin.api.crudauth) instead, so users can be managed
 while the gateway serves. The command line is the same either way; --verbose
-says which path was taken. The admin address defaults to Caddy's own
-(localhost:2019, or the CADDY_ADMIN environment variable).
+says which path was taken, and which admin endpoint. The admin address
+defaults to Caddy's own (localhost:2019, or the CADDY_ADMIN environment
+variable). Before it sends anything there, a password above all, the command
+asks the endpoint to identify itself as crudauth's admin API
+(GET /crudauth/identity), and stops with an error naming the address if it
+does not: while caddy is down, any program may listen on that address.
 
 Passwords are read from a prompt that does not echo, or from standard input
 with --password-stdin; never from a flag.`,
@@ -85,7 +89,7 @@ func requireSubcommand(c *cobra.Command) {
 func (env *cliEnv) addTargetFlags(c *cobra.Command) {
 	c.PersistentFlags().StringVar(&env.db, "db", "", "database file (default: "+DefaultDBPath()+")")
 	c.PersistentFlags().StringVar(&env.address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+caddy.DefaultAdminListen+")")
-	c.PersistentFlags().BoolVarP(&env.verbose, "verbose", "v", false, "say whether the file or the admin API is used")
+	c.PersistentFlags().BoolVarP(&env.verbose, "verbose", "v", false, "say whether the file or the admin API is used, and which admin endpoint")
 }
 
 func userCommand(env *cliEnv) *cobra.Command {

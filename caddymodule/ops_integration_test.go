@@ -113,6 +113,9 @@ func (c cliResult) must(t *testing.T, what string) cliResult {
 	if !strings.Contains(c.errOut, "using the admin API at localhost:2999") {
 		t.Errorf("%s did not go through the admin API: %q", what, c.errOut)
 	}
+	if !strings.Contains(c.errOut, "the admin API at localhost:2999 identified itself as admin.api.crudauth") {
+		t.Errorf("%s: --verbose did not say which endpoint it identified: %q", what, c.errOut)
+	}
 	return c
 }
 

@@ -18,9 +18,8 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
 
-// ThrottleConfig tunes login throttling on token_path (issue 4, "Login
-// throttling"). Failed logins are counted per (client IP, username), per
-// username and per client IP; a key that collects its limit of failures
+// ThrottleConfig tunes login throttling on token_path. Failed logins are
+// counted per (client IP, username), per username and per client IP; a key that collects its limit of failures
 // within `window` is locked for `lockout`, and each further round doubles
 // the lockout up to `max_lockout`. While locked, token_path answers 429 with
 // Retry-After before any password is hashed, with the same body whether or
@@ -29,8 +28,13 @@ import (
 // Caddy's client_ip (set `trusted_proxies` in the server options to believe
 // X-Forwarded-For from a proxy), never a header taken at face value.
 //
-// Counters are kept in memory, per handler, bounded by `max_entries` (least
-// recently used keys are evicted); a config reload starts them afresh.
+// Counters are kept in memory, shared by the handlers on one database with
+// the same settings, and bounded by `max_entries`. A quarter of that is kept
+// for keys that are locked or remember their escalation: a flood of failures
+// under made-up addresses and usernames evicts only the least recently used
+// counters of keys that are not locked, never a lockout. Lockouts beyond
+// that quarter are kept in a fixed array that errs toward locking (see
+// internal/throttle.Memory), so memory stays bounded whatever the attack.
 //
 // Caddyfile:
 //
@@ -66,8 +70,9 @@ type ThrottleConfig struct {
 	Lockout caddy.Duration `json:"lockout,omitempty"`
 	// The longest lockout. Default: 1h.
 	MaxLockout caddy.Duration `json:"max_lockout,omitempty"`
-	// Most counters held in memory (each failing (IP, username) takes up
-	// to three). Default: 100000.
+	// Most keys held in memory (each failing (IP, username) takes up to
+	// three); a quarter of them is kept for locked keys, which a flood of
+	// made-up keys cannot evict. Default: 100000 (at most about 50 MB).
 	MaxEntries int `json:"max_entries,omitempty"`
 }
 

@@ -1,6 +1,6 @@
 // Package throttle counts failed logins and decides when a login must wait.
 //
-// Failures are counted under three keys (issue 4, "Login throttling"):
+// Failures are counted under three keys:
 //
 //   - the pair (client IP, username): one client guessing one account;
 //   - the username alone: many clients guessing one account;
@@ -17,13 +17,15 @@
 //
 // The Limiter interface is small on purpose: a store shared by several
 // gateways (etcd, a database) can implement it later. Memory is the
-// in-process implementation, bounded in size.
+// in-process implementation, bounded in size; see Memory for why an
+// attacker who makes up keys cannot evict a lockout from it.
 package throttle
 
 import (
 	"container/list"
 	"context"
-	"strings"
+	"hash/maphash"
+	"math/bits"
 	"sync"
 	"time"
 )
@@ -51,6 +53,8 @@ const (
 	DefaultBaseLockout     = time.Minute
 	DefaultMaxLockout      = time.Hour
 	DefaultMaxEntries      = 100_000
+	// DefaultMaxLocks is MaxEntries/4 at the default MaxEntries.
+	DefaultMaxLocks = DefaultMaxEntries / 4
 )
 
 // Config tunes Memory. Zero fields take the defaults above; a negative
@@ -74,13 +78,21 @@ type Config struct {
 	BaseLockout time.Duration
 	// The longest lockout; each further round doubles up to it. Default 1h.
 	MaxLockout time.Duration
-	// Most keys held; the least recently used are evicted past it, so
-	// memory stays bounded however many IPs and usernames an attacker
-	// uses. Each pair of (IP, username) takes up to three keys.
-	// Default 100000 (some tens of MB at most).
+	// Most keys held, so memory stays bounded however many IPs and
+	// usernames an attacker uses. Each pair of (IP, username) takes up to
+	// three. MaxLocks of them are kept for keys that are locked or remember
+	// their escalation; the rest hold failure counters of the other keys,
+	// the least recently used evicted first. Losing a counter loses at most
+	// a round's count, never a lockout. Default 100000.
 	MaxEntries int
+	// Of MaxEntries, how many are kept for locked keys. Past it a lockout
+	// is folded into a fixed overflow array that can only lock more, never
+	// less (see Memory). Default MaxEntries/4, at least 1.
+	MaxLocks int
 	// Clock; default time.Now.
 	Now func() time.Time
+
+	maxCounters int // MaxEntries less MaxLocks, at least 1
 }
 
 func (c *Config) setDefaults() {
@@ -108,20 +120,65 @@ func (c *Config) setDefaults() {
 	if c.MaxEntries < 1 {
 		c.MaxEntries = 1
 	}
+	if c.MaxLocks <= 0 {
+		c.MaxLocks = max(c.MaxEntries/4, 1)
+	}
+	c.maxCounters = max(c.MaxEntries-c.MaxLocks, 1)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 }
 
-// Memory is the in-process Limiter: an LRU-bounded map of counters under
-// one mutex. Every operation is O(1).
+// Memory is the in-process Limiter, under one mutex; every operation is
+// O(1).
+//
+// A lockout must not be evictable by keys an attacker makes up: with one
+// LRU for everything, some tens of thousands of failures under fresh
+// addresses and usernames would flush the lockout of the account being
+// guessed, and its escalation with it. So keys live in three places:
+//
+//   - counters: keys that are not locked and remember no lockout, in an
+//     LRU of at most MaxEntries-MaxLocks. A flood of made-up keys evicts these, and
+//     all it wins is a reset of a round's count (fewer failures than the
+//     limit), never a lockout.
+//   - locks: keys that are locked or still remember their escalation, in a
+//     map of at most MaxLocks that counters never push on. Entries leave it
+//     when forgotten (MaxLockout after the last failure or lockout end).
+//   - spill: a fixed array of slots indexed by a keyed hash of the key,
+//     allocated when locks first overflows. An entry pushed out of a full
+//     locks table is folded into its slot by taking the later lockout end,
+//     the later last failure and the higher strike count; a slot is never
+//     cleared, only outlived. Nothing an attacker does can shorten a
+//     lockout or lower an escalation held there.
+//
+// When locks is full, a new lockout still goes in, and one of a few
+// sampled entries (the one forgotten or nearest to being forgotten) is
+// folded into the spill. The alternative, refusing to remember the new
+// lockout or evicting the old one outright, fails open: an attacker who can
+// create MaxLocks lockouts (made-up usernames lock too, and must, lest the
+// throttle tell known names from unknown ones) would then guess freely
+// against every account. The spill fails closed instead: two keys that
+// share a slot share its lockout, so under a flood of lockouts large
+// enough to overflow locks, innocent logins may be refused (about the share
+// of slots locked by the flood). Refresh tokens are not throttled, so
+// sessions already open continue.
+//
+// Memory is bounded by MaxEntries entries of about 150 bytes plus their key
+// (the IP and the username, at most some 300 bytes with a 256-byte
+// username), and the spill's power of two >= 4*MaxLocks slots of 24 bytes:
+// with the defaults at most about 50 MB, whatever the attack.
 type Memory struct {
-	cfg Config
+	cfg  Config
+	seed maphash.Seed
 
-	mu      sync.Mutex
-	entries map[string]*list.Element
-	lru     *list.List // front: most recently used; values are *entry
-	evicted uint64
+	mu       sync.Mutex
+	counters map[string]*list.Element
+	lru      *list.List // of counters; front: most recently used; values *entry
+	locks    map[string]*entry
+	spill    []slot    // nil until locks first overflows
+	spillEnd time.Time // every slot is forgotten from then on
+	evicted  uint64
+	spilled  uint64
 }
 
 type entry struct {
@@ -131,12 +188,21 @@ type entry struct {
 	lockedUntil time.Time
 	strikes     int       // lockouts so far; the next lasts BaseLockout << strikes
 	last        time.Time // last failure or lockout end, for forgetting
+	el          *list.Element
+}
+
+// slot is a spilled lockout; times in Unix nanoseconds.
+type slot struct {
+	lockedUntil, last int64
+	strikes           int64
 }
 
 // NewMemory returns an in-memory Limiter.
 func NewMemory(cfg Config) *Memory {
 	cfg.setDefaults()
-	return &Memory{cfg: cfg, entries: make(map[string]*list.Element), lru: list.New()}
+	return &Memory{cfg: cfg, seed: maphash.MakeSeed(),
+		counters: make(map[string]*list.Element), lru: list.New(),
+		locks: make(map[string]*entry)}
 }
 
 // Config returns the configuration in force, defaults filled in.
@@ -150,6 +216,8 @@ const (
 	kindIP   kind = 'i'
 )
 
+var kinds = [3]kind{kindPair, kindUser, kindIP}
+
 func (m *Memory) limit(k kind) int {
 	switch k {
 	case kindPair:
@@ -161,57 +229,47 @@ func (m *Memory) limit(k kind) int {
 	}
 }
 
-// keyOf builds a map key. NUL cannot occur in a client IP, and the caller
-// refuses usernames with control characters; were one to get through, the
-// kind prefix and the length of ip still keep keys apart.
-func keyOf(k kind, ip, username string) string {
-	var b strings.Builder
-	b.Grow(len(ip) + len(username) + 2)
-	b.WriteByte(byte(k))
+// appendKey appends a map key to b, so that lookups need not allocate. NUL
+// cannot occur in a client IP, and the caller refuses usernames with
+// control characters; were one to get through, the kind prefix and the
+// length of ip still keep keys apart.
+func appendKey(b []byte, k kind, ip, username string) []byte {
+	b = append(b, byte(k))
 	switch k {
 	case kindPair:
-		b.WriteString(ip)
-		b.WriteByte(0)
-		b.WriteString(username)
+		b = append(b, ip...)
+		b = append(b, 0)
+		b = append(b, username...)
 	case kindUser:
-		b.WriteString(username)
+		b = append(b, username...)
 	default:
-		b.WriteString(ip)
+		b = append(b, ip...)
 	}
-	return b.String()
+	return b
 }
 
-func (m *Memory) keys(ip, username string) [3]struct {
-	k   kind
-	key string
-} {
-	return [3]struct {
-		k   kind
-		key string
-	}{
-		{kindPair, keyOf(kindPair, ip, username)},
-		{kindUser, keyOf(kindUser, "", username)},
-		{kindIP, keyOf(kindIP, ip, "")},
-	}
+func keyOf(k kind, ip, username string) string {
+	return string(appendKey(nil, k, ip, username))
 }
 
 // Check implements Limiter.
 func (m *Memory) Check(_ context.Context, ip, username string) (time.Duration, error) {
 	now := m.cfg.Now()
+	var buf [128]byte
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	spill := m.spill != nil && now.Before(m.spillEnd)
 	var wait time.Duration
-	for _, k := range m.keys(ip, username) {
-		if m.limit(k.k) < 0 {
+	for _, k := range kinds {
+		if m.limit(k) < 0 {
 			continue
 		}
-		el, ok := m.entries[k.key]
-		if !ok {
-			continue
+		key := appendKey(buf[:0], k, ip, username)
+		if e, ok := m.locks[string(key)]; ok {
+			wait = max(wait, e.lockedUntil.Sub(now))
 		}
-		e := el.Value.(*entry)
-		if d := e.lockedUntil.Sub(now); d > wait {
-			wait = d
+		if spill {
+			wait = max(wait, time.Duration(m.slotOf(key).lockedUntil-now.UnixNano()))
 		}
 	}
 	return wait, nil
@@ -220,17 +278,28 @@ func (m *Memory) Check(_ context.Context, ip, username string) (time.Duration, e
 // Fail implements Limiter.
 func (m *Memory) Fail(_ context.Context, ip, username string) (time.Duration, error) {
 	now := m.cfg.Now()
+	var buf [128]byte
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var wait time.Duration
-	for _, k := range m.keys(ip, username) {
-		limit := m.limit(k.k)
+	for _, k := range kinds {
+		limit := m.limit(k)
 		if limit < 0 {
 			continue
 		}
-		e := m.touch(k.key, now)
+		key := appendKey(buf[:0], k, ip, username)
+		var s *slot
+		if m.spill != nil && now.Before(m.spillEnd) {
+			s = m.slotOf(key)
+			if d := time.Duration(s.lockedUntil - now.UnixNano()); d > 0 {
+				// Only reached when a failure raced a lockout: do not
+				// extend it.
+				wait = max(wait, d)
+				continue
+			}
+		}
+		e := m.touch(key, now)
 		if now.Before(e.lockedUntil) {
-			// Only reached when a failure raced a lockout: do not extend it.
 			wait = max(wait, e.lockedUntil.Sub(now))
 			continue
 		}
@@ -240,12 +309,20 @@ func (m *Memory) Fail(_ context.Context, ip, username string) (time.Duration, er
 		e.count++
 		e.last = now
 		if e.count >= limit {
-			d := m.lockout(e.strikes)
-			e.strikes++
+			strikes := e.strikes
+			if s != nil && now.Sub(time.Unix(0, s.last)) < m.cfg.MaxLockout {
+				// The key's escalation may have been spilled.
+				strikes = max(strikes, int(s.strikes))
+			}
+			d := m.lockout(strikes)
+			e.strikes = strikes + 1
 			e.count = 0
 			e.lockedUntil = now.Add(d)
 			e.last = e.lockedUntil
 			wait = max(wait, d)
+			if e.el != nil {
+				m.promote(e, now)
+			}
 		}
 	}
 	return wait, nil
@@ -260,54 +337,143 @@ func (m *Memory) lockout(strikes int) time.Duration {
 	return min(d, m.cfg.MaxLockout)
 }
 
-// Succeed implements Limiter.
+// Succeed implements Limiter. It forgets the pair's counters and
+// escalation; a pair spilled into a shared slot keeps its slot's, which
+// errs on the side of locking.
 func (m *Memory) Succeed(_ context.Context, ip, username string) error {
-	key := keyOf(kindPair, ip, username)
+	var buf [128]byte
+	key := appendKey(buf[:0], kindPair, ip, username)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if el, ok := m.entries[key]; ok {
+	if el, ok := m.counters[string(key)]; ok {
 		m.lru.Remove(el)
-		delete(m.entries, key)
+		delete(m.counters, string(key))
 	}
+	delete(m.locks, string(key))
 	return nil
 }
 
-// touch returns the entry for key, created or reset if it was forgotten,
-// and marks it most recently used. An entry is forgotten (escalation
-// included) once MaxLockout has passed since its last failure or the end of
-// its last lockout.
-func (m *Memory) touch(key string, now time.Time) *entry {
-	if el, ok := m.entries[key]; ok {
+// forgotten reports whether e has been quiet long enough (MaxLockout since
+// its last failure or the end of its last lockout) to start afresh,
+// escalation included.
+func (m *Memory) forgotten(e *entry, now time.Time) bool {
+	return now.Sub(e.last) >= m.cfg.MaxLockout && !now.Before(e.lockedUntil)
+}
+
+// touch returns the entry for key, created or reset if it was forgotten.
+// A counter is marked most recently used; creating one may evict the least
+// recently used counter, never a lock.
+func (m *Memory) touch(key []byte, now time.Time) *entry {
+	if e, ok := m.locks[string(key)]; ok {
+		if !m.forgotten(e, now) {
+			return e
+		}
+		delete(m.locks, e.key)
+	} else if el, ok := m.counters[string(key)]; ok {
 		e := el.Value.(*entry)
 		m.lru.MoveToFront(el)
-		if now.Sub(e.last) >= m.cfg.MaxLockout && !now.Before(e.lockedUntil) {
-			*e = entry{key: key}
+		if m.forgotten(e, now) {
+			*e = entry{key: e.key, el: el}
 		}
 		return e
 	}
-	for len(m.entries) >= m.cfg.MaxEntries {
+	for len(m.counters) >= m.cfg.maxCounters {
 		oldest := m.lru.Back()
 		m.lru.Remove(oldest)
-		delete(m.entries, oldest.Value.(*entry).key)
+		delete(m.counters, oldest.Value.(*entry).key)
 		m.evicted++
 	}
-	e := &entry{key: key}
-	m.entries[key] = m.lru.PushFront(e)
+	e := &entry{key: string(key)}
+	e.el = m.lru.PushFront(e)
+	m.counters[e.key] = e.el
 	return e
 }
 
-// Len returns the number of keys held.
-func (m *Memory) Len() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.entries)
+// lockSample is how many entries of a full locks table are looked at to
+// choose the one that makes room. Any choice is safe (the spill keeps what
+// leaves); a good one keeps the spill sparse.
+const lockSample = 8
+
+// promote moves a counter that just locked into the locks table. When the
+// table is full, one of a few entries sampled at random (Go's map order) is
+// dropped if forgotten, or else folded into the spill: the one whose
+// lockout or escalation would be forgotten first.
+func (m *Memory) promote(e *entry, now time.Time) {
+	m.lru.Remove(e.el)
+	delete(m.counters, e.key)
+	e.el = nil
+	if len(m.locks) >= m.cfg.MaxLocks {
+		var out *entry
+		n := 0
+		for _, c := range m.locks {
+			if out == nil || c.last.Before(out.last) {
+				out = c
+			}
+			if n++; n == lockSample || m.forgotten(out, now) {
+				break
+			}
+		}
+		delete(m.locks, out.key)
+		if !m.forgotten(out, now) {
+			m.fold(out)
+		}
+	}
+	m.locks[e.key] = e
 }
 
-// Evicted returns how many keys were evicted to stay within MaxEntries.
+// fold records e in its spill slot. Every field only grows, so what a slot
+// holds can be outlived but never undone.
+func (m *Memory) fold(e *entry) {
+	if m.spill == nil {
+		m.spill = make([]slot, m.spillSize())
+	}
+	s := m.slotOf([]byte(e.key))
+	s.lockedUntil = max(s.lockedUntil, e.lockedUntil.UnixNano())
+	s.last = max(s.last, e.last.UnixNano())
+	s.strikes = max(s.strikes, int64(e.strikes))
+	if end := e.last.Add(m.cfg.MaxLockout); end.After(m.spillEnd) {
+		m.spillEnd = end
+	}
+	m.spilled++
+}
+
+// spillSize is the number of slots: the power of two at or above
+// 4*MaxLocks, so that a spill holding as many lockouts as the table shares
+// few slots.
+func (m *Memory) spillSize() int { return 1 << bits.Len(uint(4*m.cfg.MaxLocks-1)) }
+
+// slotOf is key's slot. The hash is keyed per Memory, so an attacker
+// cannot choose keys that land on a victim's slot.
+func (m *Memory) slotOf(key []byte) *slot {
+	return &m.spill[maphash.Bytes(m.seed, key)&uint64(len(m.spill)-1)]
+}
+
+// Len returns the number of keys held exactly (counters and locks).
+func (m *Memory) Len() int {
+	c, l := m.lens()
+	return c + l
+}
+
+func (m *Memory) lens() (counters, locks int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.counters), len(m.locks)
+}
+
+// Evicted returns how many counters were evicted to stay within
+// MaxEntries.
 func (m *Memory) Evicted() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.evicted
+}
+
+// Spilled returns how many lockouts were folded into the overflow array to
+// stay within MaxLocks.
+func (m *Memory) Spilled() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.spilled
 }
 
 // RetryAfterSeconds rounds a wait up to whole seconds, at least 1, for a

@@ -186,8 +186,9 @@ func TestEvictionBound(t *testing.T) {
 }
 
 func TestEvictsLeastRecentlyUsed(t *testing.T) {
-	// Three keys per failure; room for two failures' worth.
-	m, _ := newTest(Config{MaxEntries: 6})
+	// Three keys per failure; room for two failures' worth of counters
+	// (MaxEntries less the MaxLocks kept for locked keys).
+	m, _ := newTest(Config{MaxEntries: 8, MaxLocks: 2})
 	_, _ = m.Fail(ctx, "a", "hot")
 	_, _ = m.Fail(ctx, "b", "cold")
 	_, _ = m.Fail(ctx, "a", "hot") // hot's keys are now the most recent
@@ -195,7 +196,7 @@ func TestEvictsLeastRecentlyUsed(t *testing.T) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, k := range []string{keyOf(kindPair, "a", "hot"), keyOf(kindUser, "", "hot"), keyOf(kindIP, "a", "")} {
-		el, ok := m.entries[k]
+		el, ok := m.counters[k]
 		if !ok {
 			t.Errorf("recently used key %q was evicted", k)
 			continue
@@ -205,7 +206,7 @@ func TestEvictsLeastRecentlyUsed(t *testing.T) {
 		}
 	}
 	for _, k := range []string{keyOf(kindPair, "b", "cold"), keyOf(kindUser, "", "cold"), keyOf(kindIP, "b", "")} {
-		if _, ok := m.entries[k]; ok {
+		if _, ok := m.counters[k]; ok {
 			t.Errorf("least recently used key %q was kept", k)
 		}
 	}

@@ -451,7 +451,7 @@ func TestAttackScopeEscalation(t *testing.T) {
 // kind of route and on the token endpoints, and the routing overrides
 // frameworks honor, never reach the backend or sway the gateway.
 func TestAttackIdentitySpoofing(t *testing.T) {
-	g := startAttackGateway(t, "", gwConfig{global: aliasAllowlist})
+	g := startAttackGateway(t, "strip_headers X-Tenant-Admin", gwConfig{global: aliasAllowlist})
 	alice := g.addUser(t, "alice", nil)
 	g.addUser(t, "root", nil)
 	lr := g.mustLogin(t, "alice", "")
@@ -490,6 +490,34 @@ func TestAttackIdentitySpoofing(t *testing.T) {
 		wantStatus(t, g.get(t, "/api", at), http.StatusOK)
 		wantIdentity(t, g.backend.wantOne(t), alice.ID, "alice", "read")
 		g.backend.wantNone(t)
+	})
+
+	// Other auth layers' identity headers, in several spellings, and one a
+	// backend trusts that strip_headers names.
+	foreign := []string{
+		"X-Forwarded-User", "root", "x-remote-user", "root", "Remote-User", "root", "REMOTE_USER", "root",
+		"X-Auth-Request-User", "root", "X-Auth-Request-Email", "root@example.invalid", "X.Forwarded.Email", "root@example.invalid",
+		"X-Forwarded-Preferred-Username", "root", "X-WEBAUTH-USER", "root", "x_webauth_user", "root",
+		"X-Tenant-Admin", "yes", "x_tenant_admin", "yes",
+	}
+	t.Run("other auth layers' identity headers are removed", func(t *testing.T) {
+		for _, tok := range []string{"", lr.access} {
+			for _, target := range []string{"/public/x", "/api"} {
+				if tok == "" && target == "/api" {
+					continue
+				}
+				wantStatus(t, g.get(t, target, tok, foreign...), http.StatusOK)
+				s := g.backend.wantOne(t)
+				for k, v := range s.header {
+					n := normalizeHeaderName(k)
+					for _, f := range append(slices.Clone(ForeignIdentityHeaders), "X-Tenant-Admin") {
+						if n == normalizeHeaderName(f) {
+							t.Errorf("%s: backend received %s: %q", target, k, v)
+						}
+					}
+				}
+			}
+		}
 	})
 
 	overrides := []string{

@@ -104,7 +104,7 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			default:
 				h.HashQueueTimeout = dur
 			}
-		case "default_scopes", "grantable_scopes", "allowed_origins":
+		case "default_scopes", "grantable_scopes", "allowed_origins", "strip_headers":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
@@ -114,6 +114,8 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 				h.DefaultScopes = append(h.DefaultScopes, args...)
 			case "grantable_scopes":
 				h.GrantableScopes = append(h.GrantableScopes, args...)
+			case "strip_headers":
+				h.StripHeaders = append(h.StripHeaders, args...)
 			default:
 				h.AllowedOrigins = append(h.AllowedOrigins, args...)
 			}

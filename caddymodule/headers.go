@@ -15,17 +15,48 @@ import (
 type identityHeaders struct {
 	id, name, scopes string   // canonical MIME header keys, as set
 	norm             []string // normalized forms (see normalizeHeaderName)
-	drop             []string // norm plus the routing overrides (paths.go)
+	// dropByLen holds, by length, the normalized names strip removes: norm,
+	// the routing overrides (paths.go), the identity headers of other auth
+	// layers (ForeignIdentityHeaders) and strip_headers. A request header
+	// is compared only with names of its own length.
+	dropByLen [][]string
 }
 
-func newIdentityHeaders(id, name, scopes string) identityHeaders {
+// ForeignIdentityHeaders are headers through which other auth proxies and
+// servers tell a backend who is calling (oauth2-proxy, Authelia, Apache and
+// CGI's REMOTE_USER, Grafana's auth proxy, Kong). Frameworks trust some of
+// them (Django's RemoteUserMiddleware, Grafana), so a client must not be
+// able to send them through the gateway: they are removed from every
+// request, in every spelling, like the gateway's own.
+var ForeignIdentityHeaders = []string{
+	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups",
+	"X-Forwarded-Access-Token", "X-Auth-Request-User", "X-Auth-Request-Email",
+	"X-Auth-Request-Preferred-Username", "X-Auth-Request-Groups", "X-Auth-Request-Access-Token",
+	"X-Remote-User", "X-Remote-Email", "X-Remote-Name", "X-Remote-Groups", "Remote-User", "Remote-Email",
+	"Remote-Name", "Remote-Groups", "X-Webauth-User", "X-Webauth-Email", "X-Webauth-Name",
+	"X-Authenticated-User", "X-Authenticated-Userid", "X-Auth-User", "X-Consumer-Id",
+	"X-Consumer-Username", "X-Credential-Identifier",
+}
+
+func newIdentityHeaders(id, name, scopes string, extra []string) identityHeaders {
 	ih := identityHeaders{
 		id:     textproto.CanonicalMIMEHeaderKey(id),
 		name:   textproto.CanonicalMIMEHeaderKey(name),
 		scopes: textproto.CanonicalMIMEHeaderKey(scopes),
 	}
 	ih.norm = []string{normalizeHeaderName(id), normalizeHeaderName(name), normalizeHeaderName(scopes)}
-	ih.drop = append(slices.Clone(ih.norm), normalizedOverrides...)
+	drop := append(slices.Clone(ih.norm), normalizedOverrides...)
+	for _, h := range slices.Concat(ForeignIdentityHeaders, extra) {
+		drop = append(drop, normalizeHeaderName(h))
+	}
+	for _, n := range drop {
+		for len(ih.dropByLen) <= len(n) {
+			ih.dropByLen = append(ih.dropByLen, nil)
+		}
+		if !slices.Contains(ih.dropByLen[len(n)], n) {
+			ih.dropByLen[len(n)] = append(ih.dropByLen[len(n)], n)
+		}
+	}
 	return ih
 }
 
@@ -71,14 +102,18 @@ func (ih *identityHeaders) isIdentity(key string) bool {
 	return false
 }
 
-// strip removes every client-sent identity header and routing override
-// (paths.go), and removes the identity headers' names
+// strip removes every client-sent identity header (the gateway's own, other
+// auth layers' and strip_headers) and routing override (paths.go), and
+// removes the identity headers' names
 // from Connection, where a client could otherwise have a proxy drop the
 // headers the gateway sets (reverse_proxy removes headers that Connection
 // names).
 func (ih *identityHeaders) strip(h http.Header) {
 	for k := range h {
-		for _, n := range ih.drop {
+		if len(k) >= len(ih.dropByLen) {
+			continue
+		}
+		for _, n := range ih.dropByLen[len(k)] {
 			if sameHeader(k, n) {
 				delete(h, k)
 				break
@@ -137,6 +172,21 @@ var hopOrRoutingHeaders = []string{
 }
 
 func checkIdentityHeaderName(name string) error {
+	if err := checkHeaderToken(name); err != nil {
+		return err
+	}
+	n := normalizeHeaderName(name)
+	for _, bad := range hopOrRoutingHeaders {
+		if n == bad {
+			return fmt.Errorf("%q is a hop-by-hop or routing header and cannot carry identity", name)
+		}
+	}
+	return nil
+}
+
+// checkHeaderToken accepts the header names the gateway may set or strip:
+// letters, digits and '-'.
+func checkHeaderToken(name string) error {
 	if name == "" {
 		return errors.New("must not be empty")
 	}
@@ -144,12 +194,6 @@ func checkIdentityHeaderName(name string) error {
 		c := name[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
 			return fmt.Errorf("%q: only letters, digits and '-' are allowed", name)
-		}
-	}
-	n := normalizeHeaderName(name)
-	for _, bad := range hopOrRoutingHeaders {
-		if n == bad {
-			return fmt.Errorf("%q is a hop-by-hop or routing header and cannot carry identity", name)
 		}
 	}
 	return nil

@@ -120,6 +120,16 @@ type Handler struct {
 	// space-separated. Default: X-User-Scopes.
 	ScopesHeader string `json:"scopes_header,omitempty"`
 
+	// Further request headers to remove from every request, in any spelling
+	// (letter case, `_` or `.` for `-`), for a backend that trusts a header
+	// that is not on the built-in list. The gateway's own identity headers,
+	// the routing overrides (X-Original-Url, X-Http-Method-Override and the
+	// like) and the identity headers of other auth layers
+	// (ForeignIdentityHeaders: X-Forwarded-User, Remote-User,
+	// X-Auth-Request-Email, X-Webauth-User and more) are always removed.
+	// Default: none.
+	StripHeaders []string `json:"strip_headers,omitempty"`
+
 	// Access rules, applied in order; the first whose matchers match the
 	// request decides. A request that matches no rule needs a valid token
 	// with no particular scope.
@@ -268,7 +278,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader)
+	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader, h.StripHeaders)
 	h.challenges = map[string]string{}
 	for _, code := range []string{"", "invalid_token", "invalid_request"} {
 		h.challenges[code] = buildChallenge(h.Realm, code)
@@ -435,6 +445,11 @@ func (h *Handler) checkStatic() error {
 	for field, name := range map[string]string{"user_id_header": h.UserIDHeader, "user_name_header": h.UserNameHeader, "scopes_header": h.ScopesHeader} {
 		if err := checkIdentityHeaderName(name); err != nil {
 			return fmt.Errorf("%s: %w", field, err)
+		}
+	}
+	for _, name := range h.StripHeaders {
+		if err := checkHeaderToken(name); err != nil {
+			return fmt.Errorf("strip_headers: %w", err)
 		}
 	}
 	names := []string{normalizeHeaderName(h.UserIDHeader), normalizeHeaderName(h.UserNameHeader), normalizeHeaderName(h.ScopesHeader)}

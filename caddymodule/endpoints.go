@@ -76,7 +76,10 @@ func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return h.writeError(w, r, badRequest("invalid_scope", err.Error()))
 		}
-		tok := h.refreshCookie(r)
+		tok, oerr := h.refreshCookie(r)
+		if oerr != nil {
+			return h.writeError(w, r, oerr)
+		}
 		if tok == "" {
 			tok = form.Get("refresh_token")
 		}
@@ -98,8 +101,11 @@ func (h *Handler) readTokenRequest(w http.ResponseWriter, r *http.Request) (url.
 	if q := r.URL.Query(); q.Has("password") || q.Has("username") || q.Has("refresh_token") {
 		return nil, badRequest("invalid_request", "credentials must be sent in the request body, not the query string")
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" {
+	mt, oerr := bodyMediaType(r)
+	if oerr != nil {
+		return nil, oerr
+	}
+	if mt != "application/x-www-form-urlencoded" {
 		return nil, badRequest("invalid_request", "the body must be application/x-www-form-urlencoded")
 	}
 	body, oerr := readBody(w, r)
@@ -115,9 +121,10 @@ func (h *Handler) readTokenRequest(w http.ResponseWriter, r *http.Request) (url.
 	return form, nil
 }
 
-// checkEndpointRequest enforces POST and, in cookie mode, that the request
-// comes from the gateway's own origin (or an allowed one): a cookie that
-// rides along on its own must not be usable by another site.
+// checkEndpointRequest enforces POST, one Content-Type header at most and,
+// in cookie mode, that the request comes from the gateway's own origin (or
+// an allowed one): a cookie that rides along on its own must not be usable
+// by another site.
 func (h *Handler) checkEndpointRequest(w http.ResponseWriter, r *http.Request) *oauthError {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -126,9 +133,43 @@ func (h *Handler) checkEndpointRequest(w http.ResponseWriter, r *http.Request) *
 	if h.Refresh == RefreshModeCookie && !h.sameOrigin(r) {
 		return &oauthError{status: http.StatusForbidden, code: "invalid_request", description: "cross-site requests are refused"}
 	}
+	// Checked here, before any branch decides whether the body is read, so
+	// that no endpoint answers such a request one way or another.
+	if len(r.Header.Values("Content-Type")) > 1 {
+		return errTwoContentTypes
+	}
 	return nil
 }
 
+// errTwoContentTypes answers a request with several Content-Type headers.
+// Readers disagree on which one counts (Go's Header.Get takes the first,
+// others the last or a join), so none is picked.
+var errTwoContentTypes = badRequest("invalid_request", "the Content-Type header is given more than once")
+
+// bodyMediaType returns the media type of the request body, from exactly
+// one Content-Type header. checkEndpointRequest has refused two already;
+// the check here keeps a future caller from picking one silently.
+func bodyMediaType(r *http.Request) (string, *oauthError) {
+	vals := r.Header.Values("Content-Type")
+	if len(vals) > 1 {
+		return "", errTwoContentTypes
+	}
+	if len(vals) == 0 {
+		return "", badRequest("invalid_request", "the Content-Type header is missing")
+	}
+	mt, _, err := mime.ParseMediaType(vals[0])
+	if err != nil {
+		return "", badRequest("invalid_request", "the Content-Type header is malformed")
+	}
+	return mt, nil
+}
+
+// sameOrigin reports whether a browser request comes from the gateway's own
+// origin or from one of allowed_origins. Origins are compared as RFC 6454
+// defines them: scheme, host and port, each exactly, with the scheme's
+// default port made explicit. Comparing the host alone would let
+// http://host:port (a plain-http page, which a network attacker can write)
+// or another port of the same host speak for the site.
 func (h *Handler) sameOrigin(r *http.Request) bool {
 	if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") {
 		return false
@@ -140,17 +181,59 @@ func (h *Handler) sameOrigin(r *http.Request) bool {
 	if len(origins) > 1 {
 		return false
 	}
-	origin := origins[0]
-	for _, o := range h.AllowedOrigins {
-		if strings.EqualFold(origin, o) {
+	o, ok := parseOrigin(origins[0])
+	if !ok {
+		return false // includes "null"
+	}
+	for _, a := range h.AllowedOrigins {
+		if ao, ok := parseOrigin(a); ok && ao == o {
 			return true
 		}
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" || u.Path != "" {
-		return false // includes "null"
+	// The request's own origin. Behind a proxy that terminates TLS the
+	// request arrives over http and its origin is http: such a site lists
+	// its https origin in allowed_origins.
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
 	}
-	return strings.EqualFold(u.Host, r.Host)
+	self := url.URL{Host: r.Host}
+	return o == origin{scheme: scheme, host: strings.ToLower(self.Hostname()), port: portOrDefault(self.Port(), scheme)}
+}
+
+// origin is a serialized origin (RFC 6454 section 6.2) taken apart: lower
+// case scheme and host, and the port always written out.
+type origin struct{ scheme, host, port string }
+
+// parseOrigin reads an Origin header value or an allowed_origins entry:
+// http or https, a host, an optional port, and nothing else (no user
+// info, path, query or fragment).
+func parseOrigin(s string) (origin, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Opaque != "" || u.User != nil || u.Path != "" || u.RawPath != "" ||
+		u.ForceQuery || u.RawQuery != "" || strings.Contains(s, "#") {
+		return origin{}, false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return origin{}, false
+	}
+	host := strings.ToLower(u.Hostname())
+	if host == "" {
+		return origin{}, false
+	}
+	return origin{scheme: scheme, host: host, port: portOrDefault(u.Port(), scheme)}, true
+}
+
+func portOrDefault(port, scheme string) string {
+	switch {
+	case port != "":
+		return port
+	case scheme == "https":
+		return "443"
+	default:
+		return "80"
+	}
 }
 
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *oauthError) {
@@ -365,10 +448,16 @@ func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) error {
 	if oerr := h.checkEndpointRequest(w, r); oerr != nil {
 		return h.writeError(w, r, oerr)
 	}
-	tok := h.refreshCookie(r)
+	tok, oerr := h.refreshCookie(r)
+	if oerr != nil {
+		return h.writeError(w, r, oerr)
+	}
 	if tok == "" && r.ContentLength != 0 {
-		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if err != nil || mt != "application/json" {
+		mt, oerr := bodyMediaType(r)
+		if oerr != nil {
+			return h.writeError(w, r, oerr)
+		}
+		if mt != "application/json" {
 			return h.writeError(w, r, badRequest("invalid_request", "the body must be application/json"))
 		}
 		body, oerr := readBody(w, r)
@@ -389,12 +478,32 @@ func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) error {
 	return h.refreshGrant(w, r, tok, nil)
 }
 
-func (h *Handler) refreshCookie(r *http.Request) string {
-	c, err := r.Cookie(h.CookieName)
-	if err != nil {
-		return ""
+// refreshCookie returns the refresh cookie's value, "" when there is none.
+//
+// Only cookie mode reads it: in body mode the gateway never sets the
+// cookie, so one that arrives was set by someone else (a sibling subdomain
+// can set it with Domain=) and must not replace the token in the body.
+//
+// More than one cookie of the name, in one Cookie header or across several,
+// is refused: a sibling subdomain can plant its own with Domain= or a
+// longer Path, browsers then send both, and whichever one a reader picks,
+// it may be the attacker's (a login as the attacker). Names are compared
+// exactly: RFC 6265 (section 5.3) and the browsers keep cookies apart by
+// their name as written, and the lookup here matches it so, so a case
+// variant is another cookie that is never read and cannot stand in for
+// this one.
+func (h *Handler) refreshCookie(r *http.Request) (string, *oauthError) {
+	if h.Refresh != RefreshModeCookie {
+		return "", nil
 	}
-	return c.Value
+	cs := r.CookiesNamed(h.CookieName)
+	switch len(cs) {
+	case 0:
+		return "", nil
+	case 1:
+		return cs[0].Value, nil
+	}
+	return "", badRequest("invalid_request", "the refresh cookie is sent more than once")
 }
 
 // refreshGrant mints a new access token from a refresh token. Its scopes are

@@ -1,19 +1,16 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/reqbody"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/token"
@@ -162,45 +159,37 @@ func (h *Handler) servePassword(w http.ResponseWriter, r *http.Request) error {
 }
 
 // readPasswordChange reads current_password and new_password from a form or
-// JSON body.
+// JSON body, through the same strict parsers as the token endpoints: a
+// member given twice (in any letter case, for JSON) is refused rather than
+// one copy picked, so the password checked is the only one in the body.
 func readPasswordChange(w http.ResponseWriter, r *http.Request) (current, next string, oerr *oauthError) {
 	if q := r.URL.Query(); q.Has("current_password") || q.Has("new_password") {
 		return "", "", badRequest("invalid_request", "passwords must be sent in the request body, not the query string")
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || (mt != "application/x-www-form-urlencoded" && mt != "application/json") {
+	mt, oerr := bodyMediaType(r)
+	if oerr != nil {
+		return "", "", oerr
+	}
+	if mt != "application/x-www-form-urlencoded" && mt != "application/json" {
 		return "", "", badRequest("invalid_request", "the body must be application/x-www-form-urlencoded or application/json")
 	}
 	body, oerr := readBody(w, r)
 	if oerr != nil {
 		return "", "", oerr
 	}
-	if !utf8.Valid(body) {
-		return "", "", badRequest("invalid_request", "the body is not valid UTF-8")
-	}
 	if mt == "application/json" {
-		var req struct {
-			Current *string `json:"current_password"`
-			New     *string `json:"new_password"`
-		}
-		if err := json.Unmarshal(body, &req); err != nil {
+		vals, err := reqbody.ParseJSONStrings(body, "current_password", "new_password")
+		switch {
+		case errors.Is(err, reqbody.ErrRepeatedMember), errors.Is(err, reqbody.ErrNotUTF8):
+			return "", "", badRequest("invalid_request", err.Error())
+		case err != nil:
 			return "", "", badRequest("invalid_request", "the body must be a JSON object with string current_password and new_password")
 		}
-		if req.Current != nil {
-			current = *req.Current
-		}
-		if req.New != nil {
-			next = *req.New
-		}
+		current, next = vals[0], vals[1]
 	} else {
-		form, err := url.ParseQuery(string(body))
+		form, err := reqbody.ParseForm(body)
 		if err != nil {
-			return "", "", badRequest("invalid_request", "the body is not a valid form")
-		}
-		for k, v := range form {
-			if len(v) > 1 {
-				return "", "", badRequest("invalid_request", fmt.Sprintf("parameter %q is repeated", truncateForLog(k)))
-			}
+			return "", "", badRequest("invalid_request", err.Error())
 		}
 		current, next = form.Get("current_password"), form.Get("new_password")
 	}

@@ -50,11 +50,65 @@ func TestParseRefreshJSON(t *testing.T) {
 		{`"a"`, "", ErrNotJSON},
 		{``, "", ErrNotJSON},
 		{`{"refresh_token":"a"`, "", ErrNotJSON},
-		{`{"refresh_token":"\ud800"}`, "\ufffd", nil}, // encoding/json replaces lone surrogates
+		// encoding/json would replace these with U+FFFD: refused instead.
+		{`{"refresh_token":"\ud800"}`, "", ErrNotJSON},
+		{"{\"refresh_token\":\"a\xffb\"}", "", ErrNotJSON},
+		{"{\"x\":\"\xff\",\"refresh_token\":\"a\"}", "", ErrNotJSON},
 	} {
 		tok, err := ParseRefreshJSON([]byte(tc.body))
 		if !errors.Is(err, tc.want) || tok != tc.tok {
 			t.Errorf("ParseRefreshJSON(%q) = %q, %v; want %q, %v", tc.body, tok, err, tc.tok, tc.want)
+		}
+	}
+}
+
+func TestParseJSONStrings(t *testing.T) {
+	names := []string{"current_password", "new_password"}
+	for _, tc := range []struct {
+		body     string
+		cur, new string
+		want     error
+	}{
+		{`{"current_password":"a","new_password":"b"}`, "a", "b", nil},
+		{`{"new_password":"b","current_password":"a","other":{"current_password":1}}`, "a", "b", nil},
+		{`{"Current_Password":"a"}`, "a", "", nil}, // one member, matched as encoding/json would
+		{`{"current_password":null}`, "", "", nil},
+		{`{}`, "", "", nil},
+		{`{"current_password":"a\u00e9\ud83d\ude00"}`, "a\u00e9\U0001f600", "", nil},
+		{`{"current_password":"\ufffd"}`, "\ufffd", "", nil}, // written as such, kept
+		// The same member twice: exactly, and in another letter case.
+		{`{"current_password":"wrong","current_password":"right","new_password":"b"}`, "", "", ErrRepeatedMember},
+		{`{"current_password":"wrong","CURRENT_PASSWORD":"right","new_password":"b"}`, "", "", ErrRepeatedMember},
+		{`{"current_password":"a","new_password":"b","NEW_password":"c"}`, "", "", ErrRepeatedMember},
+		{`{"current_password":"a","current_password":null}`, "", "", ErrRepeatedMember},
+		{`{"current_password":"a","curreNt_pasſword":"b"}`, "", "", ErrRepeatedMember}, // long s folds to s
+		// Not one object of strings.
+		{`{"current_password":1}`, "", "", ErrNotObject},
+		{`{"current_password":["a"]}`, "", "", ErrNotObject},
+		{`{"current_password":"a"} {}`, "", "", ErrNotObject},
+		{`{"current_password":"a"}x`, "", "", ErrNotObject},
+		{`{"current_password":"a"`, "", "", ErrNotObject},
+		{`["a"]`, "", "", ErrNotObject},
+		{``, "", "", ErrNotObject},
+		// What encoding/json would rewrite to U+FFFD.
+		{"{\"current_password\":\"a\xffb\"}", "", "", ErrNotUTF8},
+		{"{\"other\":\"\xff\",\"current_password\":\"a\"}", "", "", ErrNotUTF8},
+		{`{"current_password":"\ud800"}`, "", "", ErrNotObject},
+		{`{"current_password":"\udc00\ud800"}`, "", "", ErrNotObject},
+		{`{"current_password":"\ud800\u0041"}`, "", "", ErrNotObject},
+		{`{"current_password":"\ud800x"}`, "", "", ErrNotObject},
+		{`{"current_password":"a\\ud800"}`, "a\\ud800", "", nil}, // an escaped backslash, not an escape
+	} {
+		vals, err := ParseJSONStrings([]byte(tc.body), names...)
+		var cur, nw string
+		if err == nil {
+			cur, nw = vals[0], vals[1]
+		}
+		if !errors.Is(err, tc.want) || cur != tc.cur || nw != tc.new {
+			t.Errorf("ParseJSONStrings(%q) = %q, %q, %v; want %q, %q, %v", tc.body, cur, nw, err, tc.cur, tc.new, tc.want)
+		}
+		if err != nil && vals != nil {
+			t.Errorf("ParseJSONStrings(%q): values returned with an error", tc.body)
 		}
 	}
 }
@@ -139,6 +193,71 @@ func FuzzParseRefreshJSON(f *testing.F) {
 		}
 		if tok != want {
 			t.Fatalf("token %q, encoding/json reads %q", tok, want)
+		}
+	})
+}
+
+func FuzzParseJSONStrings(f *testing.F) {
+	for _, s := range []string{
+		`{"current_password":"a","new_password":"b"}`, `{"current_password":"a","CURRENT_PASSWORD":"b"}`,
+		`{"new_password":null,"x":[1,{"current_password":2}]}`, `{"current_password":"\ud83d\ude00"}`,
+		`{"current_password":"\ud800"}`, `{"current_password":"a\\ud800"}`, "{\"x\":\"\xff\"}",
+		`{"curreNt_pasſword":"k"}`, `{}{}`, `{`, `[]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		vals, err := ParseJSONStrings(body, "current_password", "new_password")
+		if err != nil {
+			if vals != nil {
+				t.Fatal("values returned with an error")
+			}
+			return
+		}
+		if len(vals) != 2 {
+			t.Fatalf("%d values for 2 names", len(vals))
+		}
+		if !utf8.Valid(body) {
+			t.Fatal("invalid UTF-8 accepted")
+		}
+		// Whatever is accepted, encoding/json reads the same way.
+		var std struct {
+			Current *string `json:"current_password"`
+			New     *string `json:"new_password"`
+		}
+		if err := json.Unmarshal(body, &std); err != nil {
+			t.Fatalf("encoding/json refuses the accepted body: %v", err)
+		}
+		for i, p := range []*string{std.Current, std.New} {
+			want := ""
+			if p != nil {
+				want = *p
+			}
+			if vals[i] != want {
+				t.Fatalf("value %d is %q, encoding/json reads %q", i, vals[i], want)
+			}
+			// A U+FFFD in a value was written by the client, not made by
+			// the decoder out of a bad byte or half a surrogate pair.
+			if strings.ContainsRune(vals[i], utf8.RuneError) &&
+				!strings.Contains(string(body), "\ufffd") && !strings.Contains(strings.ToLower(string(body)), `\ufffd`) {
+				t.Fatalf("value %d %q holds U+FFFD the body does not", i, vals[i])
+			}
+		}
+		// No member name matches twice, in any letter case.
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Fatalf("encoding/json refuses the accepted body: %v", err)
+		}
+		for _, name := range []string{"current_password", "new_password"} {
+			n := 0
+			for k := range m {
+				if strings.EqualFold(k, name) {
+					n++
+				}
+			}
+			if n > 1 {
+				t.Fatalf("%s given %d times in different letter cases, accepted", name, n)
+			}
 		}
 	})
 }

@@ -209,8 +209,9 @@ type Rule struct {
 	// Scopes the token must hold, all of them. Ignored when Public is set.
 	Scopes []string `json:"scopes,omitempty"`
 
-	matchers caddyhttp.MatcherSets
-	scopes   scope.Set
+	matchers    caddyhttp.MatcherSets
+	rawMatchers caddyhttp.RawMatcherSets // MatcherSetsRaw as configured
+	scopes      scope.Set
 	// challenge is the WWW-Authenticate value for insufficient_scope,
 	// built once.
 	challenge string
@@ -268,6 +269,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		rule.challenge = fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`, h.Realm, rule.scopes.String())
 		if rule.MatcherSetsRaw != nil {
+			// LoadModule drops the JSON; keep it to describe the rule.
+			rule.rawMatchers = slices.Clone(rule.MatcherSetsRaw)
 			mods, err := ctx.LoadModule(rule, "MatcherSetsRaw")
 			if err != nil {
 				return fmt.Errorf("rules[%d]: loading matchers: %w", i, err)
@@ -277,6 +280,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			}
 		}
 	}
+
+	h.warnUncoveredPrefixes()
 
 	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader, h.StripHeaders)
 	h.challenges = map[string]string{}

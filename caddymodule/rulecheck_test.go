@@ -1,0 +1,84 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/crudauth/caddy-crudauth/internal/scope"
+)
+
+// rulesOnly adapts a site block holding a crudauth block and loads the
+// handler's rule matchers, nothing else.
+func rulesOnly(t *testing.T, site string) *Handler {
+	t.Helper()
+	out, err := adapt(t, "http://localhost:9080 {\n"+site+"\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(handlerJSON(t, out))
+	h := new(Handler)
+	if err := json.Unmarshal(raw, h); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	for i := range h.Rules {
+		rule := &h.Rules[i]
+		var err error
+		if rule.scopes, err = scope.New(rule.Scopes...); err != nil {
+			t.Fatal(err)
+		}
+		if rule.MatcherSetsRaw == nil {
+			continue
+		}
+		rule.rawMatchers = slices.Clone(rule.MatcherSetsRaw)
+		mods, err := ctx.LoadModule(rule, "MatcherSetsRaw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rule.matchers.FromInterface(mods); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+func TestUncoveredPrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		site string
+		want []uncoveredPrefix
+	}{
+		{"the shipped mistake", "crudauth {\n require /admin/* admin\n public /public/*\n}",
+			[]uncoveredPrefix{{rule: 0, prefix: "/admin", method: "GET", judgeBy: -1}}},
+		{"both patterns", "crudauth {\n require /admin /admin/* admin\n}", nil},
+		{"a prefix pattern", "crudauth {\n require /admin* admin\n}", nil},
+		{"covered by a later rule", "crudauth {\n require /admin/* admin\n require /admin admin\n}", nil},
+		{"covered more strictly", "crudauth {\n require /admin/* admin\n require * admin root\n}", nil},
+		{"judged by a weaker rule", "crudauth {\n require /admin/* admin\n require /admin me:read\n}",
+			[]uncoveredPrefix{{rule: 0, prefix: "/admin", method: "GET", judgeBy: 1}}},
+		{"made public", "crudauth {\n public /reports\n require /reports/* reports:read\n}",
+			[]uncoveredPrefix{{rule: 1, prefix: "/reports", method: "GET", judgeBy: 0}}},
+		{"a method rule", "@w {\n path /reports/*\n method POST\n}\ncrudauth {\n require @w reports:write\n require /reports /reports/* reports:read\n}",
+			[]uncoveredPrefix{{rule: 0, prefix: "/reports", method: "POST", judgeBy: 1}}},
+		{"a public /x/* needs nothing", "crudauth {\n public /public/*\n}", nil},
+		{"a host-gated rule is not guessed at", "@h {\n host api.example\n path /admin/*\n}\ncrudauth {\n require @h admin\n}", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := rulesOnly(t, tc.site)
+			got := h.uncoveredPrefixes()
+			if len(got) != len(tc.want) {
+				t.Fatalf("uncoveredPrefixes = %+v, want %+v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("uncoveredPrefixes[%d] = %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}

@@ -43,18 +43,29 @@ const readingsSite = `
 		path /reports /reports/*
 		method POST PUT PATCH DELETE
 	}
-	@reports path /reports /reports/*`
+	@reports path /reports /reports/*
+	@file_reads {
+		path /files /files/*
+		method GET
+	}
+	@file_deletes {
+		path /files /files/*
+		method DELETE
+	}`
 
 const readingsAuth = `
 		secret {env.CRUDAUTH_ATTACK_SECRET}
 		refresh body
 		default_scopes me:read
-		grantable_scopes me:read reports:read reports:write admin
+		grantable_scopes me:read reports:read reports:write admin files:read files:admin
 		public /public/*
 		require @writes reports:write
 		require @reports reports:read
 		require /admin /admin/* admin
-		require /me /me/* me:read`
+		require /me /me/* me:read
+		require @file_reads files:read
+		require @file_deletes files:admin
+		public /files /files/*`
 
 // oracleRule is what the rules above demand of (method, path): public, or
 // a token holding every scope in need (none: any valid token). Path
@@ -73,6 +84,12 @@ func oracleRule(method, p string) (public bool, need []string) {
 		return false, []string{"admin"}
 	case under("/me"):
 		return false, []string{"me:read"}
+	case under("/files") && method == "GET":
+		return false, []string{"files:read"}
+	case under("/files") && method == "DELETE":
+		return false, []string{"files:admin"}
+	case under("/files"):
+		return true, nil // a drop box: anyone may upload
 	}
 	return false, nil
 }
@@ -227,7 +244,7 @@ type readingsRig struct {
 	names   []string
 }
 
-var readingsScopes = [][]string{nil, {"me:read"}, {"reports:read"}, {"reports:write"}, {"reports:read", "reports:write"}, {"admin"}}
+var readingsScopes = [][]string{nil, {"me:read"}, {"reports:read"}, {"reports:write"}, {"reports:read", "reports:write"}, {"admin"}, {"files:read"}}
 
 // newReadingsRig starts the rig. It owns its resources (close releases
 // them) instead of tying them to tb, so that a fuzz target can keep one rig
@@ -352,7 +369,7 @@ func (rg *readingsRig) check(tb testing.TB, method, target, contentType, body st
 // The grammar of generated requests: mostly ordinary pieces, so that many
 // requests reach the backend, with tricky ones mixed in.
 var (
-	gramPlainSegments  = []string{"public", "admin", "reports", "me", "q3", "x", "x.json", ".well-known", ""}
+	gramPlainSegments  = []string{"public", "admin", "reports", "me", "files", "q3", "x", "x.json", ".well-known", ""}
 	gramTrickySegments = []string{
 		"ADMIN", "Admin", "%61dmin", "%2561dmin", "admin.", "admin%20", "admin;x", "reports;v=1", "public%2fadmin",
 		"public%2Freports", "%2fadmin", ".", "..", "%2e", "%2e%2e", ".%2e", "%2E.", "%252e%252e", "..;", "..;x",
@@ -428,6 +445,9 @@ var readingsCases = []struct{ method, target, contentType, body string }{
 	{"POST", "/public/x", "application/x-www-form-urlencoded", "_method=DELETE"},
 	{"GET", "/public/x", "", ""},
 	{"GET", "/reports/q3", "", ""},
+	{"HEAD", "/files/x", "", ""},
+	{"POST", "/files/x", "application/x-www-form-urlencoded", "_method=DELETE"},
+	{"POST", "/files/x", "multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nGET\r\n--b--\r\n"},
 }
 
 // TestRuleReadings: for the review's requests and a few thousand generated
@@ -477,6 +497,9 @@ func TestRuleReadings(t *testing.T) {
 		{"GET", "/admin", 1, http.StatusForbidden},
 		{"GET", "/admin/x", 5, http.StatusOK},
 		{"HEAD", "/admin/x", 1, http.StatusForbidden},
+		{"HEAD", "/files/x", 0, http.StatusUnauthorized},
+		{"HEAD", "/files/x", 6, http.StatusOK},
+		{"POST", "/files/x", 0, http.StatusOK},
 		{"GET", "/admin/../public/x", 0, http.StatusBadRequest},
 		{"delete", "/reports/q3", 3, http.StatusBadRequest},
 		{"POST", "/reports?_method=DELETE", 4, http.StatusBadRequest},

@@ -1,6 +1,6 @@
 package caddymodule
 
-// The attack suite of issue 4: a real Caddy (caddytest, in this process)
+// The attack suite: a real Caddy (caddytest, in this process)
 // runs the gateway with reverse_proxy in front of a recording backend, and
 // each test plays one kind of attacker. Every case asserts the status, the
 // WWW-Authenticate challenge or the JSON error, and what the backend saw.

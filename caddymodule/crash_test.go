@@ -55,7 +55,7 @@ type crashLedger struct {
 // TestCrashSafety runs the gateway as a child process on a real file,
 // drives logins, password changes and revocations through it, kills it
 // with SIGKILL at random moments, and checks after each kill that the file
-// is consistent and holds every acknowledged change (issue 4).
+// is consistent and holds every acknowledged change.
 func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Caddy 20 times")

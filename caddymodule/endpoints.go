@@ -271,7 +271,7 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 	ctx := r.Context()
 	// Throttling is decided before the hash and before the user is looked
 	// up, so a locked login costs nothing and answers the same whatever the
-	// password (issue 4).
+	// password.
 	ip := clientIP(r)
 	if oerr := h.throttleCheck(ctx, ip, username); oerr != nil {
 		observeThrottled(oerr.status)

@@ -12,8 +12,7 @@ import (
 // FuzzCaddyfile feeds arbitrary crudauth blocks to the directive parser,
 // both directly (UnmarshalCaddyfile) and through the whole httpcaddyfile
 // adapter inside a site with a named matcher. Neither may panic, and a
-// config that adapts must survive the static checks without panicking
-// (issue 4, "Fuzzing").
+// config that adapts must survive the static checks without panicking.
 func FuzzCaddyfile(f *testing.F) {
 	for _, s := range []string{
 		"",

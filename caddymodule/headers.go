@@ -163,7 +163,7 @@ var hopOrRoutingHeaders = []string{
 	"te", "trailer", "transfer-encoding", "upgrade", "host", "authorization", "cookie", "set-cookie",
 	"content-length", "content-type", "forwarded", "x-forwarded-for", "x-forwarded-host",
 	"x-forwarded-proto", "x-real-ip", "via", "expect",
-	// issue 4: headers that rewrite the path or method upstream, or claim a
+	// headers that rewrite the path or method upstream, or claim a
 	// client address
 	"x-forwarded-port", "x-forwarded-prefix", "x-forwarded-uri", "x-forwarded-path", "x-forwarded-server",
 	"x-original-url", "x-original-uri", "x-original-method", "x-rewrite-url", "x-http-method-override",

@@ -1,6 +1,6 @@
 package caddymodule
 
-// Integration tests of issue 3 (operations): the admin API and the CLI
+// Integration tests of operations: the admin API and the CLI
 // against a running Caddy, the password endpoint, re-hashing on login and
 // the metrics. Same rules as integration_test.go: a real Caddy on fixed
 // ports, never in parallel.

@@ -21,7 +21,7 @@ import (
 )
 
 // TestAdaptPasswordOptions pins the Caddyfile mapping of the password
-// subdirectives of issue 3.
+// subdirectives.
 func TestAdaptPasswordOptions(t *testing.T) {
 	out, err := adapt(t, `
 http://localhost:9080 {
@@ -206,7 +206,7 @@ func runCLIFile(t *testing.T, db, stdin string, args ...string) (string, string,
 	return out.String(), errOut.String(), err
 }
 
-// TestCLIFileModeOps covers the commands of issue 3 on a file: scopes,
+// TestCLIFileModeOps covers the user commands on a file: scopes,
 // import and backup, and --verbose saying which path was taken.
 func TestCLIFileModeOps(t *testing.T) {
 	dir := t.TempDir()

@@ -82,7 +82,7 @@ func (h *Handler) servePassword(w http.ResponseWriter, r *http.Request) error {
 
 	ctx := r.Context()
 	// Guessing the current password with a stolen access token is a login
-	// attempt: the login throttle (issue 4) counts and locks it the same way.
+	// attempt: the login throttle counts and locks it the same way.
 	ip := clientIP(r)
 	if oerr := h.throttleCheck(ctx, ip, p.username); oerr != nil {
 		return fail(oerr)

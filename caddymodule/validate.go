@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Checks at start for the configuration mistakes issue 4 lists under
-// "Input limits and hygiene"; each message names the field.
+// Checks at start for unsafe input limits and secrets; each message names
+// the field.
 
 // minSecretDistinctBytes is the fewest distinct byte values a configured
 // secret may hold. Every generated form of a random key passes with room to
@@ -59,8 +59,8 @@ func period(s string) int {
 	return len(s) - fail[len(s)-1]
 }
 
-// checkHostile checks the settings of issue 4: throttling and the hashing
-// cap.
+// checkHostile checks the settings that bound a hostile client: throttling
+// and the hashing cap.
 func (h *Handler) checkHostile() error {
 	if h.MaxConcurrentHashes < 0 {
 		return fmt.Errorf("max_concurrent_hashes: %d must be positive (0 means half the CPUs)", h.MaxConcurrentHashes)

@@ -32,8 +32,7 @@ func provisionJSONErr(t *testing.T, js string) error {
 
 const goodSecret = "q3Jv9Xh2Lw8Zr5Tn1Kc7Ym4Pb6Ds0FgE" // 32 bytes, all distinct
 
-// TestConfigRefusedAtStart: every configuration error issue 4 lists is
-// caught by Provision with a message that names the field.
+// TestConfigRefusedAtStart: every unsafe configuration is caught by Provision with a message that names the field.
 func TestConfigRefusedAtStart(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -14,6 +14,7 @@ package caddymodule
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -237,6 +238,7 @@ func (b *judgingBackend) take() []judgedRequest {
 // readingsRig is the gateway with the rules above, and one access token for
 // each set of scopes a test plays with.
 type readingsRig struct {
+	addr    string // host:port of the gateway
 	backend *judgingBackend
 	dir     string
 	dbKey   string
@@ -246,10 +248,11 @@ type readingsRig struct {
 
 var readingsScopes = [][]string{nil, {"me:read"}, {"reports:read"}, {"reports:write"}, {"reports:read", "reports:write"}, {"admin"}, {"files:read"}}
 
-// newReadingsRig starts the rig. It owns its resources (close releases
-// them) instead of tying them to tb, so that a fuzz target can keep one rig
-// for all its inputs.
-func newReadingsRig(tb testing.TB) *readingsRig {
+// newReadingsRig starts the rig on Caddy's admin port adminPort and the
+// site port httpPort. It owns its resources (close releases them) instead
+// of tying them to tb, so that a fuzz target can keep one rig for all its
+// inputs.
+func newReadingsRig(tb testing.TB, adminPort, httpPort int) *readingsRig {
 	tb.Helper()
 	if err := os.Setenv("CRUDAUTH_ATTACK_SECRET", attackSecret); err != nil {
 		tb.Fatal(err)
@@ -258,7 +261,7 @@ func newReadingsRig(tb testing.TB) *readingsRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rg := &readingsRig{backend: newJudgingBackend(), dir: dir}
+	rg := &readingsRig{addr: fmt.Sprintf("localhost:%d", httpPort), backend: newJudgingBackend(), dir: dir}
 	db := filepath.Join(dir, "crudauth.db")
 	st, key, err := acquireStore(db)
 	if err != nil {
@@ -291,16 +294,20 @@ func newReadingsRig(tb testing.TB) *readingsRig {
 		rg.tokens = append(rg.tokens, tok)
 		rg.names = append(rg.names, name)
 	}
-	caddytest.NewTester(tb).InitServer(fmt.Sprintf(testGlobalOptions+`
+	caddytest.NewTester(tb).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort}).InitServer(fmt.Sprintf(`{
+	skip_install_trust
+	admin localhost:%d
+	http_port %d
+	grace_period 1ns
 }
-http://localhost:9080 {
+http://%s {
 %s
 	crudauth {
 		db %s
 %s
 	}
 	reverse_proxy %s
-}`, readingsSite, db, readingsAuth, strings.TrimPrefix(rg.backend.srv.URL, "http://")), "caddyfile")
+}`, adminPort, httpPort, rg.addr, readingsSite, db, readingsAuth, strings.TrimPrefix(rg.backend.srv.URL, "http://")), "caddyfile")
 	if tb.Failed() {
 		rg.close()
 		tb.FailNow()
@@ -324,14 +331,14 @@ func (rg *readingsRig) close() {
 // the connection failed or Go's server closed it without an answer).
 func (rg *readingsRig) send(tb testing.TB, method, target, contentType, body string, tok int) int {
 	tb.Helper()
-	conn, err := net.DialTimeout("tcp", "localhost:9080", 5*time.Second)
+	conn, err := net.DialTimeout("tcp", rg.addr, 5*time.Second)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: localhost:9080\r\nConnection: close\r\n", method, target)
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, target, rg.addr)
 	if t := rg.tokens[tok%len(rg.tokens)]; t != "" {
 		fmt.Fprintf(&b, "Authorization: Bearer %s\r\n", t)
 	}
@@ -455,7 +462,7 @@ var readingsCases = []struct{ method, target, contentType, body string }{
 // every reading. It also checks that the property is not met by refusing
 // everything: ordinary requests still reach the backend.
 func TestRuleReadings(t *testing.T) {
-	rg := newReadingsRig(t)
+	rg := newReadingsRig(t, 2999, 9080) // caddytest's ports, as the other integration tests
 	defer rg.close()
 
 	reached, statuses := 0, map[int]int{}
@@ -511,8 +518,10 @@ func TestRuleReadings(t *testing.T) {
 }
 
 // FuzzRuleReadings is TestRuleReadings driven by the fuzzer. It keeps one
-// Caddy for all inputs, on caddytest's fixed ports: run it alone, with
-// -parallel=1 (scripts/fuzz.sh does).
+// Caddy for all inputs. Run with -fuzz it listens on ports of its own (admin
+// 2989, site 9089), so that it can run while other test binaries use
+// caddytest's; run it with -parallel=1 (scripts/fuzz.sh does), since the
+// ports are fixed.
 func FuzzRuleReadings(f *testing.F) {
 	for _, c := range readingsCases {
 		f.Add(c.method, c.target, c.contentType, c.body, uint8(0))
@@ -528,7 +537,13 @@ func FuzzRuleReadings(f *testing.F) {
 		}
 	})
 	f.Fuzz(func(t *testing.T, method, target, contentType, body string, tok uint8) {
-		once.Do(func() { rg = newReadingsRig(t) })
+		once.Do(func() {
+			if fuzzing() {
+				rg = newReadingsRig(t, 2989, 9089)
+			} else {
+				rg = newReadingsRig(t, 2999, 9080)
+			}
+		})
 		if rg == nil {
 			t.Fatal("the rig did not start")
 		}
@@ -538,4 +553,10 @@ func FuzzRuleReadings(f *testing.F) {
 		}
 		rg.check(t, method, target, contentType, body, int(tok))
 	})
+}
+
+// fuzzing reports whether the test binary runs with -fuzz.
+func fuzzing() bool {
+	f := flag.Lookup("test.fuzz")
+	return f != nil && f.Value.String() != ""
 }

@@ -230,6 +230,17 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.now = time.Now
+	if err := h.provisionRules(ctx); err != nil {
+		return err
+	}
+	return h.provisionRuntime(ctx)
+}
+
+// provisionRules is the part of Provision that deciding on a request needs:
+// defaults, the static checks, the scope sets and the rules' matchers. It
+// opens nothing and resolves no secret, so `caddy crudauth explain` runs it
+// on a config file and judges requests with the code that serves them.
+func (h *Handler) provisionRules(ctx caddy.Context) error {
 	h.setDefaults()
 
 	if err := h.checkStatic(); err != nil {
@@ -281,9 +292,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	h.warnUncoveredPrefixes()
-
+	// The headers ServeHTTP strips before the rules see the request.
 	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader, h.StripHeaders)
+	h.warnUncoveredPrefixes()
+	return nil
+}
+
+// provisionRuntime is the rest of Provision: hashing, the secret, the store.
+func (h *Handler) provisionRuntime(ctx caddy.Context) error {
+	var err error
 	h.challenges = map[string]string{}
 	for _, code := range []string{"", "invalid_token", "invalid_request"} {
 		h.challenges[code] = buildChallenge(h.Realm, code)
@@ -613,20 +630,33 @@ func (h *Handler) authenticate(r *http.Request, rule *Rule) (principal, int, str
 	case state.AllowedScopes != nil && !allowedAll(state.AllowedScopes, claims.Scopes):
 		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errScopeNotAllowed
 	}
-	// The token's scopes count only while they are under the ceiling in
-	// force now, so that a lowered ceiling takes effect (for the rules and
-	// for what the backend is told) before the token expires.
-	// Tokens are minted under the ceiling, so the common case is a token
-	// wholly under it: no new set, and the scope string from verification.
-	scopes, scopeString := claims.Scopes, claims.ScopeString
-	if !h.ceiling.ContainsAll(scopes) {
-		scopes = scopes.Intersect(h.ceiling)
-		scopeString = scopes.String()
-	}
-	if rule != nil && len(rule.scopes) > 0 && !scopes.ContainsAll(rule.scopes) {
+	scopes, ok := h.grants(claims.Scopes, rule)
+	if !ok {
 		return principal{}, http.StatusForbidden, rule.challenge, errInsufficientScope
 	}
+	scopeString := claims.ScopeString
+	if len(scopes) != len(claims.Scopes) { // some were above the ceiling
+		scopeString = scopes.String()
+	}
 	return principal{userID: claims.UserID, username: state.Username, scopes: scopeString}, 0, "", nil
+}
+
+// grants is the scope decision, for authenticate and for `caddy crudauth
+// explain`: the scopes a token holding tokenScopes counts with, and whether
+// they satisfy rule (nil: no rule matched, any valid token passes).
+//
+// The token's scopes count only while they are under the ceiling in force
+// now, so that a lowered ceiling takes effect (for the rules and for what
+// the backend is told) before the token expires. Tokens are minted under
+// the ceiling, so the common case is a token wholly under it: effective is
+// then tokenScopes itself, and nothing is allocated.
+func (h *Handler) grants(tokenScopes scope.Set, rule *Rule) (effective scope.Set, ok bool) {
+	effective = tokenScopes
+	if !h.ceiling.ContainsAll(tokenScopes) {
+		effective = tokenScopes.Intersect(h.ceiling)
+	}
+	ok = rule == nil || len(rule.scopes) == 0 || effective.ContainsAll(rule.scopes)
+	return effective, ok
 }
 
 // allowedAll reports whether every token scope is in the user's allowed

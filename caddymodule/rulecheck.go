@@ -110,10 +110,28 @@ func (h *Handler) warnUncoveredPrefixes() {
 	for _, u := range h.uncoveredPrefixes() {
 		h.logger.Warn("a rule guards what lies under a path but not the path itself: add the path to the rule's patterns",
 			zap.Int("rule", u.rule),
+			zap.String("matchers", h.Rules[u.rule].describeMatchers()),
 			zap.String("covers", u.prefix+"/*"),
 			zap.String("not_covered", u.prefix),
 			zap.String("method", u.method),
 			zap.Int("judged_by_rule", u.judgeBy),
 			zap.String("fix", "list both patterns, e.g. require "+u.prefix+" "+u.prefix+"/* "+strings.Join(h.Rules[u.rule].scopes, " ")))
 	}
+}
+
+// describeMatchers writes the rule's matcher sets as configured, as compact
+// JSON with sorted keys, several sets joined by " or ", "*" for none.
+func (rule *Rule) describeMatchers() string {
+	var sets []string
+	for _, set := range rule.rawMatchers {
+		js, err := json.Marshal(set)
+		if err != nil {
+			js = []byte("?")
+		}
+		sets = append(sets, string(js))
+	}
+	if len(sets) == 0 {
+		return "*"
+	}
+	return strings.Join(sets, " or ")
 }

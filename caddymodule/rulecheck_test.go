@@ -3,12 +3,11 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/crudauth/caddy-crudauth/internal/scope"
+	"go.uber.org/zap"
 )
 
 // rulesOnly adapts a site block holding a crudauth block and loads the
@@ -26,23 +25,9 @@ func rulesOnly(t *testing.T, site string) *Handler {
 	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
-	for i := range h.Rules {
-		rule := &h.Rules[i]
-		var err error
-		if rule.scopes, err = scope.New(rule.Scopes...); err != nil {
-			t.Fatal(err)
-		}
-		if rule.MatcherSetsRaw == nil {
-			continue
-		}
-		rule.rawMatchers = slices.Clone(rule.MatcherSetsRaw)
-		mods, err := ctx.LoadModule(rule, "MatcherSetsRaw")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rule.matchers.FromInterface(mods); err != nil {
-			t.Fatal(err)
-		}
+	h.logger = zap.NewNop()
+	if err := h.provisionRules(ctx); err != nil {
+		t.Fatal(err)
 	}
 	return h
 }

@@ -77,8 +77,14 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := seenSubdirectives{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
+		if sub != "public" && sub != "require" { // rules repeat by design
+			if err := seen.once(d, sub); err != nil {
+				return err
+			}
+		}
 		switch sub {
 		case "db", "secret", "refresh", "token_path", "refresh_path", "issuer", "audience",
 			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header", "password_path":
@@ -169,6 +175,19 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			return d.Errf("unrecognized subdirective %q", sub)
 		}
 	}
+	return nil
+}
+
+// seenSubdirectives remembers where each subdirective of a block was
+// given, so that a repeated one is refused instead of silently overriding
+// or extending the first.
+type seenSubdirectives map[string]int
+
+func (s seenSubdirectives) once(d *caddyfile.Dispenser, name string) error {
+	if line, ok := s[name]; ok {
+		return d.Errf("%s is given twice (first on line %d): give it once", name, line)
+	}
+	s[name] = d.Line()
 	return nil
 }
 

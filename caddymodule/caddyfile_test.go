@@ -165,6 +165,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"unknown named matcher", "crudauth {\n require @nope admin\n}", "@nope"},
 		{"path after * taken as a scope", "crudauth {\n require * /b admin\n}", "takes one matcher"},
 		{"argon2 arity", "crudauth {\n argon2 1 2\n}", "three numbers"},
+		{"repeated subdirective", "crudauth {\n access_ttl 5m\n refresh body\n access_ttl 10m\n}", "access_ttl is given twice (first on line 3)"},
+		{"repeated list subdirective", "crudauth {\n grantable_scopes a\n grantable_scopes b\n}", "grantable_scopes is given twice"},
+		{"repeated throttle", "crudauth {\n throttle off\n throttle off\n}", "throttle is given twice"},
+		{"repeated throttle option", "crudauth {\n throttle {\n  window 1m\n  window 2m\n }\n}", "throttle window is given twice"},
 		{"hashes not a number", "crudauth {\n max_concurrent_hashes lots\n}", "max_concurrent_hashes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

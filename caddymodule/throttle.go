@@ -271,8 +271,12 @@ func (h *Handler) parseThrottle(d *caddyfile.Dispenser) error {
 	case len(args) > 0:
 		return d.ArgErr()
 	}
+	seen := seenSubdirectives{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
+		if err := seen.once(d, "throttle "+sub); err != nil {
+			return err
+		}
 		var v string
 		if !d.AllArgs(&v) {
 			return d.ArgErr()

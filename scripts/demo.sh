@@ -52,6 +52,15 @@ start() {
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
+# Another Caddy on these ports (make run, say) would answer the demo's
+# requests with its own users: refuse to start rather than talk to it.
+for port in 2019 8080 8081 8082; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		echo "make demo: port $port is in use (is 'make run' still up? stop it with Ctrl-C or 'bin/caddy stop'), so the demo would talk to it: stopping" >&2
+		exit 1
+	fi
+done
+
 step "create a user (the CLI works on the file while no Caddy holds it)"
 echo "\$ echo ... | caddy crudauth user add alice --db $db --password-stdin --scopes 'me:read reports:read'"
 echo "$pw" | "$caddy" crudauth user add alice --db "$db" --password-stdin --scopes 'me:read reports:read'

@@ -1,10 +1,8 @@
 package caddymodule
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -12,16 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
-	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/reqbody"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
-	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/token"
+	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
 
 // Limits on the token endpoints. Everything past them is refused before it
@@ -251,194 +246,79 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *oauthError) {
 	return body, nil
 }
 
-// passwordGrant logs a user in.
+// passwordGrant logs a user in (internal/auth).
 func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url.Values) error {
-	username, pw := form.Get("username"), form.Get("password")
-	if username == "" || pw == "" {
-		return h.writeError(w, r, badRequest("invalid_request", "username and password are required"))
-	}
-	if err := checkUsername(username); err != nil {
-		return h.writeError(w, r, badRequest("invalid_request", err.Error()))
-	}
-	if len(pw) > password.MaxBytes {
-		return h.writeError(w, r, badRequest("invalid_request", "password too long"))
-	}
 	requested, err := scope.Parse(form.Get("scope"))
 	if err != nil {
 		return h.writeError(w, r, badRequest("invalid_scope", err.Error()))
 	}
-
-	ctx := r.Context()
-	// Throttling is decided before the hash and before the user is looked
-	// up, so a locked login costs nothing and answers the same whatever the
-	// password.
-	ip := clientIP(r)
-	if oerr := h.throttleCheck(ctx, ip, username); oerr != nil {
-		observeThrottled(oerr.status)
-		return h.writeError(w, r, oerr)
-	}
-	release, err := h.hashLimit.Acquire(ctx)
+	toks, err := h.auth.Login(r.Context(), form.Get("username"), form.Get("password"), requested, auth.Client{IP: clientIP(r)})
 	if err != nil {
-		loginBusy.Inc()
-		return h.writeError(w, r, &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
-			description: "too many logins in progress, retry shortly", retryAfter: 1})
-	}
-	// Check again now that a slot is ours: guesses sent at once all passed
-	// the first check while the earlier ones were hashing, and the failures
-	// those recorded count from here on.
-	if oerr := h.throttleCheck(ctx, ip, username); oerr != nil {
-		release()
-		observeThrottled(oerr.status)
-		return h.writeError(w, r, oerr)
-	}
-	release = countLoginHash(release)
-	user, err := h.store.GetUserByName(ctx, username)
-	var ok, rehash bool
-	var spent string // the hash class whose real verification ran
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		// An unknown user costs the padding below: no enumeration by timing.
-	case err != nil:
-		release()
-		return h.writeError(w, r, h.serverError("reading user", err))
-	default:
-		ok, rehash, spent, err = h.hasher.VerifyUnpadded(user.PasswordHash, pw)
-		if err != nil {
-			// the padding below spends what a usable hash would have
-			h.logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(err))
-		}
-	}
-	failed := !ok || user.Disabled
-	if failed {
-		h.padFailedLogin(ctx, pw, spent)
-	}
-	var newHash string
-	if ok && rehash && !user.Disabled {
-		newHash, err = h.hasher.Hash(pw)
-		if err != nil {
-			newHash = ""
-			h.logger.Error("re-hashing password failed", zap.String("user_id", user.ID), zap.Error(err))
-		}
-	}
-	if failed {
-		// Recorded before the slot is released: a guess waiting for the
-		// slot checks the throttle again once it has it, and must see this
-		// failure (TestLoginFailureRecordedBeforeSlotRelease).
-		h.throttleFail(ctx, ip, username)
-	}
-	release()
-
-	if failed {
-		reason := "wrong password"
+		var ae *auth.Error
 		switch {
-		case user == nil:
-			reason = "unknown user"
-		case user.Disabled:
-			reason = "user disabled"
+		case !errors.As(err, &ae):
+		case ae.Throttled:
+			loginThrottled.Inc()
+		case ae.Code == auth.CodeTemporarilyUnavailable:
+			loginBusy.Inc()
+		case ae.Code == auth.CodeInvalidGrant:
+			loginFailure.Inc()
 		}
-		var userID string
-		if user != nil {
-			userID = user.ID
-		}
-		loginFailure.Inc()
-		h.logger.Warn("login failed",
-			zap.String("username", username),
-			zap.String("user_id", userID),
-			zap.String("client_ip", clientIP(r)),
-			zap.String("reason", reason))
-		return h.writeError(w, r, errInvalidCredentials)
-	}
-	h.throttleSucceed(ctx, ip, username)
-
-	if newHash != "" {
-		// The hash parameters moved on since this one was stored; upgrade
-		// it without bumping token_version (the password did not change).
-		wctx := contextWithoutCancel(ctx)
-		if _, err := h.store.UpdateUser(wctx, user.ID, func(u *store.User) error {
-			if u.PasswordHash == user.PasswordHash {
-				u.PasswordHash = newHash
-			}
-			return nil
-		}); err != nil {
-			h.logger.Error("storing re-hashed password failed", zap.String("user_id", user.ID), zap.Error(err))
-		} else {
-			h.logger.Info("password re-hashed", zap.String("user_id", user.ID))
-		}
-	}
-
-	var allowed *scope.Set
-	if user.AllowedScopes != nil {
-		s, err := scope.New(user.AllowedScopes...)
-		if err != nil {
-			return h.writeError(w, r, h.serverError("user allowed scopes", err))
-		}
-		allowed = &s
-	}
-	granted := scope.Grant(requested, h.defaults, h.ceiling, allowed)
-	subj := token.Subject{UserID: user.ID, Scopes: granted, TokenVersion: user.TokenVersion}
-	resp, err := h.issue(w, subj, true)
-	if err != nil {
-		return h.writeError(w, r, h.serverError("issuing tokens", err))
+		return h.writeError(w, r, h.oauthError(err))
 	}
 	loginSuccess.Inc()
-	h.logger.Info("login",
-		zap.String("username", user.Username),
-		zap.String("user_id", user.ID),
-		zap.String("client_ip", clientIP(r)),
-		zap.String("scope", resp.Scope))
-	return writeJSON(w, http.StatusOK, resp)
+	return h.writeTokens(w, toks)
 }
 
-// padFailedLogin makes a failed login cost one verification of every hash
-// class the store holds (see password.Hasher.Pad); spent is the class whose
-// real verification ran. The classes are read from the store at each
-// failure, so a hash imported through the admin API, or re-hashed by
-// another site on the same database, pads from its first failed login on.
-// Call it inside the hashing slot, like the hash it stands in for.
-func (h *Handler) padFailedLogin(ctx context.Context, pw, spent string) {
-	classes, err := h.store.HashClasses(contextWithoutCancel(ctx))
-	if err != nil {
-		// Pad still spends h's own class: as much as before classes were
-		// recorded.
-		h.logger.Error("reading the stored hash classes failed", zap.Error(err))
+// oauthError turns an internal/auth failure into its RFC 6749 section 5.2
+// response; anything else is a server error, logged here.
+func (h *Handler) oauthError(err error) *oauthError {
+	var ae *auth.Error
+	if !errors.As(err, &ae) || ae.Code == auth.CodeServerError {
+		return h.serverError("token endpoint", err)
 	}
-	h.hasher.Pad(pw, classes, spent)
+	e := &oauthError{status: http.StatusBadRequest, code: ae.Code, description: ae.Description}
+	switch {
+	case ae.Throttled:
+		e.status = http.StatusTooManyRequests
+	case ae.Code == auth.CodeTemporarilyUnavailable:
+		e.status = http.StatusServiceUnavailable
+	case ae.Code == auth.CodeInvalidToken:
+		e.status = http.StatusUnauthorized
+	case ae.Code == auth.CodeInsufficientScope:
+		e.status = http.StatusForbidden
+	}
+	if ae.RetryAfter > 0 {
+		e.retryAfter = throttle.RetryAfterSeconds(ae.RetryAfter)
+	}
+	return e
 }
 
-// issue mints an access token and, withRefresh, a refresh token for subj,
-// placing the refresh token where the configuration says.
-func (h *Handler) issue(w http.ResponseWriter, subj token.Subject, withRefresh bool) (*tokenResponse, error) {
-	at, _, err := h.tokens.IssueAccess(subj)
-	if err != nil {
-		return nil, err
-	}
+// writeTokens writes a token response (RFC 6749 section 5.1), with the
+// refresh token, if any, where the configuration says.
+func (h *Handler) writeTokens(w http.ResponseWriter, toks *auth.Tokens) error {
 	resp := &tokenResponse{
-		AccessToken: at,
+		AccessToken: toks.Access,
 		TokenType:   "bearer",
 		ExpiresIn:   int64(time.Duration(h.AccessTTL) / time.Second),
-		Scope:       subj.Scopes.String(),
+		Scope:       toks.Scopes.String(),
 	}
-	if !withRefresh {
-		return resp, nil
+	switch {
+	case toks.Refresh == "":
+	case h.Refresh == RefreshModeBody:
+		resp.RefreshToken = toks.Refresh
+	default:
+		http.SetCookie(w, &http.Cookie{
+			Name:     h.CookieName,
+			Value:    toks.Refresh,
+			Path:     h.RefreshPath,
+			MaxAge:   int(time.Duration(h.RefreshTTL) / time.Second),
+			HttpOnly: true,
+			Secure:   true,
+			SameSite: http.SameSiteStrictMode,
+		})
 	}
-	rt, _, err := h.tokens.IssueRefresh(subj)
-	if err != nil {
-		return nil, err
-	}
-	if h.Refresh == RefreshModeBody {
-		resp.RefreshToken = rt
-		return resp, nil
-	}
-	http.SetCookie(w, &http.Cookie{
-		Name:     h.CookieName,
-		Value:    rt,
-		Path:     h.RefreshPath,
-		MaxAge:   int(time.Duration(h.RefreshTTL) / time.Second),
-		HttpOnly: true,
-		Secure:   true,
-		SameSite: http.SameSiteStrictMode,
-	})
-	return resp, nil
+	return writeJSON(w, http.StatusOK, resp)
 }
 
 // serveRefresh handles the refresh endpoint: the refresh token comes from
@@ -506,58 +386,16 @@ func (h *Handler) refreshCookie(r *http.Request) (string, *oauthError) {
 	return "", badRequest("invalid_request", "the refresh cookie is sent more than once")
 }
 
-// refreshGrant mints a new access token from a refresh token. Its scopes are
-// the refresh token's, cut down to the ceiling in force now and to the
-// user's current allowed list, and to requested when that is non-empty.
+// refreshGrant mints a new access token from a refresh token
+// (internal/auth).
 func (h *Handler) refreshGrant(w http.ResponseWriter, r *http.Request, tok string, requested scope.Set) error {
-	var userID, username string // known once the token verifies
-	fail := func(reason string) error {
+	toks, err := h.auth.Refresh(r.Context(), tok, requested, auth.Client{IP: clientIP(r)})
+	if err != nil {
 		refreshFailure.Inc()
-		h.logger.Warn("refresh failed", zap.String("username", username), zap.String("user_id", userID),
-			zap.String("client_ip", clientIP(r)), zap.String("reason", reason))
-		return h.writeError(w, r, badRequest("invalid_grant", "the refresh token is invalid, expired or revoked"))
-	}
-	if len(tok) > maxTokenLen {
-		return fail("token too long")
-	}
-	claims, err := h.tokens.VerifyRefresh(tok)
-	if err != nil {
-		return fail(err.Error())
-	}
-	userID = claims.UserID
-	state, err := h.store.AuthState(r.Context(), claims.UserID)
-	username = state.Username
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return fail("user does not exist")
-	case err != nil:
-		return h.writeError(w, r, h.serverError("reading user state", err))
-	case state.Disabled:
-		return fail("user disabled")
-	case state.TokenVersion != claims.TokenVersion:
-		return fail("token revoked")
-	}
-	scopes := claims.Scopes.Intersect(h.ceiling)
-	if state.AllowedScopes != nil {
-		allowed, err := scope.New(state.AllowedScopes...)
-		if err != nil {
-			return h.writeError(w, r, h.serverError("user allowed scopes", err))
-		}
-		scopes = scopes.Intersect(allowed)
-	}
-	if len(requested) > 0 {
-		scopes = scopes.Intersect(requested)
-	}
-	subj := token.Subject{UserID: claims.UserID, Scopes: scopes, TokenVersion: claims.TokenVersion, SessionID: claims.SessionID}
-	resp, err := h.issue(w, subj, false)
-	if err != nil {
-		return h.writeError(w, r, h.serverError("issuing token", err))
+		return h.writeError(w, r, h.oauthError(err))
 	}
 	refreshSuccess.Inc()
-	if c := h.logger.Check(zap.DebugLevel, "refresh"); c != nil {
-		c.Write(zap.String("user_id", claims.UserID), zap.String("client_ip", clientIP(r)))
-	}
-	return writeJSON(w, http.StatusOK, resp)
+	return h.writeTokens(w, toks)
 }
 
 func (h *Handler) serverError(what string, err error) *oauthError {
@@ -594,23 +432,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 func noStore(w http.ResponseWriter) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
-}
-
-// checkUsername refuses usernames no account could have: too long, invalid
-// UTF-8, or holding control characters.
-func checkUsername(name string) error {
-	if len(name) > maxUsernameLen {
-		return fmt.Errorf("username longer than %d bytes", maxUsernameLen)
-	}
-	if !utf8.ValidString(name) {
-		return errors.New("username is not valid UTF-8")
-	}
-	for _, c := range name {
-		if unicode.IsControl(c) {
-			return errors.New("username holds a control character")
-		}
-	}
-	return nil
 }
 
 func truncateForLog(s string) string {

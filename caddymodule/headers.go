@@ -7,6 +7,8 @@ import (
 	"net/textproto"
 	"slices"
 	"strings"
+
+	"github.com/crudauth/caddy-crudauth/internal/auth"
 )
 
 // identityHeaders are the request headers through which the gateway tells
@@ -149,10 +151,10 @@ func (ih *identityHeaders) strip(h http.Header) {
 	h["Connection"] = []string{strings.Join(kept, ", ")}
 }
 
-func (ih *identityHeaders) set(h http.Header, p principal) {
-	h[ih.id] = []string{p.userID}
-	h[ih.name] = []string{p.username}
-	h[ih.scopes] = []string{p.scopes}
+func (ih *identityHeaders) set(h http.Header, p auth.Principal) {
+	h[ih.id] = []string{p.UserID}
+	h[ih.name] = []string{p.Username}
+	h[ih.scopes] = []string{p.ScopeString}
 }
 
 // hopOrRoutingHeaders are names an identity header must not take: hop-by-hop

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/crudauth/caddy-crudauth/internal/auth"
 )
 
 // Prometheus metrics. The collectors are package-level and created once:
@@ -105,10 +107,10 @@ func observeBearer(status int, err error) {
 		bearerError.Inc()
 	case errors.Is(err, errNoToken):
 		bearerMissing.Inc()
-	case errors.Is(err, errInsufficientScope):
+	case errors.Is(err, auth.ErrInsufficientScope):
 		bearerInsufficientScope.Inc()
-	case errors.Is(err, errRevoked), errors.Is(err, errDisabledUser),
-		errors.Is(err, errUnknownUser), errors.Is(err, errScopeNotAllowed):
+	case errors.Is(err, auth.ErrRevoked), errors.Is(err, auth.ErrDisabledUser),
+		errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrScopeNotAllowed):
 		// The token itself checks out; the user's state revoked it.
 		bearerRevoked.Inc()
 	default:

@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
@@ -173,6 +174,7 @@ type Handler struct {
 	throttleKey  string // throttlePool key; "" when throttling is off
 	store        store.Store
 	tokens       *token.Manager
+	auth         *auth.Service
 	hasher       *password.Hasher
 	hashLimit    *password.Limiter
 	throttle     throttle.Limiter // nil: throttling off
@@ -390,6 +392,18 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("secret: %w", err)
 	}
+	h.auth = auth.New(auth.Config{
+		Store:     h.store,
+		Tokens:    h.tokens,
+		Hasher:    h.hasher,
+		HashLimit: h.hashLimit,
+		Throttle:  h.throttle,
+		Policy:    h.policy,
+		Defaults:  h.defaults,
+		Ceiling:   h.ceiling,
+		Logger:    h.logger,
+		OnHash:    beginLoginHash,
+	})
 
 	// From here on the admin API may use this handler's hashing settings
 	// for this database (see live.go).
@@ -549,9 +563,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", p.userID)
-	repl.Set("http.auth.user.name", p.username)
-	repl.Set("http.auth.user.scopes", p.scopes)
+	repl.Set("http.auth.user.id", p.UserID)
+	repl.Set("http.auth.user.name", p.Username)
+	repl.Set("http.auth.user.scopes", p.ScopeString)
 	h.identity.set(r.Header, p)
 	return next.ServeHTTP(w, r)
 }
@@ -575,99 +589,59 @@ func (h *Handler) matchRule(r *http.Request) (*Rule, error) {
 	return nil, nil
 }
 
-// principal is who a request acts for, once its token checked out.
-type principal struct {
-	userID   string
-	username string
-	scopes   string
-}
-
-// errors of the bearer check; their text goes to logs and to handle_errors
-// through {http.error.message}, never a token.
+// errors of the bearer check that the HTTP layer finds before the token is
+// looked at; the others are internal/auth's. Their text goes to logs and
+// to handle_errors through {http.error.message}, never a token.
 var (
-	errNoToken           = errors.New("no bearer token")
-	errMultipleAuth      = errors.New("more than one Authorization header")
-	errUnknownUser       = errors.New("token subject does not exist")
-	errDisabledUser      = errors.New("user is disabled")
-	errRevoked           = errors.New("token was revoked (token_version moved on)")
-	errScopeNotAllowed   = errors.New("token holds a scope the user may no longer hold")
-	errInsufficientScope = errors.New("token lacks a required scope")
+	errNoToken      = errors.New("no bearer token")
+	errMultipleAuth = errors.New("more than one Authorization header")
 )
 
-// authenticate checks the request's bearer token against the store and the
-// rule. On failure it returns the status, the WWW-Authenticate challenge and
-// the reason.
-func (h *Handler) authenticate(r *http.Request, rule *Rule) (principal, int, string, error) {
+// authenticate checks the request's bearer token (internal/auth) and the
+// rule's scopes. On failure it returns the status, the WWW-Authenticate
+// challenge and the reason.
+func (h *Handler) authenticate(r *http.Request, rule *Rule) (auth.Principal, int, string, error) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 {
-		return principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
+		return auth.Principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
 	}
 	if len(vals) > 1 {
-		return principal{}, http.StatusBadRequest, h.challenge("invalid_request"), errMultipleAuth
+		return auth.Principal{}, http.StatusBadRequest, h.challenge("invalid_request"), errMultipleAuth
 	}
 	raw, err := token.ParseAuthorization(vals[0])
 	if err != nil {
 		if errors.Is(err, token.ErrNoToken) || !hasBearerScheme(vals[0]) {
 			// another scheme (Basic, ...): as if no token was sent
-			return principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
+			return auth.Principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
 		}
-		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), err
+		return auth.Principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), err
 	}
-	claims, err := h.tokens.VerifyAccess(raw)
+	p, err := h.auth.Authenticate(r.Context(), raw)
 	if err != nil {
-		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), err
+		var ae *auth.Error
+		if errors.As(err, &ae) && ae.Code == auth.CodeInvalidToken {
+			return auth.Principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), ae.Err
+		}
+		return auth.Principal{}, http.StatusInternalServerError, h.challenge(""), err
 	}
-	state, err := h.store.AuthState(r.Context(), claims.UserID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errUnknownUser
-	case err != nil:
-		return principal{}, http.StatusInternalServerError, h.challenge(""), fmt.Errorf("reading user state: %w", err)
-	case state.Disabled:
-		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errDisabledUser
-	case state.TokenVersion != claims.TokenVersion:
-		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errRevoked
-	case state.AllowedScopes != nil && !allowedAll(state.AllowedScopes, claims.Scopes):
-		return principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), errScopeNotAllowed
-	}
-	scopes, ok := h.grants(claims.Scopes, rule)
-	if !ok {
-		return principal{}, http.StatusForbidden, rule.challenge, errInsufficientScope
-	}
-	scopeString := claims.ScopeString
-	if len(scopes) != len(claims.Scopes) { // some were above the ceiling
-		scopeString = scopes.String()
-	}
-	return principal{userID: claims.UserID, username: state.Username, scopes: scopeString}, 0, "", nil
-}
-
-// grants is the scope decision, for authenticate and for `caddy crudauth
-// explain`: the scopes a token holding tokenScopes counts with, and whether
-// they satisfy rule (nil: no rule matched, any valid token passes).
-//
-// The token's scopes count only while they are under the ceiling in force
-// now, so that a lowered ceiling takes effect (for the rules and for what
-// the backend is told) before the token expires. Tokens are minted under
-// the ceiling, so the common case is a token wholly under it: effective is
-// then tokenScopes itself, and nothing is allocated.
-func (h *Handler) grants(tokenScopes scope.Set, rule *Rule) (effective scope.Set, ok bool) {
-	effective = tokenScopes
-	if !h.ceiling.ContainsAll(tokenScopes) {
-		effective = tokenScopes.Intersect(h.ceiling)
-	}
-	ok = rule == nil || len(rule.scopes) == 0 || effective.ContainsAll(rule.scopes)
-	return effective, ok
-}
-
-// allowedAll reports whether every token scope is in the user's allowed
-// list. The stored list's order is not relied on, and nothing is allocated.
-func allowedAll(allowed []string, scopes scope.Set) bool {
-	for _, s := range scopes {
-		if !slices.Contains(allowed, s) {
-			return false
+	if rule != nil {
+		if err := auth.Authorize(p, rule.scopes); err != nil {
+			return auth.Principal{}, http.StatusForbidden, rule.challenge, auth.ErrInsufficientScope
 		}
 	}
-	return true
+	return p, 0, "", nil
+}
+
+// grants is the scope decision, for `caddy crudauth explain`, with the
+// functions authenticate uses: the scopes a token holding tokenScopes
+// counts with under the ceiling, and whether they satisfy rule.
+func (h *Handler) grants(tokenScopes scope.Set, rule *Rule) (effective scope.Set, ok bool) {
+	effective, _ = auth.UnderCeiling(h.ceiling, tokenScopes, "")
+	var need scope.Set
+	if rule != nil {
+		need = rule.scopes
+	}
+	return effective, auth.Authorize(auth.Principal{Scopes: effective}, need) == nil
 }
 
 // challenge returns the WWW-Authenticate value for an error code ("" for

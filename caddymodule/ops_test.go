@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
 )
@@ -364,11 +365,11 @@ func TestObserveBearer(t *testing.T) {
 		{http.StatusUnauthorized, errNoToken, "missing"},
 		{http.StatusBadRequest, errMultipleAuth, "invalid"},
 		{http.StatusUnauthorized, errors.New("token is expired"), "invalid"},
-		{http.StatusUnauthorized, errRevoked, "revoked"},
-		{http.StatusUnauthorized, errDisabledUser, "revoked"},
-		{http.StatusUnauthorized, errUnknownUser, "revoked"},
-		{http.StatusUnauthorized, errScopeNotAllowed, "revoked"},
-		{http.StatusForbidden, errInsufficientScope, "insufficient_scope"},
+		{http.StatusUnauthorized, auth.ErrRevoked, "revoked"},
+		{http.StatusUnauthorized, auth.ErrDisabledUser, "revoked"},
+		{http.StatusUnauthorized, auth.ErrUnknownUser, "revoked"},
+		{http.StatusUnauthorized, auth.ErrScopeNotAllowed, "revoked"},
+		{http.StatusForbidden, auth.ErrInsufficientScope, "insufficient_scope"},
 		{http.StatusInternalServerError, errors.New("reading user state: boom"), "error"},
 	}
 	for _, c := range cases {

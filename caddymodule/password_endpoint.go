@@ -5,15 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
-	"go.uber.org/zap"
-
+	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/reqbody"
-	"github.com/crudauth/caddy-crudauth/internal/scope"
-	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/token"
 )
 
 // checkPasswordPath validates password_path (off when empty).
@@ -64,98 +59,16 @@ func (h *Handler) servePassword(w http.ResponseWriter, r *http.Request) error {
 		h.logDenial(r, status, err)
 		return fail(&oauthError{status: status, code: code, description: desc})
 	}
-	// authenticate accepted the token; read its claims again (the verifier
-	// caches them) for the token_version the change must start from.
-	raw, _ := token.ParseAuthorization(r.Header.Get("Authorization"))
-	claims, err := h.tokens.VerifyAccess(raw)
-	if err != nil {
-		return fail(&oauthError{status: http.StatusUnauthorized, code: "invalid_token", description: "the access token is invalid, expired or revoked"})
-	}
-
 	current, next, oerr := readPasswordChange(w, r)
 	if oerr != nil {
 		return fail(oerr)
 	}
-	if err := h.policy.Check(next); err != nil {
-		return fail(badRequest("invalid_request", "new_password: "+err.Error()))
-	}
-
-	ctx := r.Context()
-	// Guessing the current password with a stolen access token is a login
-	// attempt: the login throttle counts and locks it the same way.
-	ip := clientIP(r)
-	if oerr := h.throttleCheck(ctx, ip, p.username); oerr != nil {
-		return fail(oerr)
-	}
-	release, err := h.hashLimit.Acquire(ctx)
+	toks, err := h.auth.ChangePassword(r.Context(), p, current, next, auth.Client{IP: clientIP(r)})
 	if err != nil {
-		return fail(&oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
-			description: "too many password operations in progress, retry shortly", retryAfter: 1})
+		return fail(h.oauthError(err))
 	}
-	user, err := h.store.GetUser(ctx, p.userID)
-	if err != nil {
-		release()
-		if errors.Is(err, store.ErrNotFound) {
-			return fail(&oauthError{status: http.StatusUnauthorized, code: "invalid_token", description: "the access token is invalid, expired or revoked"})
-		}
-		return fail(h.serverError("password change: reading user", err))
-	}
-	ok, _, verr := h.hasher.Verify(user.PasswordHash, current)
-	var newHash string
-	if ok {
-		newHash, err = h.hasher.Hash(next)
-	}
-	release()
-	logFields := []zap.Field{
-		zap.String("username", user.Username),
-		zap.String("user_id", user.ID),
-		zap.String("client_ip", clientIP(r)),
-	}
-	if verr != nil {
-		h.logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(verr))
-	}
-	if !ok {
-		h.throttleFail(ctx, ip, user.Username)
-		h.logger.Warn("password change failed", append(logFields, zap.String("reason", "wrong current password"))...)
-		return fail(badRequest("invalid_grant", "current_password is incorrect"))
-	}
-	if err != nil {
-		return fail(h.serverError("password change: hashing", err))
-	}
-
-	oldHash := user.PasswordHash
-	updated, err := h.store.UpdateUser(contextWithoutCancel(ctx), user.ID, func(u *store.User) error {
-		// Another change (a revocation, a concurrent password change)
-		// landed since the checks: this token is no longer good.
-		if u.Disabled || u.TokenVersion != claims.TokenVersion || u.PasswordHash != oldHash {
-			return errPasswordConflict
-		}
-		u.PasswordHash = newHash
-		u.TokenVersion++
-		u.PasswordChangedAt = time.Now().UTC()
-		return nil
-	})
-	switch {
-	case errors.Is(err, errPasswordConflict), errors.Is(err, store.ErrNotFound):
-		h.logger.Warn("password change failed", append(logFields, zap.String("reason", "token revoked meanwhile"))...)
-		return fail(&oauthError{status: http.StatusUnauthorized, code: "invalid_token", description: "the access token is invalid, expired or revoked"})
-	case err != nil:
-		return fail(h.serverError("password change: storing", err))
-	}
-
-	scopes, err := scope.Parse(p.scopes)
-	if err != nil {
-		return fail(h.serverError("password change: scopes", err))
-	}
-	subj := token.Subject{UserID: updated.ID, Scopes: scopes, TokenVersion: updated.TokenVersion}
-	resp, err := h.issue(w, subj, true)
-	if err != nil {
-		return fail(h.serverError("password change: issuing tokens", err))
-	}
-	h.throttleSucceed(ctx, ip, user.Username)
 	passwordChangeSuccess.Inc()
-	h.logger.Info("password changed", append(logFields, zap.Uint64("token_version", updated.TokenVersion))...)
-	return writeJSON(w, http.StatusOK, resp)
+	return h.writeTokens(w, toks)
 }
 
 // readPasswordChange reads current_password and new_password from a form or

@@ -7,24 +7,6 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
 
-// TestThrottleIP: IPv6 clients count by their /64, so rotating addresses
-// inside one prefix buys no fresh budget; IPv4-mapped addresses count as
-// IPv4.
-func TestThrottleIP(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":                 "192.0.2.7",
-		"::ffff:192.0.2.7":          "192.0.2.7",
-		"2001:db8:1:2:aaaa::1":      "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff:ffff::9": "2001:db8:1:2::/64",
-		"2001:db8:1:3::1":           "2001:db8:1:3::/64",
-		"not-an-ip":                 "not-an-ip",
-	} {
-		if got := throttleIP(in); got != want {
-			t.Errorf("throttleIP(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestParseImportCSVBadQuote: a malformed CSV line is an error that names
 // its line, not a panic.
 func TestParseImportCSVBadQuote(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -63,7 +64,7 @@ func validUsername(name string) error {
 	if name == "" {
 		return opErrorf(http.StatusBadRequest, "username is empty")
 	}
-	if err := checkUsername(name); err != nil {
+	if err := auth.CheckUsername(name); err != nil {
 		return opErrorf(http.StatusBadRequest, "invalid username %q: %v", truncateForLog(name), err)
 	}
 	return nil

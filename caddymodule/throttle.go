@@ -1,20 +1,15 @@
 package caddymodule
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"go.uber.org/zap"
 
-	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
 
@@ -147,81 +142,6 @@ func acquireThrottle(dbKey string, c *ThrottleConfig) (throttle.Limiter, string,
 		return nil, "", err
 	}
 	return val.(sharedThrottle).Limiter, key, nil
-}
-
-// errLocked is the one answer while a key is locked. It is decided before
-// the password is looked at, so it is the same for a right and a wrong
-// password and tells an attacker nothing.
-func errLocked(wait time.Duration) *oauthError {
-	return &oauthError{status: http.StatusTooManyRequests, code: "temporarily_unavailable",
-		description: "too many failed logins, retry later", retryAfter: throttle.RetryAfterSeconds(wait)}
-}
-
-// throttleKey is the form under which a username is counted: the store's
-// normalized form, so Alice and alice share one budget.
-func throttleKey(username string) string { return store.NormalizeUsername(username) }
-
-// throttleIP is the form under which a client address is counted. An IPv6
-// client usually holds a whole /64, so one address per guess must not buy a
-// fresh budget: IPv6 addresses count by their /64, IPv4-mapped ones as IPv4.
-func throttleIP(ip string) string {
-	addr, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	addr = addr.Unmap()
-	if addr.Is4() {
-		return addr.String()
-	}
-	p, err := addr.Prefix(64)
-	if err != nil {
-		return ip
-	}
-	return p.String()
-}
-
-// throttleCheck returns the 429 for a locked login, or nil. A shared store
-// that fails is treated as locked (fail closed) with a short Retry-After.
-func (h *Handler) throttleCheck(ctx context.Context, ip, username string) *oauthError {
-	if h.throttle == nil {
-		return nil
-	}
-	wait, err := h.throttle.Check(ctx, throttleIP(ip), throttleKey(username))
-	if err != nil {
-		h.logger.Error("login throttle check failed", zap.Error(err))
-		return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable",
-			description: "login is temporarily unavailable", retryAfter: 1}
-	}
-	if wait > 0 {
-		h.logger.Warn("login refused: throttled",
-			zap.String("username", username), zap.String("client_ip", ip),
-			zap.Duration("retry_after", wait))
-		return errLocked(wait)
-	}
-	return nil
-}
-
-func (h *Handler) throttleFail(ctx context.Context, ip, username string) {
-	if h.throttle == nil {
-		return
-	}
-	wait, err := h.throttle.Fail(contextWithoutCancel(ctx), throttleIP(ip), throttleKey(username))
-	switch {
-	case err != nil:
-		h.logger.Error("recording a failed login failed", zap.Error(err))
-	case wait > 0:
-		h.logger.Warn("login locked", zap.String("username", username), zap.String("client_ip", ip),
-			zap.Duration("lockout", wait))
-	}
-}
-
-func (h *Handler) throttleSucceed(ctx context.Context, ip, username string) {
-	if h.throttle == nil {
-		return
-	}
-	if err := h.throttle.Succeed(contextWithoutCancel(ctx), throttleIP(ip), throttleKey(username)); err != nil {
-		h.logger.Error("recording a successful login failed", zap.Error(err))
-	}
 }
 
 // loginHashes counts the password hashes that token_path logins run, for

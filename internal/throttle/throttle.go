@@ -26,6 +26,7 @@ import (
 	"context"
 	"hash/maphash"
 	"math/bits"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -484,3 +485,22 @@ func RetryAfterSeconds(d time.Duration) int {
 }
 
 var _ Limiter = (*Memory)(nil)
+
+// IPKey is the form under which a client address is counted. An IPv6
+// client usually holds a whole /64, so one address per guess must not buy a
+// fresh budget: IPv6 addresses count by their /64, IPv4-mapped ones as IPv4.
+func IPKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	p, err := addr.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}

@@ -1,0 +1,596 @@
+// Package auth is the gateway's authentication service, free of Caddy and
+// of HTTP: log in with a password, refresh, authenticate a bearer token and
+// change a password. Failures are *Error values that carry the RFC 6749
+// (section 5.2) or RFC 6750 (section 3.1) error code; the HTTP layer maps
+// codes to statuses and writes the responses.
+//
+// The walk of a login: throttle check, hashing slot, throttle check again,
+// user lookup, verification, padding of a failure to every stored hash
+// class, the failure recorded, then the slot released; scopes granted,
+// tokens issued.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/scope"
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/throttle"
+	"github.com/crudauth/caddy-crudauth/internal/token"
+)
+
+// Error codes of RFC 6749 section 5.2 and RFC 6750 section 3.1.
+const (
+	CodeInvalidRequest         = "invalid_request"
+	CodeInvalidGrant           = "invalid_grant"
+	CodeInvalidScope           = "invalid_scope"
+	CodeInvalidToken           = "invalid_token"
+	CodeInsufficientScope      = "insufficient_scope"
+	CodeTemporarilyUnavailable = "temporarily_unavailable"
+	CodeServerError            = "server_error"
+)
+
+// Error is a failure of the service, as the client is told of it. Reason
+// and Err are for logs only.
+type Error struct {
+	Code        string
+	Description string
+	// Throttled is set for a refusal by the login throttle (HTTP 429),
+	// as opposed to a full hashing queue (503); both carry RetryAfter.
+	Throttled  bool
+	RetryAfter time.Duration
+	// Err is the cause: one of the sentinel errors below, a token
+	// verification error, or a store failure.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Code + ": " + e.Err.Error()
+	}
+	return e.Code + ": " + e.Description
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Causes of refusals, for logs and metrics; the client sees only the code.
+var (
+	ErrUnknownUser       = errors.New("token subject does not exist")
+	ErrDisabledUser      = errors.New("user is disabled")
+	ErrRevoked           = errors.New("token was revoked (token_version moved on)")
+	ErrScopeNotAllowed   = errors.New("token holds a scope the user may no longer hold")
+	ErrInsufficientScope = errors.New("token lacks a required scope")
+	ErrWrongPassword     = errors.New("wrong password")
+	errPasswordConflict  = errors.New("the user changed since the token was issued")
+)
+
+// Limits on input, checked before anything is hashed or read.
+const (
+	MaxUsernameLen = 256  // bytes
+	MaxTokenLen    = 4096 // bytes of a refresh token
+)
+
+// invalidCredentials is the one answer to an unknown user, a wrong password
+// and a disabled user alike, so that a login tells nothing apart.
+func invalidCredentials(cause error) *Error {
+	return &Error{Code: CodeInvalidGrant, Description: "invalid username or password", Err: cause}
+}
+
+func invalidToken(cause error) *Error {
+	return &Error{Code: CodeInvalidToken, Description: "the access token is invalid, expired or revoked", Err: cause}
+}
+
+func badRequest(code, desc string) *Error { return &Error{Code: code, Description: desc} }
+
+func serverError(what string, err error) *Error {
+	return &Error{Code: CodeServerError, Description: "internal error", Err: fmt.Errorf("%s: %w", what, err)}
+}
+
+// Config is what a Service works with. Everything but Throttle and OnHash
+// is required.
+type Config struct {
+	Store     store.Store
+	Tokens    *token.Manager
+	Hasher    *password.Hasher
+	HashLimit *password.Limiter
+	// Throttle counts failed logins; nil turns throttling off.
+	Throttle throttle.Limiter
+	// Policy checks new passwords.
+	Policy password.Policy
+	// Defaults are the scopes of a login that asks for none; Ceiling the
+	// most any token holds, at login and at every refresh and request.
+	Defaults, Ceiling scope.Set
+	Logger            *zap.Logger
+	// OnHash, when set, is called as a login's password hash starts and
+	// its result when the hash is done (metrics, and the attack suite's
+	// proof that refused logins never hash).
+	OnHash func() (done func())
+}
+
+// Service is safe for concurrent use; it never changes after New.
+type Service struct {
+	c Config
+}
+
+// New returns a Service over c.
+func New(c Config) *Service {
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return &Service{c: c}
+}
+
+// Client is who sends a request, for the throttle and for logs.
+type Client struct {
+	IP string
+}
+
+// Tokens is a successful login, refresh or password change.
+type Tokens struct {
+	Access        string
+	AccessExpires time.Time
+	// Refresh is empty for a refresh (the refresh token is not rotated).
+	Refresh        string
+	RefreshExpires time.Time
+	Scopes         scope.Set
+	UserID         string
+	Username       string
+}
+
+// Principal is who a request acts for once its bearer token checked out:
+// everything the endpoints need, so that nothing is verified twice.
+type Principal struct {
+	UserID   string
+	Username string
+	// Scopes are the token's scopes still under the ceiling; ScopeString
+	// their space-separated form.
+	Scopes       scope.Set
+	ScopeString  string
+	TokenVersion uint64
+	SessionID    string
+}
+
+// CheckUsername refuses usernames no account could have: too long,
+// invalid UTF-8, or holding control characters.
+func CheckUsername(name string) error {
+	if len(name) > MaxUsernameLen {
+		return fmt.Errorf("username longer than %d bytes", MaxUsernameLen)
+	}
+	if !utf8.ValidString(name) {
+		return errors.New("username is not valid UTF-8")
+	}
+	for _, c := range name {
+		if unicode.IsControl(c) {
+			return errors.New("username holds a control character")
+		}
+	}
+	return nil
+}
+
+// Login checks a username and password (the RFC 6749 section 4.3 password
+// grant) and issues an access and a refresh token holding the requested
+// scopes as granted (scope.Grant).
+func (s *Service) Login(ctx context.Context, username, pw string, requested scope.Set, cl Client) (*Tokens, error) {
+	if username == "" || pw == "" {
+		return nil, badRequest(CodeInvalidRequest, "username and password are required")
+	}
+	if err := CheckUsername(username); err != nil {
+		return nil, badRequest(CodeInvalidRequest, err.Error())
+	}
+	if len(pw) > password.MaxBytes {
+		return nil, badRequest(CodeInvalidRequest, "password too long")
+	}
+	// Throttling is decided before the hash and before the user is looked
+	// up, so a locked login costs nothing and answers the same whatever the
+	// password.
+	if err := s.throttleCheck(ctx, cl.IP, username); err != nil {
+		return nil, err
+	}
+	release, err := s.c.HashLimit.Acquire(ctx)
+	if err != nil {
+		return nil, &Error{Code: CodeTemporarilyUnavailable, Description: "too many logins in progress, retry shortly",
+			RetryAfter: time.Second, Err: err}
+	}
+	// Check again now that a slot is ours: guesses sent at once all passed
+	// the first check while the earlier ones were hashing, and the failures
+	// those recorded count from here on.
+	if err := s.throttleCheck(ctx, cl.IP, username); err != nil {
+		release()
+		return nil, err
+	}
+	if s.c.OnHash != nil {
+		done := s.c.OnHash()
+		slot := release
+		release = func() { done(); slot() }
+	}
+	user, err := s.c.Store.GetUserByName(ctx, username)
+	var ok, rehash bool
+	var spent string // the hash class whose real verification ran
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// An unknown user costs the padding below: no enumeration by timing.
+	case err != nil:
+		release()
+		return nil, serverError("reading user", err)
+	default:
+		ok, rehash, spent, err = s.c.Hasher.VerifyUnpadded(user.PasswordHash, pw)
+		if err != nil {
+			// the padding below spends what a usable hash would have
+			s.c.Logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(err))
+		}
+	}
+	failed := !ok || user.Disabled
+	if failed {
+		s.padFailedLogin(ctx, pw, spent)
+	}
+	var newHash string
+	if ok && rehash && !user.Disabled {
+		if newHash, err = s.c.Hasher.Hash(pw); err != nil {
+			newHash = ""
+			s.c.Logger.Error("re-hashing password failed", zap.String("user_id", user.ID), zap.Error(err))
+		}
+	}
+	if failed {
+		// Recorded before the slot is released: a guess waiting for the
+		// slot checks the throttle again once it has it, and must see this
+		// failure (TestLoginFailureRecordedBeforeSlotRelease).
+		s.throttleFail(ctx, cl.IP, username)
+	}
+	release()
+
+	if failed {
+		cause, userID := ErrWrongPassword, ""
+		switch {
+		case user == nil:
+			cause = ErrUnknownUser
+		case user.Disabled:
+			cause, userID = ErrDisabledUser, user.ID
+		default:
+			userID = user.ID
+		}
+		s.c.Logger.Warn("login failed",
+			zap.String("username", username),
+			zap.String("user_id", userID),
+			zap.String("client_ip", cl.IP),
+			zap.String("reason", cause.Error()))
+		return nil, invalidCredentials(cause)
+	}
+	s.throttleSucceed(ctx, cl.IP, username)
+
+	if newHash != "" {
+		s.storeRehash(ctx, user, newHash)
+	}
+	allowed, err := allowedSet(user.AllowedScopes)
+	if err != nil {
+		return nil, serverError("user allowed scopes", err)
+	}
+	granted := scope.Grant(requested, s.c.Defaults, s.c.Ceiling, allowed)
+	toks, err := s.issue(token.Subject{UserID: user.ID, Scopes: granted, TokenVersion: user.TokenVersion}, true)
+	if err != nil {
+		return nil, err
+	}
+	toks.Username = user.Username
+	s.c.Logger.Info("login",
+		zap.String("username", user.Username),
+		zap.String("user_id", user.ID),
+		zap.String("client_ip", cl.IP),
+		zap.String("scope", granted.String()))
+	return toks, nil
+}
+
+// storeRehash upgrades a hash whose parameters moved on since it was
+// stored, without bumping token_version (the password did not change).
+func (s *Service) storeRehash(ctx context.Context, user *store.User, newHash string) {
+	old := user.PasswordHash
+	_, err := s.c.Store.UpdateUser(context.WithoutCancel(ctx), user.ID, func(u *store.User) error {
+		if u.PasswordHash == old {
+			u.PasswordHash = newHash
+		}
+		return nil
+	})
+	if err != nil {
+		s.c.Logger.Error("storing re-hashed password failed", zap.String("user_id", user.ID), zap.Error(err))
+		return
+	}
+	s.c.Logger.Info("password re-hashed", zap.String("user_id", user.ID))
+}
+
+// padFailedLogin makes a failed login cost one verification of every hash
+// class the store holds (see password.Hasher.Pad); spent is the class whose
+// real verification ran. The classes are read from the store at each
+// failure, so a hash imported through the admin API, or re-hashed by
+// another gateway on the same store, pads from its first failed login on.
+// Call it inside the hashing slot, like the hash it stands in for.
+func (s *Service) padFailedLogin(ctx context.Context, pw, spent string) {
+	classes, err := s.c.Store.HashClasses(context.WithoutCancel(ctx))
+	if err != nil {
+		// Pad still spends the hasher's own class: as much as before
+		// classes were recorded.
+		s.c.Logger.Error("reading the stored hash classes failed", zap.Error(err))
+	}
+	s.c.Hasher.Pad(pw, classes, spent)
+}
+
+// Refresh issues a new access token from a refresh token (RFC 6749 section
+// 6). Its scopes are the refresh token's, cut down to the ceiling in force
+// now, to the user's current allowed list, and to requested when that is
+// not empty.
+func (s *Service) Refresh(ctx context.Context, refreshToken string, requested scope.Set, cl Client) (*Tokens, error) {
+	var userID, username string // known once the token verifies
+	fail := func(cause error) error {
+		s.c.Logger.Warn("refresh failed", zap.String("username", username), zap.String("user_id", userID),
+			zap.String("client_ip", cl.IP), zap.String("reason", cause.Error()))
+		return &Error{Code: CodeInvalidGrant, Description: "the refresh token is invalid, expired or revoked", Err: cause}
+	}
+	if len(refreshToken) > MaxTokenLen {
+		return nil, fail(errors.New("token too long"))
+	}
+	claims, err := s.c.Tokens.VerifyRefresh(refreshToken)
+	if err != nil {
+		return nil, fail(err)
+	}
+	userID = claims.UserID
+	state, err := s.c.Store.AuthState(ctx, claims.UserID)
+	username = state.Username
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, fail(ErrUnknownUser)
+	case err != nil:
+		return nil, serverError("reading user state", err)
+	case state.Disabled:
+		return nil, fail(ErrDisabledUser)
+	case state.TokenVersion != claims.TokenVersion:
+		return nil, fail(ErrRevoked)
+	}
+	scopes := claims.Scopes.Intersect(s.c.Ceiling)
+	allowed, err := allowedSet(state.AllowedScopes)
+	if err != nil {
+		return nil, serverError("user allowed scopes", err)
+	}
+	if allowed != nil {
+		scopes = scopes.Intersect(*allowed)
+	}
+	if len(requested) > 0 {
+		scopes = scopes.Intersect(requested)
+	}
+	toks, err := s.issue(token.Subject{UserID: claims.UserID, Scopes: scopes, TokenVersion: claims.TokenVersion,
+		SessionID: claims.SessionID}, false)
+	if err != nil {
+		return nil, err
+	}
+	toks.Username = state.Username
+	if c := s.c.Logger.Check(zap.DebugLevel, "refresh"); c != nil {
+		c.Write(zap.String("user_id", claims.UserID), zap.String("client_ip", cl.IP))
+	}
+	return toks, nil
+}
+
+// Authenticate checks a bearer access token (as parsed from the
+// Authorization header) against the store: the user exists and is enabled,
+// the token's epoch is the user's, and its scopes are still allowed. The
+// principal's scopes are the token's still under the ceiling.
+func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, error) {
+	claims, err := s.c.Tokens.VerifyAccess(bearer)
+	if err != nil {
+		return Principal{}, invalidToken(err)
+	}
+	state, err := s.c.Store.AuthState(ctx, claims.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Principal{}, invalidToken(ErrUnknownUser)
+	case err != nil:
+		return Principal{}, serverError("reading user state", err)
+	case state.Disabled:
+		return Principal{}, invalidToken(ErrDisabledUser)
+	case state.TokenVersion != claims.TokenVersion:
+		return Principal{}, invalidToken(ErrRevoked)
+	case state.AllowedScopes != nil && !allowedAll(state.AllowedScopes, claims.Scopes):
+		return Principal{}, invalidToken(ErrScopeNotAllowed)
+	}
+	scopes, scopeString := UnderCeiling(s.c.Ceiling, claims.Scopes, claims.ScopeString)
+	return Principal{
+		UserID:       claims.UserID,
+		Username:     state.Username,
+		Scopes:       scopes,
+		ScopeString:  scopeString,
+		TokenVersion: claims.TokenVersion,
+		SessionID:    claims.SessionID,
+	}, nil
+}
+
+// UnderCeiling returns the scopes of a token that count while ceiling is
+// in force, and their string, so that a lowered ceiling takes effect (for
+// the rules and for what the backend is told) before the token expires.
+// Tokens are minted under the ceiling, so the common case is a token
+// wholly under it: no new set, and the scope string from verification.
+func UnderCeiling(ceiling, scopes scope.Set, scopeString string) (scope.Set, string) {
+	if ceiling.ContainsAll(scopes) {
+		return scopes, scopeString
+	}
+	under := scopes.Intersect(ceiling)
+	return under, under.String()
+}
+
+// Authorize refuses a principal that lacks one of the scopes needed.
+func Authorize(p Principal, need scope.Set) error {
+	if len(need) > 0 && !p.Scopes.ContainsAll(need) {
+		return &Error{Code: CodeInsufficientScope, Description: "the access token lacks a required scope",
+			Err: ErrInsufficientScope}
+	}
+	return nil
+}
+
+// ChangePassword sets a new password for the principal after checking the
+// current one, and bumps token_version in the same transaction that stores
+// the new hash, so that every earlier token of the user (the principal's
+// included) is refused from then on. It returns a fresh pair with the
+// principal's scopes. Guessing the current password with a stolen access
+// token is a login attempt: the login throttle counts and locks it.
+func (s *Service) ChangePassword(ctx context.Context, p Principal, current, next string, cl Client) (*Tokens, error) {
+	if err := s.c.Policy.Check(next); err != nil {
+		return nil, badRequest(CodeInvalidRequest, "new_password: "+err.Error())
+	}
+	if err := s.throttleCheck(ctx, cl.IP, p.Username); err != nil {
+		return nil, err
+	}
+	release, err := s.c.HashLimit.Acquire(ctx)
+	if err != nil {
+		return nil, &Error{Code: CodeTemporarilyUnavailable, Description: "too many password operations in progress, retry shortly",
+			RetryAfter: time.Second, Err: err}
+	}
+	user, err := s.c.Store.GetUser(ctx, p.UserID)
+	if err != nil {
+		release()
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, invalidToken(ErrUnknownUser)
+		}
+		return nil, serverError("password change: reading user", err)
+	}
+	ok, _, verr := s.c.Hasher.Verify(user.PasswordHash, current)
+	var newHash string
+	if ok {
+		newHash, err = s.c.Hasher.Hash(next)
+	} else {
+		// Recorded before the slot is released, as for a login.
+		s.throttleFail(ctx, cl.IP, user.Username)
+	}
+	release()
+	logFields := []zap.Field{
+		zap.String("username", user.Username),
+		zap.String("user_id", user.ID),
+		zap.String("client_ip", cl.IP),
+	}
+	if verr != nil {
+		s.c.Logger.Error("stored password hash is unusable", zap.String("user_id", user.ID), zap.Error(verr))
+	}
+	if !ok {
+		s.c.Logger.Warn("password change failed", append(logFields, zap.String("reason", "wrong current password"))...)
+		return nil, &Error{Code: CodeInvalidGrant, Description: "current_password is incorrect", Err: ErrWrongPassword}
+	}
+	if err != nil {
+		return nil, serverError("password change: hashing", err)
+	}
+
+	oldHash := user.PasswordHash
+	updated, err := s.c.Store.UpdateUser(context.WithoutCancel(ctx), user.ID, func(u *store.User) error {
+		// Another change (a revocation, a concurrent password change)
+		// landed since the token was checked: it is no longer good.
+		if u.Disabled || u.TokenVersion != p.TokenVersion || u.PasswordHash != oldHash {
+			return errPasswordConflict
+		}
+		u.PasswordHash = newHash
+		u.TokenVersion++
+		u.PasswordChangedAt = time.Now().UTC()
+		return nil
+	})
+	switch {
+	case errors.Is(err, errPasswordConflict), errors.Is(err, store.ErrNotFound):
+		s.c.Logger.Warn("password change failed", append(logFields, zap.String("reason", "token revoked meanwhile"))...)
+		return nil, invalidToken(ErrRevoked)
+	case err != nil:
+		return nil, serverError("password change: storing", err)
+	}
+	toks, err := s.issue(token.Subject{UserID: updated.ID, Scopes: p.Scopes, TokenVersion: updated.TokenVersion}, true)
+	if err != nil {
+		return nil, err
+	}
+	toks.Username = updated.Username
+	s.throttleSucceed(ctx, cl.IP, user.Username)
+	s.c.Logger.Info("password changed", append(logFields, zap.Uint64("token_version", updated.TokenVersion))...)
+	return toks, nil
+}
+
+// issue mints an access token and, withRefresh, a refresh token for subj.
+func (s *Service) issue(subj token.Subject, withRefresh bool) (*Tokens, error) {
+	at, atExp, err := s.c.Tokens.IssueAccess(subj)
+	if err != nil {
+		return nil, serverError("issuing an access token", err)
+	}
+	t := &Tokens{Access: at, AccessExpires: atExp, Scopes: subj.Scopes, UserID: subj.UserID}
+	if withRefresh {
+		if t.Refresh, t.RefreshExpires, err = s.c.Tokens.IssueRefresh(subj); err != nil {
+			return nil, serverError("issuing a refresh token", err)
+		}
+	}
+	return t, nil
+}
+
+// allowedSet returns a user's allowed scopes as a set, nil when the user is
+// not restricted.
+func allowedSet(list []string) (*scope.Set, error) {
+	if list == nil {
+		return nil, nil
+	}
+	s, err := scope.New(list...)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// allowedAll reports whether every token scope is in the user's allowed
+// list. The stored list's order is not relied on, and nothing is allocated.
+func allowedAll(allowed []string, scopes scope.Set) bool {
+	for _, s := range scopes {
+		if !slices.Contains(allowed, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// throttleKey is the form of a username the throttle counts under: the
+// store's normalized form, so that ALICE and alice share one budget.
+func throttleKey(username string) string { return store.NormalizeUsername(username) }
+
+func (s *Service) throttleCheck(ctx context.Context, ip, username string) *Error {
+	if s.c.Throttle == nil {
+		return nil
+	}
+	wait, err := s.c.Throttle.Check(ctx, throttle.IPKey(ip), throttleKey(username))
+	if err != nil {
+		s.c.Logger.Error("login throttle check failed", zap.Error(err))
+		return &Error{Code: CodeTemporarilyUnavailable, Description: "login is temporarily unavailable",
+			RetryAfter: time.Second, Err: err}
+	}
+	if wait > 0 {
+		s.c.Logger.Warn("login refused: throttled",
+			zap.String("username", username), zap.String("client_ip", ip),
+			zap.Duration("retry_after", wait))
+		return &Error{Code: CodeTemporarilyUnavailable, Description: "too many failed logins, retry later",
+			Throttled: true, RetryAfter: wait}
+	}
+	return nil
+}
+
+func (s *Service) throttleFail(ctx context.Context, ip, username string) {
+	if s.c.Throttle == nil {
+		return
+	}
+	wait, err := s.c.Throttle.Fail(context.WithoutCancel(ctx), throttle.IPKey(ip), throttleKey(username))
+	switch {
+	case err != nil:
+		s.c.Logger.Error("recording a failed login failed", zap.Error(err))
+	case wait > 0:
+		s.c.Logger.Warn("login locked", zap.String("username", username), zap.String("client_ip", ip),
+			zap.Duration("lockout", wait))
+	}
+}
+
+func (s *Service) throttleSucceed(ctx context.Context, ip, username string) {
+	if s.c.Throttle == nil {
+		return
+	}
+	if err := s.c.Throttle.Succeed(context.WithoutCancel(ctx), throttle.IPKey(ip), throttleKey(username)); err != nil {
+		s.c.Logger.Error("recording a successful login failed", zap.Error(err))
+	}
+}

@@ -73,7 +73,7 @@ build() {
 }
 say "building bin/caddy and the bench helper"
 build bin/caddy ./cmd/caddy
-build bin/benchtool ./scripts/bench/benchtool
+build bin/benchtool ./internal/cmd/benchtool
 
 say "Go benchmarks ($mode)"
 export TMPDIR=$work # the benchmarks' temp databases go away with $work

@@ -62,10 +62,11 @@ if ! command -v wrk >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
 
-# build OUT PKG: go build, skipped when OUT is newer than every Go source
-# and go.mod/go.sum (linking takes a while on a busy 2-core machine).
+# build OUT PKG: go build, skipped when OUT is newer than every Go source,
+# every embedded wrk script and go.mod/go.sum (linking takes a while on a
+# busy 2-core machine).
 build() {
-	if [ -x "$1" ] && [ -z "$(find . -path ./bin -prune -o \( -name '*.go' -o -name go.mod -o -name go.sum \) -newer "$1" -print -quit)" ]; then
+	if [ -x "$1" ] && [ -z "$(find . -path ./bin -prune -o \( -name '*.go' -o -name '*.lua' -o -name go.mod -o -name go.sum \) -newer "$1" -print -quit)" ]; then
 		echo "$1 is up to date" >&2
 		return
 	fi
@@ -98,10 +99,10 @@ if [ "$mode" = full ]; then
 fi
 
 say "end-to-end ($mode): wrk against 127.0.0.1"
-printf '%s\n' "bin/benchtool e2e -mode $mode -caddy bin/caddy -scripts scripts/bench -out <tmpdir>" >>"$commands"
+printf '%s\n' "bin/benchtool e2e -mode $mode -caddy bin/caddy -out <tmpdir>" >>"$commands"
 # A session of its own, so that the whole group can be killed at once; in
 # the background, so that this shell can act on signals while it runs.
-setsid bin/benchtool e2e -mode "$mode" -caddy bin/caddy -scripts scripts/bench -out "$work" &
+setsid bin/benchtool e2e -mode "$mode" -caddy bin/caddy -out "$work" &
 e2e_pid=$!
 wait "$e2e_pid"
 e2e_pid=

@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/crudauth/caddy-crudauth/caddymodule"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
@@ -110,7 +109,6 @@ func runE2E(args []string) error {
 	mode := fs.String("mode", "quick", "quick or full")
 	caddyBin := fs.String("caddy", "bin/caddy", "the Caddy binary with crudauth")
 	wrkBin := fs.String("wrk", "wrk", "wrk binary")
-	scripts := fs.String("scripts", "scripts/bench", "directory of the wrk Lua scripts")
 	out := fs.String("out", "", "output directory (e2e.json, logs, work files)")
 	_ = fs.Parse(args)
 	cfg, err := configFor(*mode)
@@ -120,7 +118,7 @@ func runE2E(args []string) error {
 	if *out == "" {
 		return fmt.Errorf("-out is required")
 	}
-	for _, p := range []*string{caddyBin, scripts, out} {
+	for _, p := range []*string{caddyBin, out} {
 		if *p, err = filepath.Abs(*p); err != nil {
 			return err
 		}
@@ -137,7 +135,7 @@ func runE2E(args []string) error {
 		ps.stopAll()
 		os.Exit(130)
 	}()
-	e := &e2e{cfg: cfg, ps: ps, caddy: *caddyBin, wrk: *wrkBin, scripts: *scripts, out: *out}
+	e := &e2e{cfg: cfg, ps: ps, caddy: *caddyBin, wrk: *wrkBin, out: *out}
 	if err := e.run(); err != nil {
 		return err
 	}
@@ -145,20 +143,21 @@ func runE2E(args []string) error {
 }
 
 type e2e struct {
-	cfg                      e2eConfig
-	ps                       *procs
-	caddy, wrk, scripts, out string
-	work, logs               string
-	secret                   string
-	res                      e2eResult
-	smallIDs, bigIDs         []string
-	upstream, fwd            *proc
-	plainC, plainAAC         *proc // plainAAC: a second, identical plain proxy (the A/A case)
-	gwC, fwdC                *proc
-	upPort, authPort         int
-	plainPort, fwdPort       int
-	plainAAPort              int
-	gwSmallPort, gwBigPort   int
+	cfg                    e2eConfig
+	ps                     *procs
+	caddy, wrk, out        string
+	scripts                string // the wrk Lua scripts, written out of the binary
+	work, logs             string
+	secret                 string
+	res                    e2eResult
+	smallIDs, bigIDs       []string
+	upstream, fwd          *proc
+	plainC, plainAAC       *proc // plainAAC: a second, identical plain proxy (the A/A case)
+	gwC, fwdC              *proc
+	upPort, authPort       int
+	plainPort, fwdPort     int
+	plainAAPort            int
+	gwSmallPort, gwBigPort int
 }
 
 func logf(format string, a ...any) {
@@ -185,8 +184,12 @@ func (e *e2e) run() error {
 			return err
 		}
 	}
+	var err error
 	if v, err := execOut(e.wrk, "-v"); err == nil {
 		e.res.WrkVersion = strings.TrimSpace(strings.SplitN(v, "\n", 2)[0])
+	}
+	if e.scripts, err = writeLuaScripts(e.work); err != nil {
+		return err
 	}
 	kb := make([]byte, 32)
 	_, _ = rand.Read(kb)
@@ -212,8 +215,8 @@ func (e *e2e) run() error {
 	logf("filled in %.1fs (%s, %.0f MB)", fr.Seconds, fr.Method, fr.FileMB)
 
 	// Tokens.
-	m, err := token.New(token.Config{Key: []byte(e.secret), Issuer: caddymodule.DefaultIssuer,
-		Audience: caddymodule.DefaultAudience, AccessTTL: 2 * time.Hour, RefreshTTL: 24 * time.Hour})
+	m, err := token.New(token.Config{Key: []byte(e.secret), Issuer: benchIssuer,
+		Audience: benchAudience, AccessTTL: 2 * time.Hour, RefreshTTL: 24 * time.Hour})
 	if err != nil {
 		return err
 	}
@@ -488,6 +491,14 @@ func (e *e2e) caddyEnv() []string {
 	}
 }
 
+// The bench configuration sets the gateway's issuer and audience
+// explicitly, so that the tokens this program mints and the forward_auth
+// service checks agree with it without reading the gateway's defaults.
+const (
+	benchIssuer   = "crudauth-bench"
+	benchAudience = "crudauth-bench-api"
+)
+
 const caddyGlobal = `{
 	admin %s
 	auto_https off
@@ -502,6 +513,8 @@ func (e *e2e) gatewayBlock(db string) string {
 	return fmt.Sprintf(`	crudauth {
 		db %s
 		secret %s
+		issuer %s
+		audience %s
 		access_ttl 2h
 		refresh_ttl 24h
 		refresh body
@@ -509,7 +522,7 @@ func (e *e2e) gatewayBlock(db string) string {
 		grantable_scopes api:read api:write
 		require /api/* api:read
 	}
-`, db, e.secret)
+`, db, e.secret, benchIssuer, benchAudience)
 }
 
 func (e *e2e) startCaddy(name, caddyfile string, waitPort int) (*proc, error) {

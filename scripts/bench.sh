@@ -3,6 +3,11 @@
 # wrk comparison (plain reverse_proxy, the gateway, forward_auth), written to
 # BENCHMARKS.md. Usage: scripts/bench.sh full|quick
 #
+# The end-to-end cases run twice: with every compared process at GOGC=off
+# and GOMEMLIMIT=$BENCH_GOMEMLIMIT (300MiB unless set; the headline
+# figures), then with Go's default collector. docs/dev/benchmarks.md says
+# why and what the figures mean.
+#
 # Everything it starts (Caddy processes, the upstream, the auth service, wrk)
 # runs in one process group that is killed on any exit. All traffic goes to
 # 127.0.0.1. BENCH_KEEP=1 keeps the work directory (logs, raw wrk output,
@@ -99,10 +104,11 @@ if [ "$mode" = full ]; then
 fi
 
 say "end-to-end ($mode): wrk against 127.0.0.1"
-printf '%s\n' "bin/benchtool e2e -mode $mode -caddy bin/caddy -out <tmpdir>" >>"$commands"
+gomemlimit=${BENCH_GOMEMLIMIT:-300MiB}
+printf '%s\n' "bin/benchtool e2e -mode $mode -caddy bin/caddy -gomemlimit $gomemlimit -out <tmpdir>" >>"$commands"
 # A session of its own, so that the whole group can be killed at once; in
 # the background, so that this shell can act on signals while it runs.
-setsid bin/benchtool e2e -mode "$mode" -caddy bin/caddy -out "$work" &
+setsid bin/benchtool e2e -mode "$mode" -caddy bin/caddy -gomemlimit "$gomemlimit" -out "$work" &
 e2e_pid=$!
 wait "$e2e_pid"
 e2e_pid=

@@ -314,10 +314,10 @@ func (e *e2e) run() error {
 			return err
 		}
 		cases := e.cases()
-		if i == 0 {
-			for _, c := range cases {
-				c.info.Command = c.spec.commandLine(cfg.Threads, cfg.Conns, cfg.Duration)
-				e.res.Cases = append(e.res.Cases, c.info)
+		for k := range cases {
+			cases[k].info.Command = cases[k].spec.commandLine(cfg.Threads, cfg.Conns, cfg.Duration)
+			if i == 0 {
+				e.res.Cases = append(e.res.Cases, cases[k].info)
 			}
 		}
 		if err := e.sanity(e.oneToken, e.refreshToken); err != nil {

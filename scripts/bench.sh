@@ -3,6 +3,11 @@
 # wrk comparison (plain reverse_proxy, the gateway, forward_auth), written to
 # BENCHMARKS.md. Usage: scripts/bench.sh full|quick
 #
+# The end-to-end cases run twice: with every compared process at GOGC=off
+# and GOMEMLIMIT=$BENCH_GOMEMLIMIT (300MiB unless set; the headline
+# figures), then with Go's default collector. docs/dev/benchmarks.md says
+# why and what the figures mean.
+#
 # Everything it starts (Caddy processes, the upstream, the auth service, wrk)
 # runs in one process group that is killed on any exit. All traffic goes to
 # 127.0.0.1. BENCH_KEEP=1 keeps the work directory (logs, raw wrk output,
@@ -62,10 +67,11 @@ if ! command -v wrk >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
 
-# build OUT PKG: go build, skipped when OUT is newer than every Go source
-# and go.mod/go.sum (linking takes a while on a busy 2-core machine).
+# build OUT PKG: go build, skipped when OUT is newer than every Go source,
+# every embedded wrk script and go.mod/go.sum (linking takes a while on a
+# busy 2-core machine).
 build() {
-	if [ -x "$1" ] && [ -z "$(find . -path ./bin -prune -o \( -name '*.go' -o -name go.mod -o -name go.sum \) -newer "$1" -print -quit)" ]; then
+	if [ -x "$1" ] && [ -z "$(find . -path ./bin -prune -o \( -name '*.go' -o -name '*.lua' -o -name go.mod -o -name go.sum \) -newer "$1" -print -quit)" ]; then
 		echo "$1 is up to date" >&2
 		return
 	fi
@@ -73,7 +79,7 @@ build() {
 }
 say "building bin/caddy and the bench helper"
 build bin/caddy ./cmd/caddy
-build bin/benchtool ./scripts/bench/benchtool
+build bin/benchtool ./internal/cmd/benchtool
 
 say "Go benchmarks ($mode)"
 export TMPDIR=$work # the benchmarks' temp databases go away with $work
@@ -98,10 +104,11 @@ if [ "$mode" = full ]; then
 fi
 
 say "end-to-end ($mode): wrk against 127.0.0.1"
-printf '%s\n' "bin/benchtool e2e -mode $mode -caddy bin/caddy -scripts scripts/bench -out <tmpdir>" >>"$commands"
+gomemlimit=${BENCH_GOMEMLIMIT:-300MiB}
+printf '%s\n' "bin/benchtool e2e -mode $mode -caddy bin/caddy -gomemlimit $gomemlimit -out <tmpdir>" >>"$commands"
 # A session of its own, so that the whole group can be killed at once; in
 # the background, so that this shell can act on signals while it runs.
-setsid bin/benchtool e2e -mode "$mode" -caddy bin/caddy -scripts scripts/bench -out "$work" &
+setsid bin/benchtool e2e -mode "$mode" -caddy bin/caddy -gomemlimit "$gomemlimit" -out "$work" &
 e2e_pid=$!
 wait "$e2e_pid"
 e2e_pid=

@@ -89,7 +89,7 @@ func (ps *procs) stopAll() {
 // gcStats returns how many garbage collections the processes with these
 // pids have logged so far, and the CPU seconds those collections took
 // (GODEBUG=gctrace=1 writes one line per collection to stderr, see
-// e2e.caddyEnv: "gc N @Ts P%: a+b+c ms clock, d+e/f/g+h ms cpu, ..."; the
+// e2e.goEnv: "gc N @Ts P%: a+b+c ms clock, d+e/f/g+h ms cpu, ..."; the
 // cpu figures are the stop-the-world phases, the mark assists, the
 // background and idle mark workers: all CPU the process spent collecting).
 func (ps *procs) gcStats(pids []int) (n int, cpuSeconds float64) {

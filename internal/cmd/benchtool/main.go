@@ -1,11 +1,11 @@
 // Command benchtool is the helper of scripts/bench.sh (`make bench`,
 // `make bench-quick`). It is not part of the gateway.
 //
-//	benchtool e2e -mode quick|full -caddy bin/caddy -scripts DIR -out DIR
+//	benchtool e2e -mode quick|full -caddy bin/caddy [-gomemlimit 300MiB] -out DIR
 //	    the end-to-end comparison: fills the databases, mints tokens,
 //	    starts the upstream, the auth service and the Caddy processes,
-//	    drives them with wrk and writes DIR/e2e.json
-//	benchtool report -e2e FILE -gobench FILE -mode M -cmd CMD -out BENCHMARKS.md
+//	    drives them with wrk under each GC setting and writes DIR/e2e.json
+//	benchtool report -e2e FILE -gobench FILE -mode M -machine FILE -commands FILE -out BENCHMARKS.md
 //	    writes the report
 //	benchtool upstream -addr 127.0.0.1:PORT
 //	    the tiny upstream: 200 "ok" to everything
@@ -14,10 +14,9 @@
 //	    the gateway's own token package and returns the identity headers
 //	benchtool fill -db FILE -n N -ids FILE
 //	    a database of N users (bench0000000, ...), their IDs in FILE
-//	benchtool hashtime -hash HASH -n N
-//	    N timings of one argon2id verification, as a JSON array of ms
 //
-// Every server listens on 127.0.0.1 only.
+// Every server listens on 127.0.0.1 only. What it measures and why is in
+// docs/dev/benchmarks.md.
 package main
 
 import (
@@ -27,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool e2e|report|upstream|fwdauth|fill|hashtime [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool e2e|report|upstream|fwdauth|fill [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -43,8 +42,6 @@ func main() {
 		err = runFwdAuth(args)
 	case "fill":
 		err = runFill(args)
-	case "hashtime":
-		err = runHashTime(args)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/crudauth/caddy-crudauth/caddymodule"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
@@ -68,7 +67,7 @@ func runFwdAuth(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
 	secret := fs.String("secret", os.Getenv("BENCH_SECRET"), "HS256 key")
 	_ = fs.Parse(args)
-	m, err := token.New(token.Config{Key: []byte(*secret), Issuer: caddymodule.DefaultIssuer, Audience: caddymodule.DefaultAudience})
+	m, err := token.New(token.Config{Key: []byte(*secret), Issuer: benchIssuer, Audience: benchAudience})
 	if err != nil {
 		return err
 	}

@@ -13,11 +13,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/crudauth/caddy-crudauth/caddymodule"
+	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
@@ -37,6 +38,9 @@ type e2eConfig struct {
 	LoginSamples int           `json:"login_samples"`
 	MemTokens    int64         `json:"mem_tokens"`
 	MemConns     int           `json:"mem_conns"`
+	// GoMemLimit is the GOMEMLIMIT of every compared process in the
+	// headline rounds, which run with GOGC=off.
+	GoMemLimit string `json:"gomemlimit"`
 }
 
 func configFor(mode string) (e2eConfig, error) {
@@ -58,6 +62,7 @@ type caseResult struct {
 	Case  string `json:"case"`
 	Round int    `json:"round"`
 	Pos   int    `json:"pos"` // position within the round
+	GC    string `json:"gc"`  // gcSetting.Name of the processes measured
 	wrkResult
 	CPUus      float64 `json:"cpu_us_per_req"`      // the serving processes
 	UpstreamUs float64 `json:"upstream_us_per_req"` // the upstream's share
@@ -82,15 +87,19 @@ type e2eResult struct {
 	WrkVersion string                `json:"wrk_version"`
 	Fill       map[string]fillResult `json:"fill"`
 	Cases      []caseInfo            `json:"cases"`
-	Runs       []caseResult          `json:"runs"`
+	GC         []gcSetting           `json:"gc"`   // headline first
+	Runs       []caseResult          `json:"runs"` // every GC setting's rounds
 
 	HashCap       int       `json:"hash_cap"`
+	HashParams    string    `json:"hash_params"`
 	HashMs        float64   `json:"hash_ms"`
 	HashSamplesMs []float64 `json:"hash_samples_ms"`
 	LoginSmallMs  []float64 `json:"login_small_ms"`
 	LoginBigMs    []float64 `json:"login_big_ms"`
 
 	FloodHashMs []float64         `json:"flood_hash_ms"` // single-hash time per flood round
+	FloodGC     string            `json:"flood_gc"`      // the GC setting the logins and floods ran under
+	MemGC       string            `json:"mem_gc"`        // and the memory runs
 	FloodCases  []caseInfo        `json:"flood_cases"`
 	FloodRuns   []caseResult      `json:"flood_runs"` // proxied traffic, with and without flood
 	Floods      []floodRecord     `json:"floods"`     // the login side
@@ -98,6 +107,27 @@ type e2eResult struct {
 	MemUsers    memResult         `json:"mem_users"`  // distinct tokens and users over the big database
 	Caddyfiles  map[string]string `json:"caddyfiles"`
 }
+
+// gcSetting is the garbage collector's environment of every Go process one
+// set of rounds compares: the Caddy processes and the forward_auth service.
+type gcSetting struct {
+	Name string   `json:"name"`
+	Env  []string `json:"env"`
+}
+
+// gcSettings returns the headline setting (the same fixed memory limit for
+// every process, so that how often a process collects does not depend on
+// how much it keeps alive) and Go's default.
+func gcSettings(memLimit string) []gcSetting {
+	return []gcSetting{
+		{Name: "limit", Env: []string{"GOGC=off", "GOMEMLIMIT=" + memLimit}},
+		{Name: "default", Env: defaultGC},
+	}
+}
+
+// defaultGC is Go's default, spelled out so that a GOGC or GOMEMLIMIT in
+// the caller's environment does not leak into the processes.
+var defaultGC = []string{"GOGC=100", "GOMEMLIMIT=off"}
 
 type floodRecord struct {
 	Round   int  `json:"round"`
@@ -110,7 +140,7 @@ func runE2E(args []string) error {
 	mode := fs.String("mode", "quick", "quick or full")
 	caddyBin := fs.String("caddy", "bin/caddy", "the Caddy binary with crudauth")
 	wrkBin := fs.String("wrk", "wrk", "wrk binary")
-	scripts := fs.String("scripts", "scripts/bench", "directory of the wrk Lua scripts")
+	memLimit := fs.String("gomemlimit", "300MiB", "GOMEMLIMIT of the compared processes in the headline rounds (GOGC=off)")
 	out := fs.String("out", "", "output directory (e2e.json, logs, work files)")
 	_ = fs.Parse(args)
 	cfg, err := configFor(*mode)
@@ -120,7 +150,11 @@ func runE2E(args []string) error {
 	if *out == "" {
 		return fmt.Errorf("-out is required")
 	}
-	for _, p := range []*string{caddyBin, scripts, out} {
+	cfg.GoMemLimit = *memLimit
+	if err := checkMemLimit(*memLimit, hashCap()); err != nil {
+		return err
+	}
+	for _, p := range []*string{caddyBin, out} {
 		if *p, err = filepath.Abs(*p); err != nil {
 			return err
 		}
@@ -137,7 +171,7 @@ func runE2E(args []string) error {
 		ps.stopAll()
 		os.Exit(130)
 	}()
-	e := &e2e{cfg: cfg, ps: ps, caddy: *caddyBin, wrk: *wrkBin, scripts: *scripts, out: *out}
+	e := &e2e{cfg: cfg, ps: ps, caddy: *caddyBin, wrk: *wrkBin, out: *out}
 	if err := e.run(); err != nil {
 		return err
 	}
@@ -145,20 +179,31 @@ func runE2E(args []string) error {
 }
 
 type e2e struct {
-	cfg                      e2eConfig
-	ps                       *procs
-	caddy, wrk, scripts, out string
-	work, logs               string
-	secret                   string
-	res                      e2eResult
-	smallIDs, bigIDs         []string
-	upstream, fwd            *proc
-	plainC, plainAAC         *proc // plainAAC: a second, identical plain proxy (the A/A case)
-	gwC, fwdC                *proc
-	upPort, authPort         int
-	plainPort, fwdPort       int
-	plainAAPort              int
-	gwSmallPort, gwBigPort   int
+	cfg                    e2eConfig
+	ps                     *procs
+	caddy, wrk, out        string
+	scripts                string // the wrk Lua scripts, written out of the binary
+	work, logs             string
+	secret                 string
+	res                    e2eResult
+	smallIDs, bigIDs       []string
+	upstream               *proc
+	upPort                 int
+	smallTokens, bigTokens string // files of tokens, one a line
+	oneToken, refreshToken string
+	set                    serverSet // the processes of the GC setting being measured
+}
+
+// serverSet is the processes compared under one GC setting.
+type serverSet struct {
+	gc                     gcSetting
+	fwd                    *proc // the forward_auth service
+	plainC, plainAAC       *proc // plainAAC: a second, identical plain proxy (the A/A case)
+	gwC, fwdC              *proc
+	authPort               int
+	plainPort, fwdPort     int
+	plainAAPort            int
+	gwSmallPort, gwBigPort int
 }
 
 func logf(format string, a ...any) {
@@ -185,8 +230,12 @@ func (e *e2e) run() error {
 			return err
 		}
 	}
+	var err error
 	if v, err := execOut(e.wrk, "-v"); err == nil {
 		e.res.WrkVersion = strings.TrimSpace(strings.SplitN(v, "\n", 2)[0])
+	}
+	if e.scripts, err = writeLuaScripts(e.work); err != nil {
+		return err
 	}
 	kb := make([]byte, 32)
 	_, _ = rand.Read(kb)
@@ -212,8 +261,8 @@ func (e *e2e) run() error {
 	logf("filled in %.1fs (%s, %.0f MB)", fr.Seconds, fr.Method, fr.FileMB)
 
 	// Tokens.
-	m, err := token.New(token.Config{Key: []byte(e.secret), Issuer: caddymodule.DefaultIssuer,
-		Audience: caddymodule.DefaultAudience, AccessTTL: 2 * time.Hour, RefreshTTL: 24 * time.Hour})
+	m, err := token.New(token.Config{Key: []byte(e.secret), Issuer: benchIssuer,
+		Audience: benchAudience, AccessTTL: 2 * time.Hour, RefreshTTL: 24 * time.Hour})
 	if err != nil {
 		return err
 	}
@@ -253,45 +302,95 @@ func (e *e2e) run() error {
 		return err
 	}
 
-	if err := e.startServers(); err != nil {
+	e.smallTokens, e.bigTokens, e.oneToken, e.refreshToken = smallFile, bigFile, one[0], refreshTok
+
+	if err := e.startUpstream(); err != nil {
+		return err
+	}
+	e.res.GC = gcSettings(cfg.GoMemLimit)
+	e.res.HashCap = hashCap()
+	for i, gc := range e.res.GC {
+		if err := e.startSet(gc); err != nil {
+			return err
+		}
+		cases := e.cases()
+		for k := range cases {
+			cases[k].info.Command = cases[k].spec.commandLine(cfg.Threads, cfg.Conns, cfg.Duration)
+			if i == 0 {
+				e.res.Cases = append(e.res.Cases, cases[k].info)
+			}
+		}
+		if err := e.sanity(e.oneToken, e.refreshToken); err != nil {
+			return err
+		}
+		if err := e.rounds(cases); err != nil {
+			return err
+		}
+		// Logins and the flood run once, under the headline setting.
+		if i == 0 {
+			e.res.FloodGC = gc.Name
+			if err := e.logins(cases); err != nil {
+				return err
+			}
+		}
+		e.stopSet()
+	}
+
+	// Memory: a fresh gateway process for each database, with Go's
+	// default collector (see docs/dev/benchmarks.md).
+	e.res.MemGC = "default"
+	if e.res.Mem, err = e.memory(m, "small.db", e.smallIDs); err != nil {
+		return err
+	}
+	if e.res.MemUsers, err = e.memory(m, "big.db", e.bigIDs); err != nil {
 		return err
 	}
 
-	// Cases.
-	threadsEnv := fmt.Sprintf("BENCH_THREADS=%d", cfg.Threads)
-	auth := "Authorization: Bearer " + one[0]
-	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/api/items", port) }
-	fresh := filepath.Join(e.scripts, "fresh.lua")
-	plainPids := func() []int { return []int{e.plainC.pid()} }
-	gwPids := func() []int { return []int{e.gwC.pid()} }
-	fwdPids := func() []int { return []int{e.fwdC.pid(), e.fwd.pid()} }
-	cases := []benchCase{
-		{caseInfo{Name: "plain", Desc: "plain reverse_proxy, one token (ignored)", CPUOf: "plain Caddy"},
-			wrkSpec{url: url(e.plainPort), headers: []string{auth}}, plainPids},
-		{caseInfo{Name: "plain_aa", Desc: "a second plain reverse_proxy process, identical to `plain` (A/A: how far two identical cases differ)", CPUOf: "second plain Caddy"},
-			wrkSpec{url: url(e.plainAAPort), headers: []string{auth}}, func() []int { return []int{e.plainAAC.pid()} }},
-		{caseInfo{Name: "gateway", Desc: "gateway, one token", CPUOf: "gateway Caddy"},
-			wrkSpec{url: url(e.gwSmallPort), headers: []string{auth}}, gwPids},
-		{caseInfo{Name: "forward_auth", Desc: "forward_auth to a token-checking service, one token", CPUOf: "forward_auth Caddy + auth service"},
-			wrkSpec{url: url(e.fwdPort), headers: []string{auth}}, fwdPids},
-		{caseInfo{Name: "plain_lua", Desc: "plain reverse_proxy, Lua token list (the baseline of the fresh cases)", CPUOf: "plain Caddy"},
-			wrkSpec{url: url(e.plainPort), script: fresh, env: []string{"BENCH_TOKENS=" + smallFile, threadsEnv}}, plainPids},
-		{caseInfo{Name: "gateway_fresh", Desc: fmt.Sprintf("gateway, a different token per request (%d tokens over %d users)", cfg.ListLen, cfg.SmallUsers), CPUOf: "gateway Caddy"},
-			wrkSpec{url: url(e.gwSmallPort), script: fresh, env: []string{"BENCH_TOKENS=" + smallFile, threadsEnv}}, gwPids},
-		{caseInfo{Name: "gateway_fresh_big", Desc: fmt.Sprintf("gateway on the %d-user database, a different token and user per request (%d tokens)", cfg.BigUsers, cfg.ListLen), CPUOf: "gateway Caddy"},
-			wrkSpec{url: url(e.gwBigPort), script: fresh, env: []string{"BENCH_TOKENS=" + bigFile, threadsEnv}}, gwPids},
-		{caseInfo{Name: "refresh", Desc: "gateway POST /refresh (refresh token in a JSON body)", CPUOf: "gateway Caddy"},
-			wrkSpec{url: fmt.Sprintf("http://127.0.0.1:%d/refresh", e.gwSmallPort), script: filepath.Join(e.scripts, "refresh.lua"),
-				env: []string{"BENCH_REFRESH=" + refreshTok}}, gwPids},
-	}
-	for _, c := range cases {
-		c.info.Command = c.spec.commandLine(cfg.Threads, cfg.Conns, cfg.Duration)
-		e.res.Cases = append(e.res.Cases, c.info)
-	}
-	if err := e.sanity(one[0], refreshTok); err != nil {
+	e.res.Finished = time.Now().UTC()
+	e.res.LoadAfter = loadavg()
+	b, err := json.MarshalIndent(e.res, "", "  ")
+	if err != nil {
 		return err
 	}
-	logf("%d rounds of %d cases, %s each", cfg.Rounds, len(cases), cfg.Duration)
+	return os.WriteFile(filepath.Join(e.out, "e2e.json"), b, 0o600)
+}
+
+// cases are the end-to-end cases against the current server set.
+func (e *e2e) cases() []benchCase {
+	cfg, s := e.cfg, &e.set
+	threadsEnv := fmt.Sprintf("BENCH_THREADS=%d", cfg.Threads)
+	auth := "Authorization: Bearer " + e.oneToken
+	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/api/items", port) }
+	fresh := filepath.Join(e.scripts, "fresh.lua")
+	plainPids := func() []int { return []int{s.plainC.pid()} }
+	gwPids := func() []int { return []int{s.gwC.pid()} }
+	fwdPids := func() []int { return []int{s.fwdC.pid(), s.fwd.pid()} }
+	return []benchCase{
+		{caseInfo{Name: "plain", Desc: "plain reverse_proxy, one token (ignored)", CPUOf: "plain Caddy"},
+			wrkSpec{url: url(s.plainPort), headers: []string{auth}}, plainPids},
+		{caseInfo{Name: "plain_aa", Desc: "a second plain reverse_proxy process, identical to `plain` (A/A: how far two identical cases differ)", CPUOf: "second plain Caddy"},
+			wrkSpec{url: url(s.plainAAPort), headers: []string{auth}}, func() []int { return []int{s.plainAAC.pid()} }},
+		{caseInfo{Name: "gateway", Desc: "gateway, one token", CPUOf: "gateway Caddy"},
+			wrkSpec{url: url(s.gwSmallPort), headers: []string{auth}}, gwPids},
+		{caseInfo{Name: "forward_auth", Desc: "forward_auth to a token-checking service, one token", CPUOf: "forward_auth Caddy + auth service"},
+			wrkSpec{url: url(s.fwdPort), headers: []string{auth}}, fwdPids},
+		{caseInfo{Name: "plain_lua", Desc: "plain reverse_proxy, Lua token list (the baseline of the fresh cases)", CPUOf: "plain Caddy"},
+			wrkSpec{url: url(s.plainPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.smallTokens, threadsEnv}}, plainPids},
+		{caseInfo{Name: "gateway_fresh", Desc: fmt.Sprintf("gateway, a different token per request (%d tokens over %d users)", cfg.ListLen, cfg.SmallUsers), CPUOf: "gateway Caddy"},
+			wrkSpec{url: url(s.gwSmallPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.smallTokens, threadsEnv}}, gwPids},
+		{caseInfo{Name: "gateway_fresh_big", Desc: fmt.Sprintf("gateway on the %d-user database, a different token and user per request (%d tokens)", cfg.BigUsers, cfg.ListLen), CPUOf: "gateway Caddy"},
+			wrkSpec{url: url(s.gwBigPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.bigTokens, threadsEnv}}, gwPids},
+		{caseInfo{Name: "refresh", Desc: "gateway POST /refresh (refresh token in a JSON body)", CPUOf: "gateway Caddy"},
+			wrkSpec{url: fmt.Sprintf("http://127.0.0.1:%d/refresh", s.gwSmallPort), script: filepath.Join(e.scripts, "refresh.lua"),
+				env: []string{"BENCH_REFRESH=" + e.refreshToken}}, gwPids},
+	}
+}
+
+// rounds runs every case once per round, the starting case rotated by one
+// each round, against the current server set.
+func (e *e2e) rounds(cases []benchCase) error {
+	cfg := e.cfg
+	logf("GC %s (%s): %d rounds of %d cases, %s each", e.set.gc.Name, strings.Join(e.set.gc.Env, " "), cfg.Rounds, len(cases), cfg.Duration)
 	for r := 0; r < cfg.Rounds; r++ {
 		for k := range cases {
 			c := cases[(r+k)%len(cases)]
@@ -300,18 +399,22 @@ func (e *e2e) run() error {
 				return err
 			}
 			e.res.Runs = append(e.res.Runs, res)
-			logf("round %d %-18s %8.0f req/s  p99 %6.2fms  cpu %5.1fus/req  non2xx %d", r+1, c.info.Name, res.RPS, res.P99us/1000, res.CPUus, res.Non2xx)
+			logf("%s round %d %-18s %8.0f req/s  p99 %6.2fms  cpu %5.1fus/req  gc %3d  non2xx %d", e.set.gc.Name, r+1, c.info.Name, res.RPS, res.P99us/1000, res.CPUus, res.GCs, res.Non2xx)
 		}
 	}
+	return nil
+}
 
-	// Logins: serial login latency, small and big database alternating,
-	// and between them the single-hash time, measured in a separate
-	// process (this one holds large token lists, and every argon2id hash
-	// allocates 19 MiB, so its GC would be in the figure).
-	e.res.HashCap = max(1, runtime.NumCPU()/2) // password.NewLimiter's default, which the gateway uses
+// logins measures serial login latency, the single-hash time and the login
+// flood against the current server set.
+func (e *e2e) logins(cases []benchCase) error {
+	cfg, s := e.cfg, &e.set
+	// Serial logins, small and big database alternating, and between them
+	// the single-hash time.
+	p := password.DefaultParams
+	e.res.HashParams = fmt.Sprintf("m=%d KiB, t=%d, p=%d, %d-byte key", p.Memory, p.Time, p.Threads, p.KeyLen)
 	lc := httpClient(2)
-	smallBase, bigBase := fmt.Sprintf("http://127.0.0.1:%d", e.gwSmallPort), fmt.Sprintf("http://127.0.0.1:%d", e.gwBigPort)
-	self, _ := os.Executable()
+	smallBase, bigBase := fmt.Sprintf("http://127.0.0.1:%d", s.gwSmallPort), fmt.Sprintf("http://127.0.0.1:%d", s.gwBigPort)
 	logf("login latency and single-hash time, %d samples", cfg.LoginSamples)
 	for i := 0; i < cfg.LoginSamples; i++ {
 		for _, side := range []int{i % 2, 1 - i%2} {
@@ -327,11 +430,7 @@ func (e *e2e) run() error {
 			}
 			*dst = append(*dst, float64(time.Since(t).Microseconds())/1000)
 		}
-		ms, err := warmHashes(self, hash)
-		if err != nil {
-			return err
-		}
-		e.res.HashSamplesMs = append(e.res.HashSamplesMs, ms...)
+		e.res.HashSamplesMs = append(e.res.HashSamplesMs, hashSamples(2)...)
 	}
 	e.res.HashMs = median(e.res.HashSamplesMs)
 	logf("login median small %.1fms big %.1fms, single hash %.1fms", median(e.res.LoginSmallMs), median(e.res.LoginBigMs), e.res.HashMs)
@@ -343,7 +442,11 @@ func (e *e2e) run() error {
 	for i := range floodUsers {
 		floodUsers[i] = userName(i)
 	}
-	proxied := cases[1] // gateway, one token
+	i := slices.IndexFunc(cases, func(c benchCase) bool { return c.info.Name == "gateway" })
+	if i < 0 {
+		return fmt.Errorf("no gateway case for the flood")
+	}
+	proxied := cases[i]
 	flCases := []string{"proxied", "proxied+flood", "flood"}
 	e.res.FloodCases = []caseInfo{
 		{Name: "proxied", Desc: "gateway, one token, no flood", Command: proxied.info.Command, CPUOf: "gateway Caddy"},
@@ -353,18 +456,8 @@ func (e *e2e) run() error {
 	logf("login flood at %.1f/s, %d rounds", rate, cfg.FloodRounds)
 	for r := 0; r < cfg.FloodRounds; r++ {
 		// The hash time moves with the machine's load: measure it again
-		// for each round, so logins/s are set against this round's; six
-		// samples from three processes, since single hashes here vary by
-		// a third from one to the next.
-		var ms []float64
-		for range 3 {
-			m, err := warmHashes(self, hash)
-			if err != nil {
-				return err
-			}
-			ms = append(ms, m...)
-		}
-		e.res.FloodHashMs = append(e.res.FloodHashMs, median(ms))
+		// for each round, so that logins/s are set against this round's.
+		e.res.FloodHashMs = append(e.res.FloodHashMs, median(hashSamples(6)))
 		for k := range flCases {
 			name := flCases[(r+k)%len(flCases)]
 			switch name {
@@ -401,43 +494,13 @@ func (e *e2e) run() error {
 			time.Sleep(300 * time.Millisecond) // let queued logins drain
 		}
 	}
-
-	// Memory: a fresh gateway process for each database.
-	e.ps.stop(e.gwC)
-	e.ps.stop(e.plainC)
-	e.ps.stop(e.plainAAC)
-	e.ps.stop(e.fwdC)
-	if e.res.Mem, err = e.memory(m, "small.db", e.smallIDs); err != nil {
-		return err
-	}
-	if e.res.MemUsers, err = e.memory(m, "big.db", e.bigIDs); err != nil {
-		return err
-	}
-
-	e.res.Finished = time.Now().UTC()
-	e.res.LoadAfter = loadavg()
-	b, err := json.MarshalIndent(e.res, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(e.out, "e2e.json"), b, 0o600)
+	return nil
 }
 
-// warmHashes times argon2id verifications in a separate process (this one
-// holds large token lists, and every hash allocates 19 MiB, so its GC would
-// be in the figure): three hashes, the first dropped, since it pays for
-// faulting in the memory that a running gateway's heap already holds.
-func warmHashes(self, hash string) ([]float64, error) {
-	out, err := exec.Command(self, "hashtime", "-hash", hash, "-n", "3").Output()
-	if err != nil {
-		return nil, fmt.Errorf("hashtime: %w", err)
-	}
-	var ms []float64
-	if err := json.Unmarshal(out, &ms); err != nil || len(ms) != 3 {
-		return nil, fmt.Errorf("hashtime: %v: %s", err, out)
-	}
-	return ms[1:], nil
-}
+// hashCap is the gateway's default number of concurrent hashes
+// (password.NewLimiter with no slots given: half the CPUs, at least one),
+// which the bench configuration keeps.
+func hashCap() int { return max(1, runtime.NumCPU()/2) }
 
 type benchCase struct {
 	info caseInfo
@@ -464,11 +527,11 @@ func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
 	if err != nil {
 		return caseResult{}, fmt.Errorf("%s: %w", c.info.Name, err)
 	}
-	_ = os.WriteFile(filepath.Join(e.logs, fmt.Sprintf("wrk-%s-r%d.txt", c.info.Name, round)), []byte(out), 0o600)
+	_ = os.WriteFile(filepath.Join(e.logs, fmt.Sprintf("wrk-%s-%s-r%d.txt", e.set.gc.Name, c.info.Name, round)), []byte(out), 0o600)
 	if w.Non2xx > 0 || w.SockErrs > 0 {
 		return caseResult{}, fmt.Errorf("%s: %d non-2xx responses and %d socket errors:\n%s", c.info.Name, w.Non2xx, w.SockErrs, out)
 	}
-	res := caseResult{Case: c.info.Name, Round: round, Pos: pos, wrkResult: w, GCs: gc1 - gc0}
+	res := caseResult{Case: c.info.Name, Round: round, Pos: pos, GC: e.set.gc.Name, wrkResult: w, GCs: gc1 - gc0}
 	if w.Requests > 0 {
 		res.CPUus = (cpu1 - cpu0) / float64(w.Requests) * 1e6
 		res.UpstreamUs = (up1 - up0) / float64(w.Requests) * 1e6
@@ -477,15 +540,17 @@ func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
 	return res, nil
 }
 
-func (e *e2e) caddyEnv() []string {
-	return []string{
+// goEnv is the environment of every Go process the bench starts besides
+// the upstream, with the collector's settings gc.
+func (e *e2e) goEnv(gc []string) []string {
+	return append([]string{
 		"XDG_DATA_HOME=" + filepath.Join(e.work, "xdg-data"),
 		"XDG_CONFIG_HOME=" + filepath.Join(e.work, "xdg-config"),
 		// One line on stderr (the process log) per garbage collection,
 		// counted per case (procs.gcStats): how often each process
 		// collects explains much of its CPU per request.
 		"GODEBUG=gctrace=1",
-	}
+	}, gc...)
 }
 
 const caddyGlobal = `{
@@ -496,12 +561,22 @@ const caddyGlobal = `{
 }
 `
 
-// gatewayBlock is the crudauth configuration the issue's targets are about:
+// The bench configuration sets the gateway's issuer and audience
+// explicitly, so that the tokens this program mints and the forward_auth
+// service checks agree with it without reading the gateway's defaults.
+const (
+	benchIssuer   = "crudauth-bench"
+	benchAudience = "crudauth-bench-api"
+)
+
+// gatewayBlock is the crudauth configuration the targets are about:
 // a valid token, a scope rule, the epoch check and the identity headers.
 func (e *e2e) gatewayBlock(db string) string {
 	return fmt.Sprintf(`	crudauth {
 		db %s
 		secret %s
+		issuer %s
+		audience %s
 		access_ttl 2h
 		refresh_ttl 24h
 		refresh body
@@ -509,83 +584,114 @@ func (e *e2e) gatewayBlock(db string) string {
 		grantable_scopes api:read api:write
 		require /api/* api:read
 	}
-`, db, e.secret)
+`, db, e.secret, benchIssuer, benchAudience)
 }
 
-func (e *e2e) startCaddy(name, caddyfile string, waitPort int) (*proc, error) {
-	p, err := e.launchCaddy(name, caddyfile)
+func (e *e2e) startCaddy(name, caddyfile string, env []string, waitPort int) (*proc, error) {
+	p, err := e.launchCaddy(name, name, caddyfile, env)
 	if err != nil {
 		return nil, err
 	}
 	return p, waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", waitPort), p, 30*time.Second)
 }
 
-// launchCaddy starts Caddy on caddyfile without waiting for it.
-func (e *e2e) launchCaddy(name, caddyfile string) (*proc, error) {
+// launchCaddy starts Caddy on caddyfile without waiting for it. The
+// process and its log are called name; the report shows the configuration
+// under configName.
+func (e *e2e) launchCaddy(name, configName, caddyfile string, env []string) (*proc, error) {
 	path := filepath.Join(e.work, name+".caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		return nil, err
 	}
-	e.res.Caddyfiles[name] = strings.ReplaceAll(caddyfile, e.secret, "<secret>")
-	return e.ps.start(name, e.logs, e.caddyEnv(), e.caddy, "run", "--config", path, "--adapter", "caddyfile")
+	e.res.Caddyfiles[configName] = strings.ReplaceAll(caddyfile, e.secret, "<secret>")
+	return e.ps.start(name, e.logs, env, e.caddy, "run", "--config", path, "--adapter", "caddyfile")
 }
 
-func (e *e2e) startServers() error {
+// startUpstream starts the upstream every proxy case talks to. It serves
+// every GC setting's rounds, the same for both sides of each ratio, and
+// keeps Go's default collector.
+func (e *e2e) startUpstream() error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	ports := make([]int, 7)
+	if e.upPort, err = freePort(); err != nil {
+		return err
+	}
+	if e.upstream, err = e.ps.start("upstream", e.logs, defaultGC, self, "upstream", "-addr", fmt.Sprintf("127.0.0.1:%d", e.upPort)); err != nil {
+		return err
+	}
+	return waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", e.upPort), e.upstream, 30*time.Second)
+}
+
+// startSet starts the compared processes (the forward_auth service and the
+// Caddy processes), all with the collector's settings of gc, and makes
+// them e.set. A set is stopped before the next starts: the gateway holds
+// the databases' bbolt files, which one process at a time can open.
+func (e *e2e) startSet(gc gcSetting) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	s := serverSet{gc: gc}
+	ports := make([]int, 6)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return err
 		}
 	}
-	e.upPort, e.authPort, e.plainPort, e.fwdPort, e.gwSmallPort, e.gwBigPort = ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
-	e.plainAAPort = ports[6]
+	s.authPort, s.plainPort, s.fwdPort, s.gwSmallPort, s.gwBigPort, s.plainAAPort = ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+	env := e.goEnv(gc.Env)
+	name := func(base string) string { return base + "-" + gc.Name }
 	// Start everything, then wait for everything: starts overlap.
-	if e.upstream, err = e.ps.start("upstream", e.logs, nil, self, "upstream", "-addr", fmt.Sprintf("127.0.0.1:%d", e.upPort)); err != nil {
-		return err
-	}
-	if e.fwd, err = e.ps.start("authservice", e.logs, []string{"BENCH_SECRET=" + e.secret}, self, "fwdauth", "-addr", fmt.Sprintf("127.0.0.1:%d", e.authPort)); err != nil {
+	if s.fwd, err = e.ps.start(name("authservice"), e.logs, slices.Concat(env, []string{"BENCH_SECRET=" + e.secret}), self, "fwdauth", "-addr", fmt.Sprintf("127.0.0.1:%d", s.authPort)); err != nil {
 		return err
 	}
 	up := fmt.Sprintf("127.0.0.1:%d", e.upPort)
 	site := func(port int, body string) string {
 		return fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n%s}\n", port, body)
 	}
-	plain := fmt.Sprintf(caddyGlobal, "off") + site(e.plainPort, "\treverse_proxy "+up+"\n")
-	if e.plainC, err = e.launchCaddy("caddy-plain", plain); err != nil {
+	plain := fmt.Sprintf(caddyGlobal, "off") + site(s.plainPort, "\treverse_proxy "+up+"\n")
+	if s.plainC, err = e.launchCaddy(name("caddy-plain"), "caddy-plain", plain, env); err != nil {
 		return err
 	}
-	plainAA := fmt.Sprintf(caddyGlobal, "off") + site(e.plainAAPort, "\treverse_proxy "+up+"\n")
-	if e.plainAAC, err = e.launchCaddy("caddy-plain-aa", plainAA); err != nil {
+	plainAA := fmt.Sprintf(caddyGlobal, "off") + site(s.plainAAPort, "\treverse_proxy "+up+"\n")
+	if s.plainAAC, err = e.launchCaddy(name("caddy-plain-aa"), "caddy-plain-aa", plainAA, env); err != nil {
 		return err
 	}
 	gw := fmt.Sprintf(caddyGlobal, "off") +
-		site(e.gwSmallPort, e.gatewayBlock(filepath.Join(e.work, "small.db"))+"\treverse_proxy "+up+"\n") +
-		site(e.gwBigPort, e.gatewayBlock(filepath.Join(e.work, "big.db"))+"\treverse_proxy "+up+"\n")
-	if e.gwC, err = e.launchCaddy("caddy-gateway", gw); err != nil {
+		site(s.gwSmallPort, e.gatewayBlock(filepath.Join(e.work, "small.db"))+"\treverse_proxy "+up+"\n") +
+		site(s.gwBigPort, e.gatewayBlock(filepath.Join(e.work, "big.db"))+"\treverse_proxy "+up+"\n")
+	if s.gwC, err = e.launchCaddy(name("caddy-gateway"), "caddy-gateway", gw, env); err != nil {
 		return err
 	}
-	fwd := fmt.Sprintf(caddyGlobal, "off") + site(e.fwdPort, fmt.Sprintf(`	forward_auth 127.0.0.1:%d {
+	fwd := fmt.Sprintf(caddyGlobal, "off") + site(s.fwdPort, fmt.Sprintf(`	forward_auth 127.0.0.1:%d {
 		uri /check
 		copy_headers X-User-Id X-User-Name X-User-Scopes
 	}
 	reverse_proxy %s
-`, e.authPort, up))
-	if e.fwdC, err = e.launchCaddy("caddy-forward-auth", fwd); err != nil {
+`, s.authPort, up))
+	if s.fwdC, err = e.launchCaddy(name("caddy-forward-auth"), "caddy-forward-auth", fwd, env); err != nil {
 		return err
 	}
+	e.set = s
 	for _, w := range []struct {
 		p    *proc
 		port int
-	}{{e.upstream, e.upPort}, {e.fwd, e.authPort}, {e.plainC, e.plainPort}, {e.plainAAC, e.plainAAPort}, {e.gwC, e.gwSmallPort}, {e.fwdC, e.fwdPort}} {
+	}{{s.fwd, s.authPort}, {s.plainC, s.plainPort}, {s.plainAAC, s.plainAAPort}, {s.gwC, s.gwSmallPort}, {s.fwdC, s.fwdPort}} {
 		if err := waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", w.port), w.p, 30*time.Second); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// stopSet stops the processes of e.set.
+func (e *e2e) stopSet() {
+	s := &e.set
+	for _, p := range []*proc{s.gwC, s.plainC, s.plainAAC, s.fwdC, s.fwd} {
+		e.ps.stop(p)
+	}
 }
 
 // sanity checks that every case answers as it should before timing it.
@@ -615,14 +721,14 @@ func (e *e2e) sanity(tok, refreshTok string) error {
 		method, url, auth, body, ctype string
 		want                           int
 	}{
-		{"GET", u(e.plainPort, "/api/items"), "", "", "", 200},
-		{"GET", u(e.plainAAPort, "/api/items"), "", "", "", 200},
-		{"GET", u(e.gwSmallPort, "/api/items"), tok, "", "", 200},
-		{"GET", u(e.gwSmallPort, "/api/items"), "", "", "", 401},
-		{"GET", u(e.gwSmallPort, "/api/items"), tok[:len(tok)-4] + "AAAA", "", "", 401},
-		{"GET", u(e.fwdPort, "/api/items"), tok, "", "", 200},
-		{"GET", u(e.fwdPort, "/api/items"), "", "", "", 401},
-		{"POST", u(e.gwSmallPort, "/refresh"), "", `{"refresh_token":"` + refreshTok + `"}`, "application/json", 200},
+		{"GET", u(e.set.plainPort, "/api/items"), "", "", "", 200},
+		{"GET", u(e.set.plainAAPort, "/api/items"), "", "", "", 200},
+		{"GET", u(e.set.gwSmallPort, "/api/items"), tok, "", "", 200},
+		{"GET", u(e.set.gwSmallPort, "/api/items"), "", "", "", 401},
+		{"GET", u(e.set.gwSmallPort, "/api/items"), tok[:len(tok)-4] + "AAAA", "", "", 401},
+		{"GET", u(e.set.fwdPort, "/api/items"), tok, "", "", 200},
+		{"GET", u(e.set.fwdPort, "/api/items"), "", "", "", 401},
+		{"POST", u(e.set.gwSmallPort, "/refresh"), "", `{"refresh_token":"` + refreshTok + `"}`, "application/json", 200},
 	} {
 		if err := check(t.method, t.url, t.auth, t.body, t.ctype, t.want); err != nil {
 			return fmt.Errorf("sanity check: %w", err)
@@ -646,7 +752,7 @@ func (e *e2e) memory(m *token.Manager, db string, users []string) (memResult, er
 	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
 	cf := fmt.Sprintf(caddyGlobal, admin) + fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n%s\trespond \"ok\" 200\n}\n",
 		port, e.gatewayBlock(filepath.Join(e.work, db)))
-	p, err := e.startCaddy("caddy-memory-"+strings.TrimSuffix(db, ".db"), cf, port)
+	p, err := e.startCaddy("caddy-memory-"+strings.TrimSuffix(db, ".db"), cf, e.goEnv(defaultGC), port)
 	if err != nil {
 		return memResult{}, err
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // scopesCommand: caddy crudauth user scopes <username> <scope>... | --none | --unrestricted

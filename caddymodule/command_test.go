@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // runCLI runs `caddy crudauth user <args>` against db with stdin.

@@ -199,7 +199,7 @@ func (env *cliEnv) backup(dest string, force bool) error {
 // countUsers opens a database file and counts its users, which also checks
 // that it is a whole, readable database.
 func countUsers(path string) (int, error) {
-	st, err := boltstore.Open(path, boltstore.Options{CacheSize: -1})
+	st, err := bolt.Open(path, bolt.Options{CacheSize: -1})
 	if err != nil {
 		return 0, err
 	}

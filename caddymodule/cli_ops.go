@@ -96,7 +96,7 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 	if wait <= 0 {
 		wait = defaultLockWait
 	}
-	st, err := boltstore.Open(path, boltstore.Options{Timeout: wait})
+	st, err := bolt.Open(path, bolt.Options{Timeout: wait})
 	if err == nil {
 		defer st.Close()
 		env.verbosef("using the database file %s directly (no running process holds it)", st.Path())

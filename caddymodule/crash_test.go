@@ -95,7 +95,7 @@ http://127.0.0.1:%d {
 		t.Fatal(err)
 	}
 	{
-		st, err := boltstore.Open(db, boltstore.Options{})
+		st, err := bolt.Open(db, bolt.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +210,7 @@ http://127.0.0.1:%d {
 
 		// The process is gone: the file must be consistent and hold every
 		// acknowledged change.
-		st, err := boltstore.Open(db, boltstore.Options{})
+		st, err := bolt.Open(db, bolt.Options{})
 		if err != nil {
 			t.Fatalf("round %d: reopening after SIGKILL: %v", round, err)
 		}

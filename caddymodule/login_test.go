@@ -56,7 +56,7 @@ func (f *failWatcher) Fail(ctx context.Context, ip, username string) (time.Durat
 // test fails, whatever the scheduling.
 func TestLoginFailureRecordedBeforeSlotRelease(t *testing.T) {
 	ctx := t.Context()
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "crudauth.db"), boltstore.Options{})
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "crudauth.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -349,7 +349,7 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("backup file: %v, mode %v", err, fi.Mode())
 	}
-	bst, err := boltstore.Open(backup, boltstore.Options{})
+	bst, err := bolt.Open(backup, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -270,7 +270,7 @@ func TestCLIFileModeOps(t *testing.T) {
 	if err != nil || !strings.Contains(out, "backup of 3 users") {
 		t.Fatalf("backup: %q %v", out, err)
 	}
-	st, err := boltstore.Open(backup, boltstore.Options{})
+	st, err := bolt.Open(backup, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestCLIFileModeOps(t *testing.T) {
 // answers, the message says both and what to do.
 func TestCLILockedFallsBackToAdminAPI(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "users.db")
-	st, err := boltstore.Open(db, boltstore.Options{})
+	st, err := bolt.Open(db, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ var dbPool = caddy.NewUsagePool()
 
 // sharedStore is what the pool holds.
 type sharedStore struct {
-	*boltstore.Store
+	*bolt.Store
 }
 
 // Destruct closes the store when its last user lets go.
@@ -35,7 +35,7 @@ func acquireStore(path string) (store.Store, string, error) {
 		return nil, "", fmt.Errorf("db: %w", err)
 	}
 	val, _, err := dbPool.LoadOrNew(abs, func() (caddy.Destructor, error) {
-		st, err := boltstore.Open(abs, boltstore.Options{})
+		st, err := bolt.Open(abs, bolt.Options{})
 		if err != nil {
 			return nil, err
 		}

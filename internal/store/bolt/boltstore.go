@@ -1,4 +1,4 @@
-// Package boltstore implements store.Store on an embedded bbolt file.
+// Package bolt implements store.Store on an embedded bbolt file.
 //
 // Layout (schema version 3), all buckets created once at Open:
 //
@@ -35,7 +35,7 @@
 //
 // bbolt locks the file exclusively, so only one process (and, within a
 // process, one Store) can have it open at a time; see Open.
-package boltstore
+package bolt
 
 import (
 	"bytes"

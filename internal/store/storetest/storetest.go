@@ -4,7 +4,7 @@
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Store {
-//			s, err := boltstore.Open(filepath.Join(t.TempDir(), "users.db"), boltstore.Options{})
+//			s, err := bolt.Open(filepath.Join(t.TempDir(), "users.db"), bolt.Options{})
 //			if err != nil {
 //				t.Fatal(err)
 //			}

@@ -106,7 +106,7 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 		}
 		return hint(fn(ctx, &localOps{svc: &userService{st: st, settings: settings}}))
 	}
-	if !errors.Is(err, store.ErrLocked) {
+	if !errors.Is(err, bolt.ErrLocked) {
 		return err
 	}
 	abs, _ := filepath.Abs(path)

@@ -924,7 +924,7 @@ func TestHelperProcess(t *testing.T) {
 		return
 	}
 	fmt.Printf("HELPER-ERROR: after %s: %v (ErrLocked=%v)\n",
-		time.Since(start).Round(time.Millisecond), err, errors.Is(err, store.ErrLocked))
+		time.Since(start).Round(time.Millisecond), err, errors.Is(err, bolt.ErrLocked))
 }
 
 // TestIntegrationOAuth2Client drives the gateway with golang.org/x/oauth2:

@@ -219,7 +219,11 @@ func (s *userService) importUsers(ctx context.Context, records []importRecord) (
 }
 
 func (s *userService) backup(ctx context.Context, w io.Writer) (int64, error) {
-	return s.st.Backup(ctx, w)
+	fs, ok := s.st.(store.FileSnapshotter)
+	if !ok {
+		return 0, opErrorf(http.StatusNotImplemented, "this store has no file snapshot")
+	}
+	return fs.SnapshotFile(ctx, w)
 }
 
 // mapNotFound turns a store.ErrNotFound from a write (the user was deleted

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -123,12 +122,13 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return apiError(http.StatusNotFound, "unknown endpoint %s", r.URL.Path)
 	}
 
-	path, st, release, err := resolveDB(r.URL.Query().Get("db"))
+	key, st, release, err := resolveDB(r.URL.Query().Get("db"))
 	if err != nil {
 		return err
 	}
 	defer release()
-	settings, err := settingsFor(path)
+	path := storeName(key) // for the logs
+	settings, err := settingsFor(key)
 	if err != nil {
 		return err
 	}
@@ -332,20 +332,23 @@ func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path stri
 	return nil
 }
 
-// openDBPaths lists the databases open in this process.
+// openDBPaths lists the stores open in this process by name: a bbolt file
+// by its absolute path, another store by its key (memory:<name>).
 func openDBPaths() []string {
 	paths := []string{}
-	openStores(func(path string, _ store.Store) bool {
-		paths = append(paths, path)
+	openStores(func(key string, _ store.Store) bool {
+		paths = append(paths, storeName(key))
 		return true
 	})
 	slices.Sort(paths)
 	return paths
 }
 
-// resolveDB finds the database a request is about and takes a reference to
+// resolveDB finds the store a request is about (db: its name, as
+// openDBPaths gives it; empty for the only one) and takes a reference to
 // it for the request's duration, so a config reload that closes it waits
-// until the request is done (a backup in particular).
+// until the request is done (a backup in particular). It returns the
+// store's pool key.
 func resolveDB(db string) (string, store.Store, func(), error) {
 	paths := openDBPaths()
 	if db == "" {
@@ -357,22 +360,21 @@ func resolveDB(db string) (string, store.Store, func(), error) {
 		default:
 			return "", nil, nil, apiError(http.StatusBadRequest, "several crudauth databases are open; pass ?db= with one of: %s", strings.Join(paths, ", "))
 		}
-	} else {
-		if !filepath.IsAbs(db) {
-			return "", nil, nil, apiError(http.StatusBadRequest, "db %q must be an absolute path; open ones: %s", db, strings.Join(paths, ", "))
-		}
-		db = filepath.Clean(db)
-		if !slices.Contains(paths, db) {
-			return "", nil, nil, apiError(http.StatusNotFound, "database %s is not open in this caddy; open ones: %s", db, strings.Join(paths, ", "))
-		}
 	}
-	val, _, err := dbPool.LoadOrNew(db, func() (caddy.Destructor, error) {
+	key, ok := storeKeyOf(db)
+	if !ok {
+		return "", nil, nil, apiError(http.StatusBadRequest, "db %q must be an absolute path or a memory: name; open ones: %s", db, strings.Join(paths, ", "))
+	}
+	if !slices.Contains(paths, storeName(key)) {
+		return "", nil, nil, apiError(http.StatusNotFound, "database %s is not open in this caddy; open ones: %s", storeName(key), strings.Join(paths, ", "))
+	}
+	val, _, err := storePool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return nil, errors.New("closed meanwhile")
 	})
 	if err != nil {
-		return "", nil, nil, apiError(http.StatusNotFound, "database %s was closed meanwhile; retry", db)
+		return "", nil, nil, apiError(http.StatusNotFound, "database %s was closed meanwhile; retry", storeName(key))
 	}
-	return db, val.(sharedStore).Store, func() { _, _ = dbPool.Delete(db) }, nil
+	return key, val.(sharedStore).Store, func() { _ = releaseStore(key) }, nil
 }
 
 // pathSegments splits an escaped path into unescaped segments, so that a

@@ -380,11 +380,11 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 
 	// With a second database open, the caller must say which.
 	other := filepath.Join(t.TempDir(), "other.db")
-	_, key, err := acquireStore(other)
+	_, key, err := acquireBolt(other)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dbPool.Delete(key)
+	defer releaseStore(key)
 	wantAdminError(t, adminDo(t, http.MethodGet, "/crudauth/users", nil), http.StatusBadRequest, other)
 	wantStatus(t, adminDo(t, http.MethodGet, "/crudauth/users?db="+g.db, nil), http.StatusOK)
 	c = runCLIAgainst(t, g.db, "", "show", "alice").must(t, "show with two databases open")

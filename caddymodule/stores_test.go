@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -141,6 +142,14 @@ func TestIntegrationMemoryStore(t *testing.T) {
 	}
 	r = adminDo(t, http.MethodGet, "/crudauth/users/alice?db=memory:"+name, nil)
 	wantStatus(t, r, http.StatusOK)
+	// A memory store has no file to snapshot; its export holds alice.
+	r = adminDo(t, http.MethodGet, "/crudauth/backup?format=bolt&db=memory:"+name, nil)
+	wantAdminError(t, r, http.StatusBadRequest, "keeps no file")
+	r = adminDo(t, http.MethodGet, "/crudauth/backup?db=memory:"+name, nil)
+	wantStatus(t, r, http.StatusOK)
+	if d, err := store.ReadExport(bytes.NewReader(r.body)); err != nil || len(d.Users) != 1 || d.Users[0].ID != alice.ID || len(d.Secrets) != 1 {
+		t.Errorf("export of the memory store: %+v, %v", d, err)
+	}
 
 	other := memory.Open(name, memory.Options{})
 	defer other.Close()

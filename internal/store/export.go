@@ -161,6 +161,10 @@ func WriteExport(w io.Writer, d *Dump) error {
 	return nil
 }
 
+// ErrSecretConflict is wrapped by Import's error when the store holds a
+// secret of the export with another value.
+var ErrSecretConflict = errors.New("secret is stored with another value")
+
 // ErrNotExport is wrapped by ReadExport's error when the first line is not
 // an export header: the file is something else (a bbolt snapshot, say).
 var ErrNotExport = errors.New("not a crudauth export")
@@ -331,7 +335,7 @@ func ImportDump(ctx context.Context, s Store, d *Dump) (ImportStats, error) {
 	names := make([]string, 0, len(d.Secrets))
 	for name, v := range d.Secrets {
 		if old, ok := have[name]; ok && !bytes.Equal(old, v) {
-			return stats, fmt.Errorf("secret %q is stored with another value: importing would break the tokens signed with one of them; nothing imported", name)
+			return stats, fmt.Errorf("secret %q: %w: importing would break the tokens signed with one of them; nothing imported", name, ErrSecretConflict)
 		}
 		names = append(names, name)
 	}
@@ -356,7 +360,7 @@ func ImportDump(ctx context.Context, s Store, d *Dump) (ImportStats, error) {
 		}
 		if !bytes.Equal(got, want) {
 			// Stored by someone else between the check and now.
-			return stats, fmt.Errorf("secret %q was stored with another value meanwhile (the %d users are imported)", name, stats.Users)
+			return stats, fmt.Errorf("secret %q: %w, stored meanwhile (the %d users are imported)", name, ErrSecretConflict, stats.Users)
 		}
 		if created {
 			stats.Secrets++

@@ -65,7 +65,7 @@ func testImportConflicts(t *testing.T, s store.Store) {
 		}
 		return bytes.NewReader(buf.Bytes())
 	}
-	if _, err := store.Import(ctx, s, export("theirs")); err == nil || !strings.Contains(err.Error(), "hs256") {
+	if _, err := store.Import(ctx, s, export("theirs")); !errors.Is(err, store.ErrSecretConflict) || !strings.Contains(err.Error(), "hs256") {
 		t.Errorf("import with a different secret: %v", err)
 	}
 	if _, err := s.GetUser(ctx, "uimported"); !errors.Is(err, store.ErrNotFound) {

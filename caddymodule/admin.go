@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -41,10 +41,11 @@ func init() {
 //	POST   /crudauth/users/<name>/enable          enable
 //	PUT    /crudauth/users/<name>/scopes          set {"allowed_scopes": [...] or null}
 //	POST   /crudauth/import                       add users with existing hashes, all or none
-//	GET    /crudauth/backup                       a consistent snapshot of the database file
+//	GET    /crudauth/backup[?format=export|bolt]  the portable export (default) or the bbolt file
+//	POST   /crudauth/restore                      import an export: all its users or none
 //
-// <name> is path-escaped. With more than one database open, every request
-// names one with ?db=<absolute path>.
+// <name> is path-escaped. With more than one store open, every request
+// names one with ?db=<absolute path> (a bbolt file) or ?db=memory:<name>.
 type adminAPI struct {
 	logger *zap.Logger
 }
@@ -119,16 +120,17 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeAdminJSON(w, http.StatusOK, map[string][]string{"dbs": openDBPaths()})
 	}
-	if len(segs) == 0 || (segs[0] != "users" && segs[0] != "import" && segs[0] != "backup") {
+	if len(segs) == 0 || (segs[0] != "users" && segs[0] != "import" && segs[0] != "backup" && segs[0] != "restore") {
 		return apiError(http.StatusNotFound, "unknown endpoint %s", r.URL.Path)
 	}
 
-	path, st, release, err := resolveDB(r.URL.Query().Get("db"))
+	key, st, release, err := resolveDB(r.URL.Query().Get("db"))
 	if err != nil {
 		return err
 	}
 	defer release()
-	settings, err := settingsFor(path)
+	path := storeName(key) // for the logs
+	settings, err := settingsFor(key)
 	if err != nil {
 		return err
 	}
@@ -145,6 +147,31 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return methodNotAllowed(w, http.MethodGet)
 		}
 		return a.serveBackup(w, r, path, svc)
+	case segs[0] == "restore" && len(segs) == 1:
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		op = "restore"
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxRestoreBytes+1))
+		if err != nil {
+			return apiError(http.StatusBadRequest, "reading the body: %v", err)
+		}
+		if len(body) > maxRestoreBytes {
+			return apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxRestoreBytes)
+		}
+		d, err := store.ReadExport(bytes.NewReader(body))
+		if err != nil {
+			observeAdmin(op, err)
+			return apiError(http.StatusBadRequest, "the body is not a crudauth export: %v", err)
+		}
+		stats, err := svc.restore(ctx, d)
+		observeAdmin(op, err)
+		if err != nil {
+			return a.fail(r, op, path, "", err)
+		}
+		a.logger.Info("export restored", zap.Int("users", stats.Users), zap.Int("secrets", stats.Secrets),
+			zap.Int("secrets_kept", stats.SecretsKept), zap.String("db", path), zap.String("client_ip", adminClientIP(r)))
+		return writeAdminJSON(w, http.StatusOK, restoreResult{Users: stats.Users, Secrets: stats.Secrets, SecretsKept: stats.SecretsKept})
 	case segs[0] == "import" && len(segs) == 1:
 		if r.Method != http.MethodPost {
 			return methodNotAllowed(w, http.MethodPost)
@@ -291,13 +318,30 @@ func (a *adminAPI) fail(r *http.Request, op, path, username string, err error) e
 	return caddy.APIError{HTTPStatus: status, Err: err, Message: err.Error()}
 }
 
-// serveBackup streams a consistent snapshot of the database. It is taken in
-// one read transaction, so the gateway keeps serving and writing meanwhile.
+// restoreResult is the answer of POST /crudauth/restore.
+type restoreResult struct {
+	Users       int `json:"users"`
+	Secrets     int `json:"secrets"`
+	SecretsKept int `json:"secrets_kept"`
+}
+
+// serveBackup streams a consistent snapshot of the store: the portable
+// export, or with ?format=bolt the bbolt file. Either is read from one
+// snapshot, so the gateway keeps serving and writing meanwhile.
 func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path string, svc *userService) error {
-	name := fmt.Sprintf("crudauth-%s.db", time.Now().UTC().Format("20060102T150405Z"))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-	w.Header().Set("Cache-Control", "no-store")
+	format := r.URL.Query().Get("format")
+	if format == "" {
+		format = backupExport
+	}
+	ext, ctype := ".jsonl", "application/jsonl"
+	switch format {
+	case backupExport:
+	case backupBolt:
+		ext, ctype = ".db", "application/octet-stream"
+	default:
+		return apiError(http.StatusBadRequest, "unknown backup format %q: use export or bolt", format)
+	}
+	name := fmt.Sprintf("crudauth-%s%s", time.Now().UTC().Format("20060102T150405Z"), ext)
 	// Snapshot to a private temp file first, then stream that: the read
 	// transaction lasts as long as a local copy, not as long as a slow
 	// client takes to download (a long-lived read transaction would hold up
@@ -308,11 +352,17 @@ func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path stri
 		return apiError(http.StatusInternalServerError, "backup failed: %v", err)
 	}
 	defer func() { snap.Close(); os.Remove(snap.Name()) }()
-	if _, err := svc.backup(r.Context(), snap); err != nil {
+	if _, err := svc.backup(r.Context(), snap, format); err != nil {
 		observeAdmin("backup", err)
+		if st := statusOf(err); st != http.StatusInternalServerError {
+			return apiError(st, "%v", err)
+		}
 		a.logger.Error("backup failed", zap.String("db", path), zap.Error(err))
 		return apiError(http.StatusInternalServerError, "backup failed: %v", err)
 	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Header().Set("Cache-Control", "no-store")
 	var n int64
 	if _, err = snap.Seek(0, io.SeekStart); err == nil {
 		n, err = io.Copy(w, snap)
@@ -332,20 +382,23 @@ func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path stri
 	return nil
 }
 
-// openDBPaths lists the databases open in this process.
+// openDBPaths lists the stores open in this process by name: a bbolt file
+// by its absolute path, another store by its key (memory:<name>).
 func openDBPaths() []string {
 	paths := []string{}
-	openStores(func(path string, _ store.Store) bool {
-		paths = append(paths, path)
+	openStores(func(key string, _ store.Store) bool {
+		paths = append(paths, storeName(key))
 		return true
 	})
 	slices.Sort(paths)
 	return paths
 }
 
-// resolveDB finds the database a request is about and takes a reference to
+// resolveDB finds the store a request is about (db: its name, as
+// openDBPaths gives it; empty for the only one) and takes a reference to
 // it for the request's duration, so a config reload that closes it waits
-// until the request is done (a backup in particular).
+// until the request is done (a backup in particular). It returns the
+// store's pool key.
 func resolveDB(db string) (string, store.Store, func(), error) {
 	paths := openDBPaths()
 	if db == "" {
@@ -357,22 +410,21 @@ func resolveDB(db string) (string, store.Store, func(), error) {
 		default:
 			return "", nil, nil, apiError(http.StatusBadRequest, "several crudauth databases are open; pass ?db= with one of: %s", strings.Join(paths, ", "))
 		}
-	} else {
-		if !filepath.IsAbs(db) {
-			return "", nil, nil, apiError(http.StatusBadRequest, "db %q must be an absolute path; open ones: %s", db, strings.Join(paths, ", "))
-		}
-		db = filepath.Clean(db)
-		if !slices.Contains(paths, db) {
-			return "", nil, nil, apiError(http.StatusNotFound, "database %s is not open in this caddy; open ones: %s", db, strings.Join(paths, ", "))
-		}
 	}
-	val, _, err := dbPool.LoadOrNew(db, func() (caddy.Destructor, error) {
+	key, ok := storeKeyOf(db)
+	if !ok {
+		return "", nil, nil, apiError(http.StatusBadRequest, "db %q must be an absolute path or a memory: name; open ones: %s", db, strings.Join(paths, ", "))
+	}
+	if !slices.Contains(paths, storeName(key)) {
+		return "", nil, nil, apiError(http.StatusNotFound, "database %s is not open in this caddy; open ones: %s", storeName(key), strings.Join(paths, ", "))
+	}
+	val, _, err := storePool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return nil, errors.New("closed meanwhile")
 	})
 	if err != nil {
-		return "", nil, nil, apiError(http.StatusNotFound, "database %s was closed meanwhile; retry", db)
+		return "", nil, nil, apiError(http.StatusNotFound, "database %s was closed meanwhile; retry", storeName(key))
 	}
-	return db, val.(sharedStore).Store, func() { _, _ = dbPool.Delete(db) }, nil
+	return key, val.(sharedStore).Store, func() { _ = releaseStore(key) }, nil
 }
 
 // pathSegments splits an escaped path into unescaped segments, so that a

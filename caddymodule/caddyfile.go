@@ -23,6 +23,7 @@ func init() {
 //
 //	crudauth {
 //		db               <path>
+//		store            bolt [{ path <path>; timeout <duration> }] | memory [{ name <name> }]
 //		secret           <key>
 //		access_ttl       <duration>
 //		refresh_ttl      <duration>
@@ -51,7 +52,9 @@ func init() {
 //		strip_headers    <header...>
 //	}
 //
-// Every subdirective is optional. <matcher> is `*`, one or more path
+// Every subdirective is optional. `db <path>` is short for
+// `store bolt { path <path> }`; give one or the other. The store's block
+// takes the backend's own subdirectives, one per line. <matcher> is `*`, one or more path
 // patterns starting with `/`, or `@name` naming a matcher defined in the
 // site block. Rules
 // (public and require) apply in the order written; the first that matches
@@ -92,7 +95,26 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
+			if sub == "db" && h.StoreRaw != nil {
+				return errDBAndStore(d)
+			}
 			*h.stringField(sub) = v
+		case "store":
+			if h.StoreRaw != nil {
+				return d.Err("store given twice")
+			}
+			if h.DB != "" {
+				return errDBAndStore(d)
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			backend := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "crudauth.stores."+backend)
+			if err != nil {
+				return err
+			}
+			h.StoreRaw = caddyconfig.JSONModuleObject(unm, "backend", backend, nil)
 		case "access_ttl", "refresh_ttl", "hash_queue_timeout":
 			var v string
 			if !d.AllArgs(&v) {
@@ -287,3 +309,9 @@ func parseRule(hp httpcaddyfile.Helper, kind string) (Rule, error) {
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// errDBAndStore refuses a block that names the store twice, once with db
+// and once with store.
+func errDBAndStore(d *caddyfile.Dispenser) error {
+	return d.Err("db and store both name the store: db <path> is short for store bolt { path <path> }, use one of them")
+}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // scopesCommand: caddy crudauth user scopes <username> <scope>... | --none | --unrestricted
@@ -134,29 +134,92 @@ func readImportFile(name string) ([]byte, error) {
 	return data, nil
 }
 
-// backupCommand: caddy crudauth backup <file>
+// backupCommand: caddy crudauth backup <file> [--format export|bolt]
 func backupCommand(env *cliEnv) *cobra.Command {
 	var force bool
+	var format string
 	c := &cobra.Command{
 		Use:   "backup <file>",
 		Short: "Writes a consistent copy of the database to a file, also while caddy serves",
 		Long: `Writes a consistent snapshot of the database to <file> (mode 0600). While a
 running caddy holds the database, the snapshot comes through its admin API
-and the gateway keeps serving. The copy is checked by opening it as a
-database before the command reports success. To restore, stop caddy and put
-the file in place of the database (or point db at it).`,
+and the gateway keeps serving.
+
+The default format is crudauth's export: JSON lines with every user (password
+hashes included) and the stored signing key, readable by any store backend.
+Restore it with 'caddy crudauth restore'. --format bolt writes the bbolt
+file itself instead (bolt stores only); restore that by stopping caddy and
+putting the file in place of the database (or pointing db at it).
+
+Either file holds the signing key and every password hash: keep it as
+secret as the database. The copy is read back before the command reports
+success.`,
 		Args:         cobra.ExactArgs(1),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.backup(args[0], force)
+			return env.backup(args[0], format, force)
 		},
 	}
 	env.addTargetFlags(c)
 	c.Flags().BoolVar(&force, "force", false, "overwrite <file> if it exists")
+	c.Flags().StringVar(&format, "format", backupExport, "export (portable JSON lines) or bolt (the bbolt file)")
 	return c
 }
 
-func (env *cliEnv) backup(dest string, force bool) error {
+// restoreCommand: caddy crudauth restore <file>
+func restoreCommand(env *cliEnv) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "restore <file>",
+		Short: "Imports a backup taken in the export format: all its users or none",
+		Long: `Imports <file>, written by 'caddy crudauth backup' in the default (export)
+format, into the database: users keep their IDs, password hashes and token
+versions, and the signing key comes along, so tokens issued before the
+backup stay valid. Nothing is written if any user of the file exists in the
+database (by name or ID), or if the database holds a signing key that
+differs from the file's (tokens signed with one of them would break). So
+restore into a new database, or one that holds none of these users.
+
+While a running caddy holds the database, the import goes through its admin
+API. A missing database file is created.`,
+		Args:         cobra.ExactArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.restore(args[0])
+		},
+	}
+	env.addTargetFlags(c)
+	return c
+}
+
+func (env *cliEnv) restore(src string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	d, err := store.ReadExport(f)
+	f.Close()
+	if errors.Is(err, store.ErrNotExport) {
+		return fmt.Errorf("%s: %w (a --format bolt backup is restored by stopping caddy and putting the file in place of the database)", src, err)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	env.mayCreate = true
+	return env.withOps(func(ctx context.Context, ops userOps) error {
+		stats, err := ops.restore(ctx, d)
+		if err != nil {
+			return fmt.Errorf("%s: %w", src, err)
+		}
+		fmt.Fprintf(env.stdout, "restored %d users and %d secrets (%d already there, equal) from %s\n",
+			stats.Users, stats.Secrets, stats.SecretsKept, src)
+		return nil
+	})
+}
+
+func (env *cliEnv) backup(dest, format string, force bool) error {
+	if format != backupExport && format != backupBolt {
+		return fmt.Errorf("--format %q: use export or bolt", format)
+	}
 	if _, err := os.Stat(dest); err == nil && !force {
 		return fmt.Errorf("%s exists; choose another name or pass --force to overwrite it", dest)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -176,7 +239,7 @@ func (env *cliEnv) backup(dest string, force bool) error {
 	var n int64
 	err = env.withOps(func(ctx context.Context, ops userOps) error {
 		var err error
-		n, err = ops.backup(ctx, tmp)
+		n, err = ops.backup(ctx, tmp, format)
 		return err
 	})
 	if cerr := tmp.Close(); err == nil {
@@ -185,9 +248,17 @@ func (env *cliEnv) backup(dest string, force bool) error {
 	if err != nil {
 		return fmt.Errorf("backup failed, nothing written to %s: %w", dest, err)
 	}
-	users, err := countUsers(tmpName)
-	if err != nil {
-		return fmt.Errorf("backup failed: the copy does not open as a database (%v); nothing written to %s", err, dest)
+	var users int
+	if format == backupBolt {
+		users, err = countUsers(tmpName)
+		if err != nil {
+			return fmt.Errorf("backup failed: the copy does not open as a database (%v); nothing written to %s", err, dest)
+		}
+	} else {
+		users, err = countExport(tmpName)
+		if err != nil {
+			return fmt.Errorf("backup failed: the copy does not read back as an export (%v); nothing written to %s", err, dest)
+		}
 	}
 	if err := os.Rename(tmpName, dest); err != nil {
 		return err
@@ -196,10 +267,25 @@ func (env *cliEnv) backup(dest string, force bool) error {
 	return nil
 }
 
+// countExport reads an export back and counts its users, which also checks
+// that it is whole (its end line counts what it holds).
+func countExport(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	d, err := store.ReadExport(f)
+	if err != nil {
+		return 0, err
+	}
+	return len(d.Users), nil
+}
+
 // countUsers opens a database file and counts its users, which also checks
 // that it is a whole, readable database.
 func countUsers(path string) (int, error) {
-	st, err := boltstore.Open(path, boltstore.Options{CacheSize: -1})
+	st, err := bolt.Open(path, bolt.Options{CacheSize: -1})
 	if err != nil {
 		return 0, err
 	}

@@ -20,7 +20,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // userOps is what the CLI does to users, either on a database file it opened
@@ -35,7 +35,8 @@ type userOps interface {
 	remove(ctx context.Context, username string) (userView, error)
 	setScopes(ctx context.Context, username string, allowed []string) (userView, error)
 	importUsers(ctx context.Context, records []importRecord) (int, error)
-	backup(ctx context.Context, w io.Writer) (int64, error)
+	backup(ctx context.Context, w io.Writer, format string) (int64, error)
+	restore(ctx context.Context, d *store.Dump) (store.ImportStats, error)
 }
 
 // defaultLockWait is how long the CLI waits for the file lock before it
@@ -96,7 +97,7 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 	if wait <= 0 {
 		wait = defaultLockWait
 	}
-	st, err := boltstore.Open(path, boltstore.Options{Timeout: wait})
+	st, err := bolt.Open(path, bolt.Options{Timeout: wait})
 	if err == nil {
 		defer st.Close()
 		env.verbosef("using the database file %s directly (no running process holds it)", st.Path())
@@ -106,7 +107,7 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 		}
 		return hint(fn(ctx, &localOps{svc: &userService{st: st, settings: settings}}))
 	}
-	if !errors.Is(err, store.ErrLocked) {
+	if !errors.Is(err, bolt.ErrLocked) {
 		return err
 	}
 	abs, _ := filepath.Abs(path)
@@ -201,8 +202,11 @@ func (l *localOps) setScopes(ctx context.Context, name string, allowed []string)
 func (l *localOps) importUsers(ctx context.Context, recs []importRecord) (int, error) {
 	return l.svc.importUsers(ctx, recs)
 }
-func (l *localOps) backup(ctx context.Context, w io.Writer) (int64, error) {
-	return l.svc.backup(ctx, w)
+func (l *localOps) backup(ctx context.Context, w io.Writer, format string) (int64, error) {
+	return l.svc.backup(ctx, w, format)
+}
+func (l *localOps) restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
+	return l.svc.restore(ctx, d)
 }
 
 // remoteOps goes through the admin API of a running Caddy. Before its first
@@ -315,7 +319,11 @@ func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*htt
 	}
 	u := o.origin + path
 	if o.db != "" {
-		u += "?db=" + url.QueryEscape(o.db)
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		u += sep + "db=" + url.QueryEscape(o.db)
 	}
 	resp, err := o.send(ctx, method, u, body)
 	if err != nil {
@@ -338,7 +346,10 @@ func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*htt
 // send makes one request on o's client.
 func (o *remoteOps) send(ctx context.Context, method, u string, body any) (*http.Response, error) {
 	var rd io.Reader
-	if body != nil {
+	ctype := "application/json"
+	if raw, ok := body.(exportBody); ok {
+		rd, ctype = bytes.NewReader(raw), "application/jsonl"
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
@@ -353,7 +364,7 @@ func (o *remoteOps) send(ctx context.Context, method, u string, body any) (*http
 		req.Header.Set("Origin", o.origin)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", ctype)
 	}
 	resp, err := o.client.Do(req)
 	if err != nil {
@@ -422,8 +433,22 @@ func (o *remoteOps) importUsers(ctx context.Context, recs []importRecord) (int, 
 	err := o.json(ctx, http.MethodPost, "/crudauth/import", map[string][]importRecord{"users": recs}, &out)
 	return out.Imported, err
 }
-func (o *remoteOps) backup(ctx context.Context, w io.Writer) (int64, error) {
-	resp, err := o.do(ctx, http.MethodGet, "/crudauth/backup", nil)
+
+// exportBody is a request body sent as it is: an export, in JSON lines.
+type exportBody []byte
+
+func (o *remoteOps) restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
+	var buf bytes.Buffer
+	if err := store.WriteExport(&buf, d); err != nil {
+		return store.ImportStats{}, err
+	}
+	var out restoreResult
+	err := o.json(ctx, http.MethodPost, "/crudauth/restore", exportBody(buf.Bytes()), &out)
+	return store.ImportStats{Users: out.Users, Secrets: out.Secrets, SecretsKept: out.SecretsKept}, err
+}
+
+func (o *remoteOps) backup(ctx context.Context, w io.Writer, format string) (int64, error) {
+	resp, err := o.do(ctx, http.MethodGet, "/crudauth/backup?format="+url.QueryEscape(format), nil)
 	if err != nil {
 		return 0, err
 	}

@@ -26,11 +26,11 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "crudauth",
-		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | backup <file> | explain --config <file> <METHOD> <target>",
+		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | backup <file> | restore <file> | explain --config <file> <METHOD> <target>",
 		Short: "Manages the users of the crudauth gateway and explains its rules",
 		Long: `
-Manages the users in a crudauth database and takes backups of it; explain
-shows how a config's rules judge one request.
+Manages the users in a crudauth database, takes backups of it and restores
+them; explain shows how a config's rules judge one request.
 
 When no process holds the database file, the commands open it directly.
 When a running Caddy holds it (or --address is given), they go through that
@@ -47,7 +47,7 @@ Passwords are read from a prompt that does not echo, or from standard input
 with --password-stdin; never from a flag.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
-			cmd.AddCommand(userCommand(env), backupCommand(env), explainCommand(env))
+			cmd.AddCommand(userCommand(env), backupCommand(env), restoreCommand(env), explainCommand(env))
 			requireSubcommand(cmd)
 			cmd.SilenceUsage = true
 		},

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // runCLI runs `caddy crudauth user <args>` against db with stdin.
@@ -27,7 +27,7 @@ func runCLI(t *testing.T, db, stdin string, args ...string) (string, error) {
 
 func readUser(t *testing.T, db, name string) *store.User {
 	t.Helper()
-	st, err := boltstore.Open(db, boltstore.Options{})
+	st, err := bolt.Open(db, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestCLIUserLifecycle(t *testing.T) {
 // the CLI fails fast with a message that says so.
 func TestCLILockedFile(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "users.db")
-	st, err := boltstore.Open(db, boltstore.Options{})
+	st, err := bolt.Open(db, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // crashConfigEnv tells a re-executed test binary to run Caddy with the
@@ -95,7 +95,7 @@ http://127.0.0.1:%d {
 		t.Fatal(err)
 	}
 	{
-		st, err := boltstore.Open(db, boltstore.Options{})
+		st, err := bolt.Open(db, bolt.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +210,7 @@ http://127.0.0.1:%d {
 
 		// The process is gone: the file must be consistent and hold every
 		// acknowledged change.
-		st, err := boltstore.Open(db, boltstore.Options{})
+		st, err := bolt.Open(db, bolt.Options{})
 		if err != nil {
 			t.Fatalf("round %d: reopening after SIGKILL: %v", round, err)
 		}

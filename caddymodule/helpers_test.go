@@ -181,6 +181,7 @@ func wantNoIdentity(t *testing.T, s seenRequest) {
 
 type gateway struct {
 	db      string
+	memory  string // the name of its memory store; "" for the bolt file db
 	st      store.Store
 	backend *backend
 	client  *http.Client
@@ -205,11 +206,11 @@ func newGateway(t *testing.T) *gateway {
 		backend: newBackend(t),
 		client:  newClient(),
 	}
-	st, key, err := acquireStore(g.db)
+	st, key, err := acquireBolt(g.db)
 	if err != nil {
 		t.Fatalf("opening the test database: %v", err)
 	}
-	t.Cleanup(func() { _, _ = dbPool.Delete(key) })
+	t.Cleanup(func() { _ = releaseStore(key) })
 	g.st = st
 	return g
 }
@@ -244,13 +245,21 @@ func (g *gateway) caddyfile(c gwConfig) string {
 http://localhost:9080 {
 %s
 	crudauth {
-		db %s
+		%s
 %s
 	}
 	reverse_proxy %s
 }
 %s
-`, c.global, c.site, g.db, c.auth, proxy, c.extra)
+`, c.global, c.site, g.storeLine(), c.auth, proxy, c.extra)
+}
+
+// storeLine is the crudauth block's line that names the gateway's store.
+func (g *gateway) storeLine() string {
+	if g.memory != "" {
+		return "store memory {\n\t\t\tname " + g.memory + "\n\t\t}"
+	}
+	return "db " + g.db
 }
 
 // load (re)loads Caddy with c through the admin API and returns how long the

@@ -27,7 +27,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
 
@@ -831,7 +831,7 @@ func TestIntegrationReload(t *testing.T) {
 		public /health`})
 	t.Logf("reload on the same database took %s", d)
 	if d > 1500*time.Millisecond {
-		t.Errorf("reload took %s: it waited on the database lock (bbolt's timeout is %s)", d, boltstore.DefaultTimeout)
+		t.Errorf("reload took %s: it waited on the database lock (bbolt's timeout is %s)", d, bolt.DefaultTimeout)
 	}
 
 	wantStatus(t, g.get(t, "/api", lr.access), http.StatusOK)
@@ -917,14 +917,14 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("helper for TestIntegrationSecondProcessLocked")
 	}
 	start := time.Now()
-	st, err := boltstore.Open(path, boltstore.Options{})
+	st, err := bolt.Open(path, bolt.Options{})
 	if err == nil {
 		_ = st.Close()
 		fmt.Println("HELPER-OPENED: the database was not locked")
 		return
 	}
 	fmt.Printf("HELPER-ERROR: after %s: %v (ErrLocked=%v)\n",
-		time.Since(start).Round(time.Millisecond), err, errors.Is(err, store.ErrLocked))
+		time.Since(start).Round(time.Millisecond), err, errors.Is(err, bolt.ErrLocked))
 }
 
 // TestIntegrationOAuth2Client drives the gateway with golang.org/x/oauth2:

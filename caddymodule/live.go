@@ -7,7 +7,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/password"
 )
 
-// liveHandlers records, per database (absolute path), the handlers that are
+// liveHandlers records, per store (its pool key), the handlers that are
 // provisioned and not yet cleaned up, in provisioning order. The admin API
 // hashes new passwords with the settings of the most recently provisioned
 // handler of the database it works on: after a reload that is the new
@@ -57,7 +57,7 @@ var (
 	defaultSettingsErr  error
 )
 
-// settingsFor returns the password settings for the database at path.
+// settingsFor returns the password settings for the store with pool key path.
 func settingsFor(path string) (passwordSettings, error) {
 	liveHandlers.Lock()
 	hs := liveHandlers.m[path]

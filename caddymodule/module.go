@@ -7,6 +7,7 @@ package caddymodule
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -56,10 +57,19 @@ const (
 // `Authorization: Bearer` access token against the configured rules before
 // passing it on with the user's identity in request headers.
 type Handler struct {
-	// Path of the bbolt database holding users and their token epochs.
-	// Default: crudauth/crudauth.db in Caddy's data directory. Several sites
-	// and configs may name the same file: they share one open handle.
+	// Path of the bbolt database holding users and their token epochs:
+	// short for a store of backend "bolt" with this path. Default, when
+	// store is not set either: crudauth/crudauth.db in Caddy's data
+	// directory. Several sites and configs may name the same file: they
+	// share one open handle. Setting both db and store is an error.
 	DB string `json:"db,omitempty"`
+
+	// Where users, their token epochs and the generated signing key live:
+	// a crudauth.stores.* module, {"backend": "bolt", "path": ...} or
+	// {"backend": "memory", "name": ...}. Handlers that name the same
+	// backing state (the same file, the same memory name) share one open
+	// store, across sites and reloads. Default: bolt at db's default.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=crudauth.stores inline_key=backend"`
 
 	// HS256 signing key, at least 32 bytes. `{env.NAME}` and `{file.PATH}`
 	// placeholders are resolved at start, so the key need not appear in the
@@ -357,15 +367,12 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		h.secretSource = "config"
 	}
 
-	dbPath := h.DB
-	if dbPath == "" {
-		dbPath = DefaultDBPath()
-	}
-	st, key2, err := acquireStore(dbPath)
+	st, key2, err := h.acquireStore(ctx)
 	if err != nil {
 		return err
 	}
 	h.dbKey, h.store = key2, st
+	dbName := storeName(h.dbKey)
 	if h.throttle, h.throttleKey, err = acquireThrottle(h.dbKey, h.Throttle); err != nil {
 		return fmt.Errorf("throttle: %w", err)
 	}
@@ -377,7 +384,7 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 			return b, err
 		})
 		if err != nil {
-			return fmt.Errorf("loading the generated secret from %s: %w", dbPath, err)
+			return fmt.Errorf("loading the generated secret from %s: %w", dbName, err)
 		}
 		h.secretSource = "database"
 	}
@@ -410,7 +417,7 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 	h.registerLive()
 
 	h.logger.Info("crudauth ready",
-		zap.String("db", dbPath),
+		zap.String("db", dbName),
 		zap.String("secret_source", h.secretSource),
 		zap.String("refresh", h.Refresh),
 		zap.Stringer("grantable_scopes", h.ceiling),
@@ -513,9 +520,37 @@ func (h *Handler) Cleanup() error {
 	if h.dbKey == "" {
 		return nil
 	}
-	_, err := dbPool.Delete(h.dbKey)
+	err := releaseStore(h.dbKey)
 	h.dbKey, h.store = "", nil
 	return err
+}
+
+// acquireStore loads the store module (or takes db as the path of a bolt
+// one) and takes a reference to its shared open store.
+func (h *Handler) acquireStore(ctx caddy.Context) (store.Store, string, error) {
+	if h.StoreRaw == nil {
+		st, key, err := acquireBolt(h.DB)
+		if err != nil {
+			return nil, "", fmt.Errorf("db: %w", err)
+		}
+		return st, key, nil
+	}
+	if h.DB != "" {
+		return nil, "", errors.New("db and store are both set: db PATH is short for a bolt store with that path, set one of them")
+	}
+	mod, err := ctx.LoadModule(h, "StoreRaw")
+	if err != nil {
+		return nil, "", fmt.Errorf("store: %w", err)
+	}
+	opener, ok := mod.(storeOpener)
+	if !ok {
+		return nil, "", fmt.Errorf("store: module %T is not a crudauth store", mod)
+	}
+	st, key, err := acquireStore(opener)
+	if err != nil {
+		return nil, "", fmt.Errorf("store: %w", err)
+	}
+	return st, key, nil
 }
 
 // DefaultDBPath is where the database lives when `db` is not set.

@@ -25,7 +25,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 const adminURL = "http://localhost:2999"
@@ -91,9 +91,11 @@ func runCLIAgainst(t *testing.T, db, stdin string, args ...string) cliResult {
 		defaultAddress: func() string { return "localhost:2999" },
 	}
 	var cmd = userCommand(env)
-	if args[0] == "backup" {
-		cmd = backupCommand(env)
-		args = args[1:]
+	switch args[0] {
+	case "backup":
+		cmd, args = backupCommand(env), args[1:]
+	case "restore":
+		cmd, args = restoreCommand(env), args[1:]
 	}
 	if db != "" {
 		args = append(args, "--db", db)
@@ -342,14 +344,14 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	backup := filepath.Join(dir, "backup.db")
-	c = runCLIAgainst(t, g.db, "", "backup", backup).must(t, "backup")
+	c = runCLIAgainst(t, g.db, "", "backup", backup, "--format", "bolt").must(t, "backup")
 	if !strings.Contains(c.out, fmt.Sprintf("backup of %d users", len(want))) {
 		t.Errorf("backup output %q", c.out)
 	}
 	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("backup file: %v, mode %v", err, fi.Mode())
 	}
-	bst, err := boltstore.Open(backup, boltstore.Options{})
+	bst, err := bolt.Open(backup, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,8 +368,21 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 			t.Errorf("user %s missing from the backup", id)
 		}
 	}
-	if c = runCLIAgainst(t, g.db, "", "backup", backup); c.err == nil || !strings.Contains(c.err.Error(), "--force") {
+	if c = runCLIAgainst(t, g.db, "", "backup", backup, "--format", "bolt"); c.err == nil || !strings.Contains(c.err.Error(), "--force") {
 		t.Errorf("backup over an existing file: %v", c.err)
+	}
+
+	// The default backup while serving is an export with every user. It
+	// does not restore into the database it came from, and nothing of it
+	// lands there.
+	export := filepath.Join(dir, "backup.jsonl")
+	c = runCLIAgainst(t, g.db, "", "backup", export).must(t, "export")
+	if !strings.Contains(c.out, fmt.Sprintf("backup of %d users", len(want))) {
+		t.Errorf("export output %q", c.out)
+	}
+	c = runCLIAgainst(t, g.db, "", "restore", export)
+	if c.err == nil || !strings.Contains(c.err.Error(), "nothing imported") {
+		t.Errorf("restore into the serving database: %v", c.err)
 	}
 	r = adminDo(t, http.MethodGet, "/crudauth/backup", nil)
 	wantStatus(t, r, http.StatusOK)
@@ -380,14 +395,39 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 
 	// With a second database open, the caller must say which.
 	other := filepath.Join(t.TempDir(), "other.db")
-	_, key, err := acquireStore(other)
+	_, key, err := acquireBolt(other)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dbPool.Delete(key)
+	defer releaseStore(key)
 	wantAdminError(t, adminDo(t, http.MethodGet, "/crudauth/users", nil), http.StatusBadRequest, other)
 	wantStatus(t, adminDo(t, http.MethodGet, "/crudauth/users?db="+g.db, nil), http.StatusOK)
 	c = runCLIAgainst(t, g.db, "", "show", "alice").must(t, "show with two databases open")
+
+	// The export restores through the admin API into the other database,
+	// which this process holds: every user, the same IDs, and the
+	// gateway's signing key.
+	c = runCLIAgainst(t, other, "", "restore", export).must(t, "restore through the admin API")
+	if !strings.Contains(c.out, fmt.Sprintf("restored %d users and 1 secrets", len(want))) {
+		t.Errorf("restore output %q", c.out)
+	}
+	otherSt, _, err := acquireBolt(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseStore(key)
+	for id := range want {
+		if _, err := otherSt.GetUser(context.Background(), id); err != nil {
+			t.Errorf("user %s not restored: %v", id, err)
+		}
+	}
+	s1, _ := g.st.Secrets(context.Background())
+	s2, _ := otherSt.Secrets(context.Background())
+	if len(s1) != 1 || !bytes.Equal(s1["hs256"], s2["hs256"]) {
+		t.Errorf("signing key not restored: %d secrets", len(s2))
+	}
+	r = adminDo(t, http.MethodGet, "/crudauth/backup?format=tar&db="+g.db, nil)
+	wantAdminError(t, r, http.StatusBadRequest, "use export or bolt")
 }
 
 func writeFile(t *testing.T, name, content string) {

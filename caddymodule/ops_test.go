@@ -18,7 +18,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/password"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // TestAdaptPasswordOptions pins the Caddyfile mapping of the password
@@ -196,9 +196,11 @@ func runCLIFile(t *testing.T, db, stdin string, args ...string) (string, string,
 	env := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errOut,
 		defaultAddress: func() string { return "localhost:1" }}
 	cmd := userCommand(env)
-	if args[0] == "backup" {
-		cmd = backupCommand(env)
-		args = args[1:]
+	switch args[0] {
+	case "backup":
+		cmd, args = backupCommand(env), args[1:]
+	case "restore":
+		cmd, args = restoreCommand(env), args[1:]
 	}
 	cmd.SetArgs(append(args, "--db", db, "--verbose"))
 	cmd.SetOut(&out)
@@ -266,12 +268,44 @@ func TestCLIFileModeOps(t *testing.T) {
 		t.Errorf("imported bcrypt hash: ok=%v rehash=%v", ok, rehash)
 	}
 
-	backup := filepath.Join(dir, "backup.db")
-	out, _, err = runCLIFile(t, db, "", "backup", backup)
+	// The default backup is an export that restores into a new database
+	// with every user, and not into one that holds them.
+	export := filepath.Join(dir, "backup.jsonl")
+	out, _, err = runCLIFile(t, db, "", "backup", export)
 	if err != nil || !strings.Contains(out, "backup of 3 users") {
 		t.Fatalf("backup: %q %v", out, err)
 	}
-	st, err := boltstore.Open(backup, boltstore.Options{})
+	if fi, err := os.Stat(export); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("export file: %v, mode %v", err, fi.Mode())
+	}
+	restored := filepath.Join(dir, "restored.db")
+	out, _, err = runCLIFile(t, restored, "", "restore", export)
+	if err != nil || !strings.Contains(out, "restored 3 users and 0 secrets") {
+		t.Fatalf("restore: %q %v", out, err)
+	}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		if got, want := readUser(t, restored, name), readUser(t, db, name); got.ID != want.ID ||
+			got.PasswordHash != want.PasswordHash || got.TokenVersion != want.TokenVersion {
+			t.Errorf("restored %s = %+v, want %+v", name, got, want)
+		}
+	}
+	if _, _, err := runCLIFile(t, db, "", "restore", export); err == nil || !strings.Contains(err.Error(), "nothing imported") {
+		t.Errorf("restore into the database it came from: %v", err)
+	}
+	if _, _, err := runCLIFile(t, db, "", "backup", filepath.Join(dir, "x"), "--format", "tar"); err == nil || !strings.Contains(err.Error(), "use export or bolt") {
+		t.Errorf("--format tar: %v", err)
+	}
+
+	// --format bolt: the bbolt file itself.
+	backup := filepath.Join(dir, "backup.db")
+	out, _, err = runCLIFile(t, db, "", "backup", backup, "--format", "bolt")
+	if err != nil || !strings.Contains(out, "backup of 3 users") {
+		t.Fatalf("backup: %q %v", out, err)
+	}
+	if _, _, err := runCLIFile(t, restored, "", "restore", backup); err == nil || !strings.Contains(err.Error(), "putting the file in place") {
+		t.Errorf("restore of a bolt snapshot: %v", err)
+	}
+	st, err := bolt.Open(backup, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,11 +313,14 @@ func TestCLIFileModeOps(t *testing.T) {
 		t.Errorf("backup lacks carol: %v", err)
 	}
 	st.Close()
-	if _, _, err := runCLIFile(t, db, "", "backup", backup); err == nil || !strings.Contains(err.Error(), "--force") {
+	if _, _, err := runCLIFile(t, db, "", "backup", backup, "--format", "bolt"); err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("overwrite without --force: %v", err)
 	}
-	if _, _, err := runCLIFile(t, db, "", "backup", backup, "--force"); err != nil {
+	if _, _, err := runCLIFile(t, db, "", "backup", backup, "--format", "bolt", "--force"); err != nil {
 		t.Errorf("--force: %v", err)
+	}
+	if _, _, err := runCLIFile(t, db, "", "backup", export); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("overwrite of an export without --force: %v", err)
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -304,7 +341,7 @@ func TestCLIFileModeOps(t *testing.T) {
 // answers, the message says both and what to do.
 func TestCLILockedFallsBackToAdminAPI(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "users.db")
-	st, err := boltstore.Open(db, boltstore.Options{})
+	st, err := bolt.Open(db, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

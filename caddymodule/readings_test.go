@@ -263,7 +263,7 @@ func newReadingsRig(tb testing.TB, adminPort, httpPort int) *readingsRig {
 	}
 	rg := &readingsRig{addr: fmt.Sprintf("localhost:%d", httpPort), backend: newJudgingBackend(), dir: dir}
 	db := filepath.Join(dir, "crudauth.db")
-	st, key, err := acquireStore(db)
+	st, key, err := acquireBolt(db)
 	if err != nil {
 		rg.close()
 		tb.Fatal(err)
@@ -322,7 +322,7 @@ const readingsDummyHash = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA
 func (rg *readingsRig) close() {
 	rg.backend.srv.Close()
 	if rg.dbKey != "" {
-		_, _ = dbPool.Delete(rg.dbKey)
+		_ = releaseStore(rg.dbKey)
 	}
 	_ = os.RemoveAll(rg.dir)
 }

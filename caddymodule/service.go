@@ -219,8 +219,57 @@ func (s *userService) importUsers(ctx context.Context, records []importRecord) (
 	return len(users), nil
 }
 
-func (s *userService) backup(ctx context.Context, w io.Writer) (int64, error) {
-	return s.st.Backup(ctx, w)
+// Backup formats: the portable export (the default), and the bbolt file
+// snapshot of a bolt store.
+const (
+	backupExport = "export"
+	backupBolt   = "bolt"
+)
+
+// maxRestoreBytes caps an export sent to the admin API to restore.
+const maxRestoreBytes = 1 << 30
+
+func (s *userService) backup(ctx context.Context, w io.Writer, format string) (int64, error) {
+	switch format {
+	case "", backupExport:
+		cw := &countingWriter{w: w}
+		err := store.Export(ctx, s.st, cw)
+		return cw.n, err
+	case backupBolt:
+		fs, ok := s.st.(store.FileSnapshotter)
+		if !ok {
+			return 0, opErrorf(http.StatusBadRequest, "this store keeps no file to snapshot; back it up in the default format (export)")
+		}
+		return fs.SnapshotFile(ctx, w)
+	default:
+		return 0, opErrorf(http.StatusBadRequest, "unknown backup format %q: use export or bolt", format)
+	}
+}
+
+// restore imports an export into the store (see store.ImportDump): all the
+// users or none, and no secret that would replace another.
+func (s *userService) restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
+	stats, err := store.ImportDump(ctx, s.st, d)
+	switch {
+	case err == nil:
+		return stats, nil
+	case errors.Is(err, store.ErrExists):
+		return stats, opErrorf(http.StatusConflict, "%v: restore into an empty store, or one that holds none of these users", err)
+	case errors.Is(err, store.ErrSecretConflict):
+		return stats, opErrorf(http.StatusConflict, "%v", err)
+	}
+	return stats, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // mapNotFound turns a store.ErrNotFound from a write (the user was deleted

@@ -99,7 +99,7 @@ done
 if [ "$mode" = full ]; then
 	count=1 benchtime=500ms # context: the store, the token package, the hash
 	gb ./internal/token/ '^Benchmark(VerifyAccess|VerifyRefresh|IssueAccess|ParseAuthorization|GolangJWTParse|CacheMissPut)'
-	gb ./internal/store/boltstore/ '^Benchmark(AuthState|GetUserByName|UpdateUser|CreateUser)'
+	gb ./internal/store/bolt/ '^Benchmark(AuthState|GetUserByName|UpdateUser|CreateUser)'
 	gb ./internal/password/ '^Benchmark(Hash|Verify)$'
 fi
 

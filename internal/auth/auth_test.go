@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,7 +13,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/memory"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
@@ -24,10 +23,7 @@ const testPassword = "test-password-1"
 // testStore is a fresh store for one test.
 func testStore(t *testing.T) store.Store {
 	t.Helper()
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "crudauth.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := memory.Open("", memory.Options{}) // unnamed: private to this test
 	t.Cleanup(func() { _ = st.Close() })
 	return st
 }

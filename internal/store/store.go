@@ -1,10 +1,14 @@
 // Package store defines where users and their token epochs live.
 //
-// The Store interface is small on purpose: every backend (the embedded bbolt
-// file today, a distributed engine such as etcd later) implements it and must
-// pass the conformance suite in package storetest. Callers never see a
-// backend's own errors for the cases they handle; they see the sentinel
-// errors below.
+// The Store interface is small on purpose and says nothing about how a
+// backend keeps its data: every backend (the embedded bbolt file in package
+// bolt, the in-memory one in package memory, a distributed engine such as
+// etcd later) implements it, keeps its own record types, and must pass the
+// conformance suite in package storetest. Callers never see a backend's own
+// errors for the cases they handle; they see the sentinel errors below.
+//
+// What moves between backends (backup, restore, a migration) is the portable
+// export format of export.go, not a backend's own file.
 package store
 
 import (
@@ -24,8 +28,6 @@ var (
 	ErrNotFound = errors.New("user not found")
 	// ErrExists: the username (compared without regard to case) is taken.
 	ErrExists = errors.New("username already exists")
-	// ErrLocked: the database is held by another process.
-	ErrLocked = errors.New("database is locked by another process")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store is closed")
 )
@@ -33,24 +35,40 @@ var (
 // User is one account. The zero value of AllowedScopes (nil) means the user
 // is not restricted beyond the gateway's grantable_scopes; a non-nil empty
 // slice means the user may hold no scope at all.
+//
+// User is the value callers and backends exchange, not a storage format: it
+// has no encoding tags on purpose, so that renaming a field here cannot
+// silently change what a backend has written to disk or what an export
+// holds. Each backend encodes it with its own record type, and the export
+// format with exportUser.
 type User struct {
 	// ID is random, stable and never reused. It is what tokens carry.
-	ID string `json:"id"`
+	ID string
 	// Username is unique without regard to letter case (see NormalizeUsername).
-	Username string `json:"username"`
+	Username string
 	// PasswordHash is a PHC string (argon2id) or a bcrypt hash.
-	PasswordHash string `json:"password_hash"`
+	PasswordHash string
 	// Disabled users cannot log in, refresh, or use existing tokens.
-	Disabled bool `json:"disabled"`
+	Disabled bool
 	// AllowedScopes, when non-nil, caps the scopes this user's tokens may hold.
-	AllowedScopes []string `json:"allowed_scopes"`
+	AllowedScopes []string
 	// TokenVersion is the revocation epoch. Every token carries the value it
 	// was issued under and is refused once this moves on.
-	TokenVersion uint64 `json:"token_version"`
+	TokenVersion uint64
 
-	CreatedAt         time.Time `json:"created_at"`
-	UpdatedAt         time.Time `json:"updated_at"`
-	PasswordChangedAt time.Time `json:"password_changed_at"`
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	PasswordChangedAt time.Time
+}
+
+// Clone returns a deep copy of u: backends hand out and take in copies, so
+// that no caller shares a slice with the store or with another caller.
+func (u *User) Clone() *User {
+	c := *u
+	if u.AllowedScopes != nil {
+		c.AllowedScopes = append([]string{}, u.AllowedScopes...)
+	}
+	return &c
 }
 
 // AuthState is the part of a user that every bearer check reads. Backends
@@ -93,11 +111,20 @@ type Store interface {
 	// without regard to case, or ErrNotFound.
 	GetUserByName(ctx context.Context, username string) (*User, error)
 
-	// UpdateUser runs fn on the stored user inside one transaction and
-	// stores the result when fn returns nil; an error from fn aborts and is
-	// returned as is. fn must not change ID; a changed Username is
-	// re-indexed (ErrExists on a clash). UpdatedAt is set by the store. Once
-	// UpdateUser returns, every read (including AuthState) sees the change.
+	// UpdateUser runs fn on a copy of the stored user and stores the result
+	// when fn returns nil; an error from fn aborts and is returned as is.
+	// fn must not change ID; a changed Username is re-indexed (ErrExists on
+	// a clash). UpdatedAt is set by the store. Once UpdateUser returns,
+	// every read (including AuthState, through any handle on the same
+	// backing state) sees the change.
+	//
+	// fn may run more than once: a backend with optimistic transactions
+	// (etcd) runs it again, on a fresh copy of the then stored user, when
+	// another writer committed in between. So fn must compute its change
+	// from *u alone (u.TokenVersion++, not a value read before the call),
+	// must not act on anything but *u (no counters, no messages, no calls
+	// into the store), and only the run whose result is stored counts.
+	// Values fn captures from outside must not depend on how often it ran.
 	UpdateUser(ctx context.Context, id string, fn func(u *User) error) (*User, error)
 
 	// DeleteUser removes the user, or returns ErrNotFound. Its ID is never
@@ -123,13 +150,14 @@ type Store interface {
 	HashClasses(ctx context.Context) ([]string, error)
 
 	// Secret returns the stored secret with the given name, creating it
-	// with generate (once, atomically, even across concurrent callers) when
-	// absent.
+	// with generate (once, atomically, even across concurrent callers and
+	// handles) when absent. A secret, once stored, never changes: tokens
+	// signed with it must keep verifying.
 	Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
 
-	// Backup writes a consistent snapshot of the whole database to w while
-	// the store keeps serving, and returns the number of bytes written.
-	Backup(ctx context.Context, w io.Writer) (int64, error)
+	// Secrets returns every stored secret by name, each value the caller's
+	// own copy. Export uses it; nothing on the request path does.
+	Secrets(ctx context.Context) (map[string][]byte, error)
 
 	// Close releases the store. Later calls fail with ErrClosed.
 	Close() error
@@ -168,4 +196,14 @@ func Revoke(ctx context.Context, s Store, id string) (*User, error) {
 		u.TokenVersion++
 		return nil
 	})
+}
+
+// FileSnapshotter is implemented by a backend that can also copy its own
+// storage file (bbolt): a snapshot restored by putting the file in place,
+// faster than an import for a large database but readable only by the same
+// backend. The portable backup is Export.
+type FileSnapshotter interface {
+	// SnapshotFile writes a consistent copy of the file to w while the
+	// store keeps serving and returns the number of bytes written.
+	SnapshotFile(ctx context.Context, w io.Writer) (int64, error)
 }

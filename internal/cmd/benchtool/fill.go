@@ -14,7 +14,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 )
 
 // benchPassword is every benchmark user's password. One argon2id hash of it
@@ -28,7 +28,7 @@ func userName(i int) string { return fmt.Sprintf("bench%07d", i) }
 type fillResult struct {
 	Users int `json:"users"`
 	// Method is "CreateUsers" (the store's batch API, many users per
-	// transaction) or "bbolt" (direct writes with boltstore's layout, pages
+	// transaction) or "bbolt" (direct writes with the bolt package's layout, pages
 	// 90% full, when the store has no batch API).
 	Method string `json:"method"`
 	// CreateUserMs is the mean time of a single-user CreateUser (one
@@ -47,7 +47,7 @@ func fill(path string, n int, hash string) ([]string, fillResult, error) {
 	start := time.Now()
 	res := fillResult{Users: n}
 	ctx := context.Background()
-	st, err := boltstore.Open(path, boltstore.Options{})
+	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
 		return nil, res, err
 	}
@@ -108,10 +108,10 @@ func fill(path string, n int, hash string) ([]string, fillResult, error) {
 	return ids, res, nil
 }
 
-// checkFill reopens the file through boltstore and reads a sample of users
+// checkFill reopens the file through the bolt package and reads a sample of users
 // back by name and by ID; small databases get the store's full Check.
 func checkFill(path string, ids []string, n int) error {
-	st, err := boltstore.Open(path, boltstore.Options{})
+	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
 		return err
 	}

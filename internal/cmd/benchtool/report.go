@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/crudauth/caddy-crudauth/internal/store/boltstore"
+	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
 
@@ -476,7 +476,7 @@ func render(in reportInput) string {
 			median(caseValues(head, c.Name, func(r caseResult) float64 { return r.UpstreamUs })))
 	}
 	p("\nFresh-token cases: %d tokens cycling against a verified-token cache of %d; `gateway_fresh_big` spreads them over %d users of the %s database against an AuthState cache of %d.\n\n",
-		cfg.ListLen, token.DefaultCacheSize, min(cfg.ListLen, cfg.BigUsers), bigName, boltstore.DefaultCacheSize)
+		cfg.ListLen, token.DefaultCacheSize, min(cfg.ListLen, cfg.BigUsers), bigName, bolt.DefaultCacheSize)
 
 	p("<details><summary>Every run</summary>\n\n| GC | round | pos | case | req/s | p50 | p99 | CPU µs/req | GC cycles | requests |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range e.Runs {

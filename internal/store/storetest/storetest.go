@@ -1,22 +1,21 @@
 // Package storetest is the conformance suite every store.Store backend must
-// pass. A backend's test calls Run with a function that opens a fresh, empty
-// store:
+// pass. A backend's test calls Run with a Backend that makes fresh, empty
+// backing state and opens handles on it:
 //
 //	func TestConformance(t *testing.T) {
-//		storetest.Run(t, func(t *testing.T) store.Store {
-//			s, err := boltstore.Open(filepath.Join(t.TempDir(), "users.db"), boltstore.Options{})
-//			if err != nil {
-//				t.Fatal(err)
-//			}
-//			t.Cleanup(func() { s.Close() })
-//			return s
+//		storetest.Run(t, storetest.Backend{
+//			New: func(t *testing.T) func() (store.Store, error) {
+//				path := filepath.Join(t.TempDir(), "users.db")
+//				return func() (store.Store, error) { return bolt.Open(path, bolt.Options{}) }
+//			},
 //		})
 //	}
 //
-// The suite closes some stores itself, so the cleanup must tolerate a store
-// that is already closed. Checks that need to reopen the same data
-// (persistence, backup and restore) are backend-specific and live with the
-// backend.
+// The suite closes every handle it opens. Besides the single-handle tests it
+// runs two-handle tests: what is written through one handle must be read
+// through another handle on the same backing state, as one gateway must see
+// the revocations another one writes to a shared store. Checks that are
+// specific to one backend (its file, its schema) live with the backend.
 package storetest
 
 import (
@@ -35,9 +34,33 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
 
-// Run runs the conformance suite. open must return a new, empty store each
-// time it is called and arrange for it to be closed when t ends.
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
+// Backend describes a store implementation to the suite.
+type Backend struct {
+	// New makes fresh, empty backing state (a file, a name) that lives
+	// until t ends, and returns a function that opens a new handle on it.
+	// The suite closes the handles.
+	New func(t *testing.T) func() (store.Store, error)
+
+	// Concurrent says that two handles on the same state may be open at
+	// the same time, as two gateways share an etcd cluster, or two
+	// memory handles share a name. When false (a bbolt file: its lock
+	// admits one handle, and a second Open waits for it), the two-handle
+	// tests close one handle before they open the other, so they check
+	// what the first one left in the backing state, but not that a handle
+	// that stays open notices another's write (a bbolt file is shared
+	// within a process through one handle, never two).
+	Concurrent bool
+}
+
+// Run runs the conformance suite.
+func Run(t *testing.T, b Backend) {
+	if b.New == nil {
+		t.Fatal("storetest: Backend.New is nil")
+	}
+	open := func(t *testing.T) store.Store {
+		t.Helper()
+		return mustOpen(t, b.New(t))
+	}
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store)
@@ -58,7 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListUsers", testListUsers},
 		{"Secret", testSecret},
 		{"SecretConcurrent", testSecretConcurrent},
-		{"Backup", testBackup},
+		{"Secrets", testSecrets},
 		{"Closed", testClosed},
 		{"ConcurrentCreateSameUsername", testConcurrentCreate},
 		{"CreateUsersAllOrNothing", testCreateUsers},
@@ -69,6 +92,36 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			tc.fn(t, open(t))
 		})
 	}
+	t.Run("ExportImportRoundTrip", func(t *testing.T) { testExportImport(t, open(t), open(t)) })
+	t.Run("ImportConflicts", func(t *testing.T) { testImportConflicts(t, open(t)) })
+	twoHandles := []struct {
+		name string
+		fn   func(t *testing.T, p *pair)
+	}{
+		{"RevocationSeenByOther", testTwoRevocation},
+		{"PasswordChangeSeenByOther", testTwoPassword},
+		{"DisableSeenByOther", testTwoDisable},
+		{"DeleteSeenByOther", testTwoDelete},
+		{"SecretSeenByOther", testTwoSecret},
+		{"CreateSeenByOther", testTwoCreate},
+	}
+	for _, tc := range twoHandles {
+		t.Run("TwoHandles/"+tc.name, func(t *testing.T) {
+			tc.fn(t, &pair{t: t, open: b.New(t), concurrent: b.Concurrent})
+		})
+	}
+}
+
+// mustOpen opens a handle and closes it when t ends; a handle the test
+// closed itself may fail that second Close.
+func mustOpen(t *testing.T, open func() (store.Store, error)) store.Store {
+	t.Helper()
+	s, err := open()
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 var errStop = errors.New("storetest: stop")
@@ -680,15 +733,25 @@ func testSecretConcurrent(t *testing.T, s store.Store) {
 	}
 }
 
-func testBackup(t *testing.T, s store.Store) {
-	mustCreate(t, s, &store.User{Username: "backed-up"})
-	var buf bytes.Buffer
-	n, err := s.Backup(t.Context(), &buf)
-	if err != nil {
-		t.Fatal(err)
+func testSecrets(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.Secrets(ctx)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("Secrets of an empty store = %q, %v", got, err)
 	}
-	if n <= 0 || n != int64(buf.Len()) {
-		t.Errorf("Backup returned %d, wrote %d bytes", n, buf.Len())
+	for name, v := range map[string]string{"hs256": "k1", "other": "k2"} {
+		if _, err := s.Secret(ctx, name, func() ([]byte, error) { return []byte(v), nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCreate(t, s, &store.User{Username: "not-a-secret"})
+	got, err = s.Secrets(ctx)
+	if err != nil || len(got) != 2 || string(got["hs256"]) != "k1" || string(got["other"]) != "k2" {
+		t.Fatalf("Secrets = %q, %v", got, err)
+	}
+	got["hs256"][0] = 'X' // the caller's copy
+	if v, _ := s.Secret(ctx, "hs256", nil); string(v) != "k1" {
+		t.Errorf("Secrets shares its values with the store: %q", v)
 	}
 }
 
@@ -731,8 +794,12 @@ func testClosed(t *testing.T, s store.Store) {
 			_, err := s.Secret(ctx, "k", func() ([]byte, error) { return []byte("v"), nil })
 			return err
 		},
-		"Backup": func() error {
-			_, err := s.Backup(ctx, new(bytes.Buffer))
+		"Secrets": func() error {
+			_, err := s.Secrets(ctx)
+			return err
+		},
+		"HashClasses": func() error {
+			_, err := s.HashClasses(ctx)
 			return err
 		},
 	}

@@ -1,7 +1,6 @@
-package boltstore
+package bolt
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -39,7 +38,7 @@ func writeSchema1(t testing.TB, path, version string, users []store.User, delete
 			return err
 		}
 		for i := range users {
-			data, err := json.Marshal(&users[i])
+			data, err := encodeUser(&users[i])
 			if err != nil {
 				return err
 			}

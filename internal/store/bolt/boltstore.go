@@ -1,8 +1,8 @@
-// Package boltstore implements store.Store on an embedded bbolt file.
+// Package bolt implements store.Store on an embedded bbolt file.
 //
 // Layout (schema version 3), all buckets created once at Open:
 //
-//	users         id -> JSON of store.User
+//	users         id -> JSON of userRecord (see record.go)
 //	auth          id -> the user's store.AuthState, a compact binary record (see authrecord.go)
 //	usernames     store.NormalizeUsername(name) -> id
 //	deleted_ids   id -> RFC 3339 deletion time (tombstone: the ID is never handed out again)
@@ -35,7 +35,7 @@
 //
 // bbolt locks the file exclusively, so only one process (and, within a
 // process, one Store) can have it open at a time; see Open.
-package boltstore
+package bolt
 
 import (
 	"bytes"
@@ -129,9 +129,14 @@ type Store struct {
 	cache  authCache
 }
 
+// ErrLocked is wrapped by Open's error when another process (or another
+// open Store in this process) holds the file. It belongs to this backend:
+// only a file has a lock that another process can hold.
+var ErrLocked = errors.New("database is locked by another process")
+
 // lockedError is returned by Open when the file lock cannot be taken in
-// time. It unwraps to store.ErrLocked but carries its own message, which
-// tells the operator what to do.
+// time. It unwraps to ErrLocked but carries its own message, which tells
+// the operator what to do.
 type lockedError struct{ path string }
 
 func (e *lockedError) Error() string {
@@ -140,14 +145,14 @@ func (e *lockedError) Error() string {
 		"or choose another db path"
 }
 
-func (e *lockedError) Unwrap() error { return store.ErrLocked }
+func (e *lockedError) Unwrap() error { return ErrLocked }
 
 // Open opens (creating if needed) the bbolt database at path. The parent
 // directory is created with mode 0700 and a new file with mode 0600; the mode
 // of an existing file is left alone.
 //
 // When another process holds the file, Open gives up after opts.Timeout with
-// an error that wraps store.ErrLocked. Within one process, share a single
+// an error that wraps ErrLocked. Within one process, share a single
 // Store per file (for example through a caddy.UsagePool): a second Open of the
 // same path also waits for the lock and fails.
 func Open(path string, opts Options) (*Store, error) {
@@ -455,7 +460,7 @@ func (s *Store) CreateUsers(ctx context.Context, us []*store.User) error {
 			} else if users.Get([]byte(nu.ID)) != nil || deleted.Get([]byte(nu.ID)) != nil {
 				return fmt.Errorf("user id %s is or was in use: %w", nu.ID, store.ErrExists)
 			}
-			data, err := json.Marshal(nu)
+			data, err := encodeUser(nu)
 			if err != nil {
 				return fmt.Errorf("encode user: %w", err)
 			}
@@ -545,8 +550,8 @@ func getUser(tx *bolt.Tx, id string) (*store.User, error) {
 	if data == nil {
 		return nil, store.ErrNotFound
 	}
-	u := new(store.User)
-	if err := json.Unmarshal(data, u); err != nil {
+	u, err := decodeUser(data)
+	if err != nil {
 		return nil, fmt.Errorf("decode user %s: %w", id, err)
 	}
 	return u, nil
@@ -589,7 +594,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User
 				return err
 			}
 		}
-		data, err := json.Marshal(u)
+		data, err := encodeUser(u)
 		if err != nil {
 			return fmt.Errorf("encode user: %w", err)
 		}
@@ -794,10 +799,30 @@ func (s *Store) Secret(ctx context.Context, name string, generate func() ([]byte
 	return out, nil
 }
 
-// Backup implements store.Store: it writes a consistent copy of the file
-// (a valid bbolt database) from one read transaction, so writers are not
-// blocked.
-func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
+// Secrets implements store.Store: every "secret:<name>" of the meta bucket.
+func (s *Store) Secrets(ctx context.Context) (map[string][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketMeta).Cursor()
+		prefix := []byte(secretPrefix)
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			out[string(k[len(prefix):])] = bytes.Clone(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SnapshotFile implements store.FileSnapshotter: it writes a consistent
+// copy of the file (a valid bbolt database) from one read transaction, so
+// writers are not blocked.
+func (s *Store) SnapshotFile(ctx context.Context, w io.Writer) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -808,7 +833,7 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return n, fmt.Errorf("backup: %w", err)
+		return n, fmt.Errorf("snapshot: %w", err)
 	}
 	return n, nil
 }
@@ -838,8 +863,8 @@ func (s *Store) Check() error {
 			return fmt.Errorf("bucket %s is missing", bucketClasses)
 		}
 		err := users.ForEach(func(id, data []byte) error {
-			var u store.User
-			if err := json.Unmarshal(data, &u); err != nil {
+			u, err := decodeUser(data)
+			if err != nil {
 				return fmt.Errorf("decode user %s: %w", id, err)
 			}
 			if u.ID != string(id) {
@@ -977,5 +1002,8 @@ func (c *authCache) size() int {
 	return c.n
 }
 
-// Interface guard.
-var _ store.Store = (*Store)(nil)
+// Interface guards.
+var (
+	_ store.Store           = (*Store)(nil)
+	_ store.FileSnapshotter = (*Store)(nil)
+)

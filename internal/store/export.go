@@ -1,0 +1,372 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+)
+
+// The export format is JSON lines, the same whatever backend wrote it or
+// will read it:
+//
+//	{"format":"crudauth-export","version":1,"created_at":"2026-01-02T03:04:05Z"}
+//	{"kind":"user","id":"u...","username":"alice","password_hash":"$argon2id$...","disabled":false,
+//	 "allowed_scopes":null,"token_version":3,"created_at":"...","updated_at":"...","password_changed_at":"..."}
+//	{"kind":"secret","name":"hs256","value":"<standard base64>"}
+//	{"kind":"end","users":1,"secrets":1}
+//
+// The header comes first; users and secrets follow in any order (Export
+// writes users in normalized-username order, then secrets by name); the end
+// line comes last and counts what came before it, so that a file cut short
+// (a full disk, a broken transfer) is refused instead of restoring part of
+// the users. allowed_scopes keeps null (no per-user limit) apart from []
+// (no scope at all). Every field of a user is there, the password hash and
+// token_version included: a restored user logs in with the same password,
+// and tokens issued before the export verify after the import as long as the
+// secret they were signed with comes along.
+//
+// A reader refuses what it does not know: a newer version (a later build
+// wrote the file), a kind it does not know, a field it does not know. Kinds
+// to come (sessions, signing keys) arrive with a version that names them.
+const (
+	// ExportFormat is the header's "format".
+	ExportFormat = "crudauth-export"
+	// ExportVersion is the version this build writes and the newest it reads.
+	ExportVersion = 1
+
+	// maxExportLine bounds one line: a user with many scopes stays far
+	// below it, and a line that is not a record cannot make the reader
+	// buffer without end.
+	maxExportLine = 1 << 20
+)
+
+// exportHeader is the first line.
+type exportHeader struct {
+	Format    string    `json:"format"`
+	Version   int       `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// exportKind is read first from every line after the header, to pick the
+// record type.
+type exportKind struct {
+	Kind string `json:"kind"`
+}
+
+// exportUser is a user line: every field of User, under names of its own
+// so that User can change without changing the format.
+type exportUser struct {
+	Kind              string    `json:"kind"`
+	ID                string    `json:"id"`
+	Username          string    `json:"username"`
+	PasswordHash      string    `json:"password_hash"`
+	Disabled          bool      `json:"disabled"`
+	AllowedScopes     []string  `json:"allowed_scopes"`
+	TokenVersion      uint64    `json:"token_version"`
+	CreatedAt         time.Time `json:"created_at"`
+	UpdatedAt         time.Time `json:"updated_at"`
+	PasswordChangedAt time.Time `json:"password_changed_at"`
+}
+
+// exportSecret is a secret line; encoding/json writes []byte as standard
+// base64.
+type exportSecret struct {
+	Kind  string `json:"kind"`
+	Name  string `json:"name"`
+	Value []byte `json:"value"`
+}
+
+// exportEnd is the last line.
+type exportEnd struct {
+	Kind    string `json:"kind"`
+	Users   int    `json:"users"`
+	Secrets int    `json:"secrets"`
+}
+
+// Dump is the content of an export: what Export writes and ReadExport
+// returns.
+type Dump struct {
+	CreatedAt time.Time
+	Users     []*User           // in the order read
+	Secrets   map[string][]byte // by name
+}
+
+// ImportStats says what Import did.
+type ImportStats struct {
+	// Users created.
+	Users int
+	// Secrets created, and secrets that were already stored with the same
+	// value (left as they were).
+	Secrets, SecretsKept int
+}
+
+// Export writes every user and secret of s to w in the export format. Users
+// come from one consistent snapshot (ListUsers); secrets are read after
+// them, which is consistent too, since a stored secret never changes.
+func Export(ctx context.Context, s Store, w io.Writer) error {
+	d := &Dump{CreatedAt: time.Now().UTC()}
+	err := s.ListUsers(ctx, func(u *User) error {
+		d.Users = append(d.Users, u)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("export: listing users: %w", err)
+	}
+	if d.Secrets, err = s.Secrets(ctx); err != nil {
+		return fmt.Errorf("export: listing secrets: %w", err)
+	}
+	return WriteExport(w, d)
+}
+
+// WriteExport writes d in the export format: users in d's order, secrets
+// by name.
+func WriteExport(w io.Writer, d *Dump) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw) // one value per line
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(exportHeader{Format: ExportFormat, Version: ExportVersion, CreatedAt: d.CreatedAt}); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	for _, u := range d.Users {
+		if err := enc.Encode(exportUser{
+			Kind: "user", ID: u.ID, Username: u.Username, PasswordHash: u.PasswordHash,
+			Disabled: u.Disabled, AllowedScopes: u.AllowedScopes, TokenVersion: u.TokenVersion,
+			CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, PasswordChangedAt: u.PasswordChangedAt,
+		}); err != nil {
+			return fmt.Errorf("export: user %s: %w", u.ID, err)
+		}
+	}
+	names := make([]string, 0, len(d.Secrets))
+	for name := range d.Secrets {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := enc.Encode(exportSecret{Kind: "secret", Name: name, Value: d.Secrets[name]}); err != nil {
+			return fmt.Errorf("export: secret %s: %w", name, err)
+		}
+	}
+	if err := enc.Encode(exportEnd{Kind: "end", Users: len(d.Users), Secrets: len(names)}); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	return nil
+}
+
+// ErrSecretConflict is wrapped by Import's error when the store holds a
+// secret of the export with another value.
+var ErrSecretConflict = errors.New("secret is stored with another value")
+
+// ErrNotExport is wrapped by ReadExport's error when the first line is not
+// an export header: the file is something else (a bbolt snapshot, say).
+var ErrNotExport = errors.New("not a crudauth export")
+
+// ReadExport parses an export. It checks the format, not the store: users
+// with empty or repeated usernames or IDs, secrets with empty names or
+// values and repeated secrets are refused here, with the line number;
+// whether they clash with what a store holds is for Import to find.
+func ReadExport(r io.Reader) (*Dump, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxExportLine)
+	line := 0
+	next := func() ([]byte, bool) {
+		for sc.Scan() {
+			line++
+			if b := bytes.TrimSpace(sc.Bytes()); len(b) > 0 {
+				return b, true
+			}
+		}
+		return nil, false
+	}
+	lineErr := func(format string, args ...any) error {
+		return fmt.Errorf("line %d: %s", line, fmt.Sprintf(format, args...))
+	}
+	scanErr := func() error {
+		if err := sc.Err(); err != nil {
+			if errors.Is(err, bufio.ErrTooLong) {
+				return fmt.Errorf("line %d: longer than %d bytes", line+1, maxExportLine)
+			}
+			return err
+		}
+		return nil
+	}
+
+	b, ok := next()
+	if !ok {
+		if err := scanErr(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("empty file: %w", ErrNotExport)
+	}
+	var h exportHeader
+	if err := json.Unmarshal(b, &h); err != nil || h.Format != ExportFormat {
+		return nil, fmt.Errorf("line 1 is not a %q header: %w", ExportFormat, ErrNotExport)
+	}
+	switch {
+	case h.Version > ExportVersion:
+		return nil, fmt.Errorf("export format version %d is newer than this build reads (up to %d): import it with the build that wrote it, or a newer one", h.Version, ExportVersion)
+	case h.Version < 1:
+		return nil, lineErr("export format version %d is not valid", h.Version)
+	}
+	if err := strictUnmarshal(b, &h); err != nil {
+		return nil, lineErr("header: %v", err)
+	}
+
+	d := &Dump{CreatedAt: h.CreatedAt, Secrets: map[string][]byte{}}
+	ids, names := map[string]bool{}, map[string]bool{}
+	var end *exportEnd
+	for {
+		b, ok := next()
+		if !ok {
+			break
+		}
+		if end != nil {
+			return nil, lineErr("a record after the end line")
+		}
+		var k exportKind
+		if err := json.Unmarshal(b, &k); err != nil {
+			return nil, lineErr("not a JSON object: %v", err)
+		}
+		switch k.Kind {
+		case "user":
+			var eu exportUser
+			if err := strictUnmarshal(b, &eu); err != nil {
+				return nil, lineErr("user: %v", err)
+			}
+			norm := NormalizeUsername(eu.Username)
+			switch {
+			case eu.ID == "":
+				return nil, lineErr("user %q has no id", eu.Username)
+			case eu.Username == "":
+				return nil, lineErr("user %s has no username", eu.ID)
+			case ids[eu.ID]:
+				return nil, lineErr("user id %s repeated", eu.ID)
+			case names[norm]:
+				return nil, lineErr("username %q repeated", eu.Username)
+			}
+			ids[eu.ID], names[norm] = true, true
+			d.Users = append(d.Users, &User{
+				ID: eu.ID, Username: eu.Username, PasswordHash: eu.PasswordHash,
+				Disabled: eu.Disabled, AllowedScopes: eu.AllowedScopes, TokenVersion: eu.TokenVersion,
+				CreatedAt: eu.CreatedAt, UpdatedAt: eu.UpdatedAt, PasswordChangedAt: eu.PasswordChangedAt,
+			})
+		case "secret":
+			var es exportSecret
+			if err := strictUnmarshal(b, &es); err != nil {
+				return nil, lineErr("secret: %v", err)
+			}
+			switch {
+			case es.Name == "":
+				return nil, lineErr("secret without a name")
+			case len(es.Value) == 0:
+				return nil, lineErr("secret %q is empty", es.Name)
+			case d.Secrets[es.Name] != nil:
+				return nil, lineErr("secret %q repeated", es.Name)
+			}
+			d.Secrets[es.Name] = es.Value
+		case "end":
+			end = new(exportEnd)
+			if err := strictUnmarshal(b, end); err != nil {
+				return nil, lineErr("end: %v", err)
+			}
+		case "":
+			return nil, lineErr(`no "kind"`)
+		default:
+			return nil, lineErr("unknown record kind %q (version %d of the format has user, secret and end)", k.Kind, h.Version)
+		}
+	}
+	if err := scanErr(); err != nil {
+		return nil, err
+	}
+	if end == nil {
+		return nil, fmt.Errorf("no end line after line %d: the export is cut short; nothing imported", line)
+	}
+	if end.Users != len(d.Users) || end.Secrets != len(d.Secrets) {
+		return nil, fmt.Errorf("the end line counts %d users and %d secrets, the file holds %d and %d",
+			end.Users, end.Secrets, len(d.Users), len(d.Secrets))
+	}
+	return d, nil
+}
+
+// strictUnmarshal decodes one JSON object into v, refusing fields v does
+// not have and anything after the object.
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("more than one JSON value")
+	}
+	return nil
+}
+
+// Import reads an export from r into s. Nothing is written unless the whole
+// file parses. Users are created in one CreateUsers call, all of them or
+// none: a username or ID that s holds (or once held) fails the import with
+// ErrExists. A secret that s already holds must have the same value, or the
+// import is refused before anything is written: replacing a signing key
+// would break every token signed with it, and keeping it would make the
+// imported users' tokens fail. Secrets are written after the users.
+func Import(ctx context.Context, s Store, r io.Reader) (ImportStats, error) {
+	d, err := ReadExport(r)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	return ImportDump(ctx, s, d)
+}
+
+// ImportDump is Import of a parsed export.
+func ImportDump(ctx context.Context, s Store, d *Dump) (ImportStats, error) {
+	var stats ImportStats
+	have, err := s.Secrets(ctx)
+	if err != nil {
+		return stats, err
+	}
+	names := make([]string, 0, len(d.Secrets))
+	for name, v := range d.Secrets {
+		if old, ok := have[name]; ok && !bytes.Equal(old, v) {
+			return stats, fmt.Errorf("secret %q: %w: importing would break the tokens signed with one of them; nothing imported", name, ErrSecretConflict)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	users := make([]*User, len(d.Users))
+	for i, u := range d.Users {
+		users[i] = u.Clone()
+	}
+	if err := s.CreateUsers(ctx, users); err != nil {
+		return stats, fmt.Errorf("%w; nothing imported", err)
+	}
+	stats.Users = len(users)
+	for _, name := range names {
+		want := d.Secrets[name]
+		created := false
+		got, err := s.Secret(ctx, name, func() ([]byte, error) {
+			created = true
+			return bytes.Clone(want), nil
+		})
+		if err != nil {
+			return stats, fmt.Errorf("secret %q: %w (the %d users are imported)", name, err, stats.Users)
+		}
+		if !bytes.Equal(got, want) {
+			// Stored by someone else between the check and now.
+			return stats, fmt.Errorf("secret %q: %w, stored meanwhile (the %d users are imported)", name, ErrSecretConflict, stats.Users)
+		}
+		if created {
+			stats.Secrets++
+		} else {
+			stats.SecretsKept++
+		}
+	}
+	return stats, nil
+}

@@ -1,0 +1,186 @@
+package storetest
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+)
+
+// pair hands out two handles, A and B, on one backing state. With a
+// concurrent backend both stay open for the whole test, so B reads (and
+// may cache) before A writes and must still see the write afterwards: the
+// case of two gateways on one store. Otherwise each switch from one handle
+// to the other closes the open one first.
+type pair struct {
+	t          *testing.T
+	open       func() (store.Store, error)
+	concurrent bool
+
+	h   [2]store.Store
+	cur int
+}
+
+func (p *pair) A() store.Store { return p.get(0) }
+func (p *pair) B() store.Store { return p.get(1) }
+
+func (p *pair) get(i int) store.Store {
+	p.t.Helper()
+	if p.concurrent {
+		if p.h[i] == nil {
+			p.h[i] = mustOpen(p.t, p.open)
+		}
+		return p.h[i]
+	}
+	if p.h[i] != nil && p.cur == i {
+		return p.h[i]
+	}
+	if o := p.h[1-i]; o != nil {
+		if err := o.Close(); err != nil {
+			p.t.Fatalf("closing handle %c: %v", "AB"[1-i], err)
+		}
+		p.h[1-i] = nil
+	}
+	p.h[i], p.cur = mustOpen(p.t, p.open), i
+	return p.h[i]
+}
+
+// warm reads everything a gateway reads of u through s, twice, so that a
+// backend that caches has it cached.
+func warm(t *testing.T, s store.Store, u *store.User) {
+	t.Helper()
+	for range 2 {
+		mustState(t, s, u.ID)
+		mustGet(t, s, u.ID)
+		if _, err := s.GetUserByName(t.Context(), u.Username); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func testTwoRevocation(t *testing.T, p *pair) {
+	u := mustCreate(t, p.A(), &store.User{Username: "rev", PasswordHash: "h"})
+	warm(t, p.B(), u)
+	for i := range 3 {
+		got, err := store.Revoke(t.Context(), p.A(), u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for round := range 2 {
+			if st := mustState(t, p.B(), u.ID); st.TokenVersion != got.TokenVersion {
+				t.Fatalf("revocation %d: B's AuthState read %d has version %d, A wrote %d", i, round, st.TokenVersion, got.TokenVersion)
+			}
+		}
+		if g := mustGet(t, p.B(), u.ID); g.TokenVersion != got.TokenVersion {
+			t.Fatalf("revocation %d: B's GetUser has version %d, A wrote %d", i, g.TokenVersion, got.TokenVersion)
+		}
+	}
+	// And the other way round.
+	got, err := store.Revoke(t.Context(), p.B(), u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, p.A(), u.ID); st.TokenVersion != got.TokenVersion {
+		t.Fatalf("A's AuthState has version %d after B wrote %d", st.TokenVersion, got.TokenVersion)
+	}
+}
+
+func testTwoPassword(t *testing.T, p *pair) {
+	u := mustCreate(t, p.A(), &store.User{Username: "pw", PasswordHash: "old"})
+	warm(t, p.B(), u)
+	got, err := store.SetPassword(t.Context(), p.A(), u.ID, "new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, p.B(), u.ID); st.TokenVersion != got.TokenVersion {
+		t.Errorf("B's AuthState has version %d after A's password change to %d", st.TokenVersion, got.TokenVersion)
+	}
+	g, err := p.B().GetUserByName(t.Context(), "PW")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.PasswordHash != "new" || g.TokenVersion != got.TokenVersion {
+		t.Errorf("B's GetUserByName after A's password change: %+v", g)
+	}
+}
+
+func testTwoDisable(t *testing.T, p *pair) {
+	u := mustCreate(t, p.A(), &store.User{Username: "dis", AllowedScopes: []string{"a", "b"}})
+	warm(t, p.B(), u)
+	if _, err := p.A().UpdateUser(t.Context(), u.ID, func(x *store.User) error {
+		x.Disabled = true
+		x.AllowedScopes = []string{"a"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st := mustState(t, p.B(), u.ID)
+	if !st.Disabled || len(st.AllowedScopes) != 1 || st.AllowedScopes[0] != "a" {
+		t.Errorf("B's AuthState after A disabled the user and narrowed the scopes: %+v", st)
+	}
+	if g := mustGet(t, p.B(), u.ID); !g.Disabled {
+		t.Errorf("B's GetUser after A disabled the user: %+v", g)
+	}
+}
+
+func testTwoDelete(t *testing.T, p *pair) {
+	ctx := t.Context()
+	u := mustCreate(t, p.A(), &store.User{Username: "del", TokenVersion: 4})
+	warm(t, p.B(), u)
+	if err := p.A().DeleteUser(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.B().AuthState(ctx, u.ID)
+	wantErr(t, "B's AuthState after A's delete", err, store.ErrNotFound)
+	_, err = p.B().GetUser(ctx, u.ID)
+	wantErr(t, "B's GetUser after A's delete", err, store.ErrNotFound)
+	_, err = p.B().GetUserByName(ctx, "del")
+	wantErr(t, "B's GetUserByName after A's delete", err, store.ErrNotFound)
+	// The tombstone is part of the shared state: B must not hand the ID
+	// out again, or the deleted user's tokens would name someone else.
+	wantErr(t, "B's CreateUser with the deleted ID", p.B().CreateUser(ctx, &store.User{ID: u.ID, Username: "del"}), store.ErrExists)
+}
+
+func testTwoSecret(t *testing.T, p *pair) {
+	ctx := t.Context()
+	a, err := p.A().Secret(ctx, "hs256", func() ([]byte, error) { return []byte("from-a"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.B().Secret(ctx, "hs256", func() ([]byte, error) { return []byte("from-b"), nil })
+	if err != nil || string(b) != string(a) {
+		t.Errorf("B's Secret = %q, %v; A stored %q", b, err, a)
+	}
+	all, err := p.B().Secrets(ctx)
+	if err != nil || string(all["hs256"]) != string(a) {
+		t.Errorf("B's Secrets = %q, %v", all, err)
+	}
+}
+
+func testTwoCreate(t *testing.T, p *pair) {
+	ctx := t.Context()
+	hash := "$2b$10$" + strings.Repeat(".", 53)
+	u := mustCreate(t, p.B(), &store.User{Username: "Fresh", PasswordHash: hash})
+	g, err := p.A().GetUserByName(ctx, "fresh")
+	if err != nil || g.ID != u.ID {
+		t.Fatalf("A's GetUserByName of B's new user = %+v, %v", g, err)
+	}
+	err = p.A().CreateUser(ctx, &store.User{Username: "FRESH"})
+	if !errors.Is(err, store.ErrExists) {
+		t.Errorf("A created a username B holds: %v", err)
+	}
+	// The class of the new hash is listed through A too: A's failed logins
+	// must pad to it (see store.Store.HashClasses).
+	classes, err := p.A().HashClasses(ctx)
+	if c := password.Class(hash); err != nil || c == "" || !slices.Contains(classes, c) {
+		t.Errorf("A's HashClasses = %q, %v; B stored a hash of class %q", classes, err, c)
+	}
+	var n int
+	if err := p.A().ListUsers(ctx, func(*store.User) error { n++; return nil }); err != nil || n != 1 {
+		t.Errorf("A lists %d users (%v), want 1", n, err)
+	}
+}

@@ -100,9 +100,6 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			}
 			*h.stringField(sub) = v
 		case "store":
-			if h.StoreRaw != nil {
-				return d.Err("store given twice")
-			}
 			if h.DB != "" {
 				return errDBAndStore(d)
 			}

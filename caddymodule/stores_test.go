@@ -47,7 +47,7 @@ func TestAdaptStoreErrors(t *testing.T) {
 	for _, tc := range []struct{ name, block, want string }{
 		{"db then store", "db /a.db\n store bolt", "db and store both name the store"},
 		{"store then db", "store memory\n db /a.db", "db and store both name the store"},
-		{"store twice", "store memory\n store bolt", "store given twice"},
+		{"store twice", "store memory\n store bolt", "store is given twice"},
 		{"no backend", "store", "wrong argument count"},
 		{"unknown backend", "store etcd", "crudauth.stores.etcd"},
 		{"bolt unknown subdirective", "store bolt {\n paht /a.db\n }", `store bolt: unrecognized subdirective "paht"`},

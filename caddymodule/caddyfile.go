@@ -19,46 +19,15 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("crudauth", httpcaddyfile.Before, "basic_auth")
 }
 
-// parseCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+// parseCaddyfile sets up the handler from Caddyfile tokens:
 //
 //	crudauth {
-//		db               <path>
-//		store            bolt [{ path <path>; timeout <duration> }] | memory [{ name <name> }]
-//		secret           <key>
-//		access_ttl       <duration>
-//		refresh_ttl      <duration>
-//		refresh          cookie|body
-//		default_scopes   <scope...>
-//		grantable_scopes <scope...>
-//		token_path       <path>
-//		refresh_path     <path>
-//		issuer           <string>
-//		audience         <string>
-//		realm            <string>
-//		cookie_name      <name>
-//		allowed_origins  <origin...>
-//		user_id_header   <header>
-//		user_name_header <header>
-//		scopes_header    <header>
-//		argon2           <memory_kib> <time> <threads>
-//		max_concurrent_hashes <n>
-//		hash_queue_timeout    <duration>
-//		throttle         off | { <option> <value> ... }  (see ThrottleConfig)
-//		password_min_length   <n>
-//		password_max_length   <n>
-//		password_path    <path>
-//		public           <matcher>
-//		require          <matcher> [<scope...>]
-//		strip_headers    <header...>
+//		<subdirective> <arguments...>
 //	}
 //
-// Every subdirective is optional. `db <path>` is short for
-// `store bolt { path <path> }`; give one or the other. The store's block
-// takes the backend's own subdirectives, one per line. <matcher> is `*`, one or more path
-// patterns starting with `/`, or `@name` naming a matcher defined in the
-// site block. Rules
-// (public and require) apply in the order written; the first that matches
-// decides.
+// The subdirectives, their arguments and defaults are documented once, in
+// the Caddyfile reference of README.md; TestCaddyfileReference fails when
+// the cases of unmarshal and that reference disagree.
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	if err := handler.unmarshal(h); err != nil {

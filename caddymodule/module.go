@@ -155,7 +155,7 @@ type Handler struct {
 	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
 
 	// How long a login waits for a hashing slot before it gets 503 with
-	// Retry-After. Default: 2s.
+	// Retry-After. Positive, at most 1m. Default: 2s.
 	HashQueueTimeout caddy.Duration `json:"hash_queue_timeout,omitempty"`
 
 	// Login throttling on token_path: escalating lockouts per (client IP,

@@ -31,18 +31,9 @@ import (
 // that quarter are kept in a fixed array that errs toward locking (see
 // internal/throttle.Memory), so memory stays bounded whatever the attack.
 //
-// Caddyfile:
-//
-//	throttle off
-//	throttle {
-//		max_failures      <n>        # per (IP, username); default 5
-//		user_max_failures <n>        # per username, any IP; default 10
-//		ip_max_failures   <n>        # per IP, any username (spraying); default 20
-//		window            <duration> # default 1m
-//		lockout           <duration> # first lockout; default 1m
-//		max_lockout       <duration> # default 1h
-//		max_entries       <n>        # default 100000
-//	}
+// Caddyfile: `throttle off` or `throttle { <option> <value> ... }`, with
+// the options and defaults of the throttle table in README.md's Caddyfile
+// reference.
 //
 // A limit of -1 disables that key.
 type ThrottleConfig struct {

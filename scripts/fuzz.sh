@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh [DURATION] [TARGET_REGEX]
 # TARGET_REGEX filters on "<package dir> <target>", e.g. 'token' or
 # 'FuzzCaddyfile'. Set FUZZ_LOG=file to also append the summary there
-# (docs/fuzzing.md records the runs of issue 4 made that way).
+# (docs/dev/fuzzing.md records the runs made that way).
 # A crasher makes `go test` fail; the Go toolchain writes it to
 # <package>/testdata/fuzz/<Target>/. Keep it there: the seed corpus run by
 # `make test` then replays it as a regression test.

@@ -115,7 +115,7 @@ type Options struct {
 
 	// CacheSize bounds the number of users whose AuthState is kept in
 	// memory. When the bound is reached, about half of the entries are
-	// dropped, chosen arbitrarily. Default: DefaultCacheSize (100000).
+	// dropped, chosen arbitrarily. Default: DefaultCacheSize (25000).
 	// Negative disables the cache.
 	CacheSize int
 }

@@ -309,10 +309,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	h.hashLimit = password.NewLimiter(h.MaxConcurrentHashes, time.Duration(h.HashQueueTimeout))
-	// One argon2id working memory per slot, kept between logins: a login
-	// then costs the hash, not also page faults and GC cycles for 19 MiB
-	// of fresh memory.
-	h.hasher = h.hasher.WithMemoryPool(h.hashLimit.Cap())
 	h.policy = password.Policy{MinLength: h.PasswordMinLength, MaxLength: h.PasswordMaxLength}
 	if err := h.policy.Validate(); err != nil {
 		return fmt.Errorf("password_min_length/password_max_length: %w", err)

@@ -150,26 +150,6 @@ func BenchmarkParseAuthorization(b *testing.B) {
 	}
 }
 
-func BenchmarkDuplicateMembers(b *testing.B) {
-	payload := []byte(`{"iss":"https://gateway.test","sub":"u_2c7f1a9e4b","aud":"https://api.test","exp":1700003600,"nbf":1700000000,"iat":1700000000,"jti":"q83vEjRWeJ8jzW7yQ1RLHA","scope":"profile read write","token_version":3,"sid":"s_91ab"}`)
-	b.Run("fast", func(b *testing.B) {
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			if dup, err := duplicateMembers(payload); dup || err != nil {
-				b.Fatal(dup, err)
-			}
-		}
-	})
-	b.Run("decoder-token", func(b *testing.B) {
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			if dup, err := duplicateMembersSlow(payload); dup || err != nil {
-				b.Fatal(dup, err)
-			}
-		}
-	})
-}
-
 // BenchmarkGolangJWTParse is the baseline: golang-jwt's own jwt.Parse of an
 // HS256 token of the same size into MapClaims, with its default checks only.
 func BenchmarkGolangJWTParse(b *testing.B) {

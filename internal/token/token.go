@@ -233,7 +233,7 @@ func New(cfg Config) (*Manager, error) {
 	m.kfAccess = m.keyfunc(TypAccess)
 	m.kfRefresh = m.keyfunc(TypRefresh)
 	if cfg.CacheSize > 0 {
-		m.cache = newVerifiedCache(cfg.CacheSize)
+		m.cache = newVerifiedCache(cfg.CacheSize, cfg.Now)
 	}
 	return m, nil
 }
@@ -449,7 +449,7 @@ func asciiEqualFold(a, b string) bool {
 
 // VerifyAccess verifies an access token and returns its claims.
 //
-// An access token that verified twice before is served from a bounded cache
+// An access token that verified before is served from a bounded cache
 // (see verifiedCache) keyed by the whole token string: the signature and JSON are
 // not looked at again, but exp, nbf and iat are re-checked against the clock
 // on every hit, so a cached token expires exactly when an uncached one would.
@@ -462,11 +462,8 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 	if len(tok) > MaxTokenLen {
 		return nil, errTokenTooLong
 	}
-	var h uint64 // the token's hash in the cache, computed once
 	if m.cache != nil {
-		var ent cacheEntry
-		var ok bool
-		if ent, h, ok = m.cache.get(tok); ok {
+		if ent, ok := m.cache.get(tok); ok {
 			now := m.now()
 			if !now.Before(ent.notAfter) {
 				return nil, errExpired
@@ -482,7 +479,7 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 		return nil, err
 	}
 	if m.cache != nil {
-		m.cache.admit(h, tok, ent, m.now())
+		m.cache.put(tok, ent)
 	}
 	return ent.claims, nil
 }

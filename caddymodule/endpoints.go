@@ -612,10 +612,3 @@ func checkUsername(name string) error {
 	}
 	return nil
 }
-
-func truncateForLog(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}

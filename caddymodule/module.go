@@ -32,8 +32,8 @@ func init() {
 
 // Defaults of the handler's configuration.
 const (
-	DefaultAccessTTL     = 15 * time.Minute
-	DefaultRefreshTTL    = 720 * time.Hour
+	DefaultAccessTTL     = token.DefaultAccessTTL
+	DefaultRefreshTTL    = token.DefaultRefreshTTL
 	DefaultTokenPath     = "/token"
 	DefaultRefreshPath   = "/refresh"
 	DefaultIssuer        = "caddy-crudauth"
@@ -267,7 +267,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				zap.Stringer("missing", missing),
 				zap.Stringer("grantable_scopes", h.ceiling))
 		}
-		rule.challenge = fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`, h.Realm, rule.scopes.String())
+		rule.challenge = buildChallenge(h.Realm, "insufficient_scope", rule.scopes.String())
 		if rule.MatcherSetsRaw != nil {
 			// LoadModule drops the JSON; keep it to describe the rule.
 			rule.rawMatchers = slices.Clone(rule.MatcherSetsRaw)
@@ -286,7 +286,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader, h.StripHeaders)
 	h.challenges = map[string]string{}
 	for _, code := range []string{"", "invalid_token", "invalid_request"} {
-		h.challenges[code] = buildChallenge(h.Realm, code)
+		h.challenges[code] = buildChallenge(h.Realm, code, "")
 	}
 
 	params := password.DefaultParams
@@ -642,14 +642,21 @@ func (h *Handler) challenge(code string) string {
 	if c, ok := h.challenges[code]; ok {
 		return c
 	}
-	return buildChallenge(h.Realm, code)
+	return buildChallenge(h.Realm, code, "")
 }
 
-func buildChallenge(realm, code string) string {
-	if code == "" {
-		return fmt.Sprintf(`Bearer realm=%q`, realm)
+// buildChallenge is the one place a WWW-Authenticate value is written
+// (RFC 6750 section 3): the realm, then the error code and the scope a
+// request lacked, each when not empty.
+func buildChallenge(realm, code, scopes string) string {
+	c := fmt.Sprintf(`Bearer realm=%q`, realm)
+	if code != "" {
+		c += fmt.Sprintf(`, error=%q`, code)
 	}
-	return fmt.Sprintf(`Bearer realm=%q, error=%q`, realm, code)
+	if scopes != "" {
+		c += fmt.Sprintf(`, scope=%q`, scopes)
+	}
+	return c
 }
 
 func hasBearerScheme(v string) bool {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -242,20 +243,11 @@ func (ks *keySet) methods() []string {
 	var out []string
 	for _, k := range ks.byID {
 		alg := k.method.Alg()
-		if !containsString(out, alg) {
+		if !slices.Contains(out, alg) {
 			out = append(out, alg)
 		}
 	}
 	return out
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // KeyID returns the kid of the key new tokens are signed with.

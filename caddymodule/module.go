@@ -34,8 +34,8 @@ func init() {
 
 // Defaults of the handler's configuration.
 const (
-	DefaultAccessTTL     = 15 * time.Minute
-	DefaultRefreshTTL    = 720 * time.Hour
+	DefaultAccessTTL     = token.DefaultAccessTTL
+	DefaultRefreshTTL    = token.DefaultRefreshTTL
 	DefaultTokenPath     = "/token"
 	DefaultRefreshPath   = "/refresh"
 	DefaultIssuer        = "caddy-crudauth"
@@ -290,7 +290,7 @@ func (h *Handler) provisionRules(ctx caddy.Context) error {
 				zap.Stringer("missing", missing),
 				zap.Stringer("grantable_scopes", h.ceiling))
 		}
-		rule.challenge = fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`, h.Realm, rule.scopes.String())
+		rule.challenge = buildChallenge(h.Realm, "insufficient_scope", rule.scopes.String())
 		if rule.MatcherSetsRaw != nil {
 			// LoadModule drops the JSON; keep it to describe the rule.
 			rule.rawMatchers = slices.Clone(rule.MatcherSetsRaw)
@@ -315,7 +315,7 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 	var err error
 	h.challenges = map[string]string{}
 	for _, code := range []string{"", "invalid_token", "invalid_request"} {
-		h.challenges[code] = buildChallenge(h.Realm, code)
+		h.challenges[code] = buildChallenge(h.Realm, code, "")
 	}
 
 	params := password.DefaultParams
@@ -338,10 +338,6 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	h.hashLimit = password.NewLimiter(h.MaxConcurrentHashes, time.Duration(h.HashQueueTimeout))
-	// One argon2id working memory per slot, kept between logins: a login
-	// then costs the hash, not also page faults and GC cycles for 19 MiB
-	// of fresh memory.
-	h.hasher = h.hasher.WithMemoryPool(h.hashLimit.Cap())
 	h.policy = password.Policy{MinLength: h.PasswordMinLength, MaxLength: h.PasswordMaxLength}
 	if err := h.policy.Validate(); err != nil {
 		return fmt.Errorf("password_min_length/password_max_length: %w", err)
@@ -685,14 +681,21 @@ func (h *Handler) challenge(code string) string {
 	if c, ok := h.challenges[code]; ok {
 		return c
 	}
-	return buildChallenge(h.Realm, code)
+	return buildChallenge(h.Realm, code, "")
 }
 
-func buildChallenge(realm, code string) string {
-	if code == "" {
-		return fmt.Sprintf(`Bearer realm=%q`, realm)
+// buildChallenge is the one place a WWW-Authenticate value is written
+// (RFC 6750 section 3): the realm, then the error code and the scope a
+// request lacked, each when not empty.
+func buildChallenge(realm, code, scopes string) string {
+	c := fmt.Sprintf(`Bearer realm=%q`, realm)
+	if code != "" {
+		c += fmt.Sprintf(`, error=%q`, code)
 	}
-	return fmt.Sprintf(`Bearer realm=%q, error=%q`, realm, code)
+	if scopes != "" {
+		c += fmt.Sprintf(`, scope=%q`, scopes)
+	}
+	return c
 }
 
 func hasBearerScheme(v string) bool {

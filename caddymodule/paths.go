@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 
@@ -141,7 +140,7 @@ func (h *Handler) stricter(a, b *Rule) *Rule {
 	}
 	return &Rule{
 		scopes:    union,
-		challenge: fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`, h.Realm, union.String()),
+		challenge: buildChallenge(h.Realm, "insufficient_scope", union.String()),
 	}
 }
 

@@ -65,7 +65,7 @@ func validUsername(name string) error {
 		return opErrorf(http.StatusBadRequest, "username is empty")
 	}
 	if err := auth.CheckUsername(name); err != nil {
-		return opErrorf(http.StatusBadRequest, "invalid username %q: %v", truncateForLog(name), err)
+		return opErrorf(http.StatusBadRequest, "invalid username %.64q: %v", name, err)
 	}
 	return nil
 }

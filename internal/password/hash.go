@@ -23,9 +23,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/crudauth/caddy-crudauth/internal/argon2id"
 )
 
 // Algorithm names returned by Algorithm.
@@ -142,10 +141,9 @@ var defaultLimits = limitsFor(DefaultParams)
 // value is not usable: build one with NewHasher.
 //
 // Argon2id needs Params.Memory KiB of working memory per hash (19 MiB with
-// DefaultParams). A Hasher keeps up to a fixed number of those buffers
-// between hashes (one unless WithMemoryPool says otherwise) instead of
-// allocating them afresh each time, which in a long-running process with a
-// large heap costs page faults, zeroing and a GC cycle every few hashes.
+// DefaultParams); golang.org/x/crypto/argon2 allocates it for every hash and
+// leaves it to the garbage collector. The Limiter bounds how many such
+// buffers are live at once.
 type Hasher struct {
 	params Params
 	limits limits
@@ -155,10 +153,6 @@ type Hasher struct {
 	// observe, when set, is told how long each hash computation took (see
 	// WithObserver).
 	observe func(time.Duration)
-	// mem is the free list of argon2id working memories: a hash takes one,
-	// or allocates one when it is empty, and gives it back when it has room.
-	// It is shared by the copies WithObserver makes. nil: always allocate.
-	mem chan *argon2id.Memory
 }
 
 // WithObserver returns a copy of h that calls fn with the duration of every
@@ -181,53 +175,9 @@ func (h *Hasher) timed(f func()) {
 	h.observe(time.Since(start))
 }
 
-// WithMemoryPool returns a copy of h that keeps up to n argon2id working
-// memories (Params.Memory KiB each, once used) for reuse, instead of one;
-// n < 1 is taken as 1. Size it to the number of hashes that run at once (the
-// Limiter's Cap): more concurrent hashes still work, the extra ones allocate
-// memory that is then left to the garbage collector. The copy has its own
-// pool, and takes into it up to n of the memories idle in h's pool (such as
-// the one NewHasher's dummy hash used), so that a hasher set up with
-// NewHasher(p).WithMemoryPool(n) holds that memory from the start instead of
-// dropping it for the garbage collector and allocating it again at the first
-// login.
-func (h *Hasher) WithMemoryPool(n int) *Hasher {
-	c := *h
-	c.mem = make(chan *argon2id.Memory, max(n, 1))
-	for h.mem != nil && len(c.mem) < cap(c.mem) {
-		select {
-		case m := <-h.mem:
-			c.mem <- m
-		default:
-			return &c
-		}
-	}
-	return &c
-}
-
-// argon2idKey is argon2.IDKey from golang.org/x/crypto (same output),
-// computed in a working memory from h's pool when p asks for no more memory
-// than h's own parameters. A stored hash that asks for more (an import
-// within the verification ceilings) gets memory of its own that is not kept,
-// so the pool never holds more than n buffers of h.params.Memory KiB.
-func (h *Hasher) argon2idKey(pw, salt []byte, p Params) []byte {
-	if h.mem == nil || p.Memory > h.params.Memory {
-		return argon2id.Key(pw, salt, p.Time, p.Memory, p.Threads, p.KeyLen, nil)
-	}
-	var m *argon2id.Memory
-	select {
-	case m = <-h.mem:
-	default:
-		m = new(argon2id.Memory) // Key sizes it
-	}
-	key := argon2id.Key(pw, salt, p.Time, p.Memory, p.Threads, p.KeyLen, m)
-	if m.Size() <= h.params.Memory {
-		select {
-		case h.mem <- m:
-		default: // the pool is full: let the GC have it
-		}
-	}
-	return key
+// argon2idKey is the argon2id key of pw and salt with the parameters p.
+func argon2idKey(pw, salt []byte, p Params) []byte {
+	return argon2.IDKey(pw, salt, p.Time, p.Memory, p.Threads, p.KeyLen)
 }
 
 // NewHasher validates p and returns a Hasher. It computes one hash (of a
@@ -236,7 +186,7 @@ func NewHasher(p Params) (*Hasher, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Hasher{params: p, limits: limitsFor(p), mem: make(chan *argon2id.Memory, 1)}
+	h := &Hasher{params: p, limits: limitsFor(p)}
 	dummy, err := h.hash(rand.Text())
 	if err != nil {
 		return nil, err
@@ -269,9 +219,9 @@ func (h *Hasher) hash(pw string) (string, error) {
 		return "", fmt.Errorf("generating salt: %w", err)
 	}
 	var key []byte
-	h.timed(func() { key = h.argon2idKey([]byte(pw), salt, p) })
+	h.timed(func() { key = argon2idKey([]byte(pw), salt, p) })
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
-		argon2id.Version, p.Memory, p.Time, p.Threads,
+		argon2.Version, p.Memory, p.Time, p.Threads,
 		base64.RawStdEncoding.EncodeToString(salt),
 		base64.RawStdEncoding.EncodeToString(key)), nil
 }
@@ -328,7 +278,7 @@ func (h *Hasher) VerifyUnpadded(encoded, pw string) (ok, needsRehash bool, class
 			return false, false, "", nil
 		}
 		var key []byte
-		h.timed(func() { key = h.argon2idKey([]byte(pw), a.salt, a.params) })
+		h.timed(func() { key = argon2idKey([]byte(pw), a.salt, a.params) })
 		class = argon2idClass(a.params)
 		if subtle.ConstantTimeCompare(key, a.key) != 1 {
 			return false, false, class, nil
@@ -440,8 +390,8 @@ func parseArgon2id(s string, l limits) (argon2idHash, error) {
 	if len(parts) != 6 || parts[0] != "" || parts[1] != AlgArgon2id {
 		return a, malformed("argon2id: want 5 fields separated by '$'")
 	}
-	if parts[2] != "v="+strconv.Itoa(argon2id.Version) {
-		return a, malformed("argon2id: unsupported or missing version, want v=%d", argon2id.Version)
+	if parts[2] != "v="+strconv.Itoa(argon2.Version) {
+		return a, malformed("argon2id: unsupported or missing version, want v=%d", argon2.Version)
 	}
 	fields := strings.Split(parts[3], ",")
 	if len(fields) != 3 {

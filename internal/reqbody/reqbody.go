@@ -46,7 +46,7 @@ func ParseForm(body []byte) (url.Values, error) {
 	}
 	for k, v := range form {
 		if len(v) > 1 {
-			return nil, fmt.Errorf("%w: %q", ErrRepeated, truncate(k))
+			return nil, fmt.Errorf("%w: %.64q", ErrRepeated, k)
 		}
 		if !utf8.ValidString(k) || !utf8.ValidString(v[0]) {
 			return nil, ErrNotUTF8
@@ -177,11 +177,4 @@ func hex4(b []byte) rune {
 		}
 	}
 	return r
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "..."
-	}
-	return strings.ToValidUTF8(s, "?")
 }

@@ -261,3 +261,21 @@ func FuzzParseJSONStrings(f *testing.F) {
 		}
 	})
 }
+
+// TestRepeatedNameQuotedBounded: the repeated name is quoted in the error,
+// cut to 64 characters, with invalid UTF-8 escaped, so neither a huge name
+// nor odd bytes reach a log line as they came.
+func TestRepeatedNameQuotedBounded(t *testing.T) {
+	name := strings.Repeat("n", 10_000)
+	_, err := ParseForm([]byte(name + "=1&" + name + "=2"))
+	if !errors.Is(err, ErrRepeated) {
+		t.Fatalf("err = %v, want ErrRepeated", err)
+	}
+	if n := len(err.Error()); n > 200 {
+		t.Fatalf("error is %d bytes long", n)
+	}
+	_, err = ParseForm([]byte("%FF=1&%FF=2"))
+	if err == nil || !utf8.ValidString(err.Error()) {
+		t.Fatalf("err = %q, want an error in valid UTF-8", err)
+	}
+}

@@ -60,7 +60,7 @@ func New(tokens ...string) (Set, error) {
 			continue
 		}
 		if !ValidToken(t) {
-			return nil, fmt.Errorf("%w: %q is not a valid scope token", ErrInvalid, truncate(t))
+			return nil, fmt.Errorf("%w: %.32q is not a valid scope token", ErrInvalid, t)
 		}
 		out = append(out, t)
 		if len(out) > MaxScopes {
@@ -155,11 +155,4 @@ func Grant(requested, defaults, ceiling Set, userAllowed *Set) Set {
 		got = got.Intersect(*userAllowed)
 	}
 	return got
-}
-
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "..."
-	}
-	return s
 }

@@ -159,3 +159,15 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestParseErrorQuotesBounded: an invalid scope token is quoted in the
+// error, cut to 32 characters, so a huge one does not flood a log line.
+func TestParseErrorQuotesBounded(t *testing.T) {
+	_, err := Parse(strings.Repeat("\"", 10_000))
+	if err == nil {
+		t.Fatal("invalid token accepted")
+	}
+	if n := len(err.Error()); n > 200 {
+		t.Fatalf("error is %d bytes long", n)
+	}
+}

@@ -22,13 +22,15 @@
 package throttle
 
 import (
-	"container/list"
 	"context"
 	"hash/maphash"
 	"math/bits"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/maypok86/otter/v2"
 )
 
 // Limiter decides whether a login may proceed and records its outcome.
@@ -83,8 +85,9 @@ type Config struct {
 	// usernames an attacker uses. Each pair of (IP, username) takes up to
 	// three. MaxLocks of them are kept for keys that are locked or remember
 	// their escalation; the rest hold failure counters of the other keys,
-	// the least recently used evicted first. Losing a counter loses at most
-	// a round's count, never a lockout. Default 100000.
+	// in a bounded cache that evicts the counters least likely to be used
+	// again. Losing a counter loses at most a round's count, never a
+	// lockout. Default 100000.
 	MaxEntries int
 	// Of MaxEntries, how many are kept for locked keys. Past it a lockout
 	// is folded into a fixed overflow array that can only lock more, never
@@ -139,9 +142,9 @@ func (c *Config) setDefaults() {
 // guessed, and its escalation with it. So keys live in three places:
 //
 //   - counters: keys that are not locked and remember no lockout, in an
-//     LRU of at most MaxEntries-MaxLocks. A flood of made-up keys evicts these, and
-//     all it wins is a reset of a round's count (fewer failures than the
-//     limit), never a lockout.
+//     otter cache (W-TinyLFU) of at most MaxEntries-MaxLocks. A flood of
+//     made-up keys evicts these, and all it wins is a reset of a round's
+//     count (fewer failures than the limit), never a lockout.
 //   - locks: keys that are locked or still remember their escalation, in a
 //     map of at most MaxLocks that counters never push on. Entries leave it
 //     when forgotten (MaxLockout after the last failure or lockout end).
@@ -172,13 +175,15 @@ type Memory struct {
 	cfg  Config
 	seed maphash.Seed
 
-	mu       sync.Mutex
-	counters map[string]*list.Element
-	lru      *list.List // of counters; front: most recently used; values *entry
+	mu sync.Mutex
+	// counters is used only under mu. Its maintenance (eviction) runs on
+	// the calling goroutine, so it holds at most maxCounters entries
+	// after every call.
+	counters *otter.Cache[string, *entry]
 	locks    map[string]*entry
 	spill    []slot    // nil until locks first overflows
 	spillEnd time.Time // every slot is forgotten from then on
-	evicted  uint64
+	evicted  atomic.Uint64
 	spilled  uint64
 }
 
@@ -189,7 +194,7 @@ type entry struct {
 	lockedUntil time.Time
 	strikes     int       // lockouts so far; the next lasts BaseLockout << strikes
 	last        time.Time // last failure or lockout end, for forgetting
-	el          *list.Element
+	counter     bool      // held in counters, not in locks
 }
 
 // slot is a spilled lockout; times in Unix nanoseconds.
@@ -201,9 +206,22 @@ type slot struct {
 // NewMemory returns an in-memory Limiter.
 func NewMemory(cfg Config) *Memory {
 	cfg.setDefaults()
-	return &Memory{cfg: cfg, seed: maphash.MakeSeed(),
-		counters: make(map[string]*list.Element), lru: list.New(),
-		locks: make(map[string]*entry)}
+	m := &Memory{cfg: cfg, seed: maphash.MakeSeed(), locks: make(map[string]*entry)}
+	m.counters = otter.Must(&otter.Options[string, *entry]{
+		MaximumSize: cfg.maxCounters,
+		// Every call is made under mu: run maintenance (and so eviction)
+		// in the call rather than on another goroutine, so that the bound
+		// holds when the call returns.
+		Executor: func(fn func()) { fn() },
+		// Runs under otter's locks, possibly inside a call made under mu:
+		// it must not take mu.
+		OnDeletion: func(e otter.DeletionEvent[string, *entry]) {
+			if e.Cause == otter.CauseOverflow {
+				m.evicted.Add(1)
+			}
+		},
+	})
+	return m
 }
 
 // Config returns the configuration in force, defaults filled in.
@@ -321,7 +339,7 @@ func (m *Memory) Fail(_ context.Context, ip, username string) (time.Duration, er
 			e.lockedUntil = now.Add(d)
 			e.last = e.lockedUntil
 			wait = max(wait, d)
-			if e.el != nil {
+			if e.counter {
 				m.promote(e, now)
 			}
 		}
@@ -346,10 +364,7 @@ func (m *Memory) Succeed(_ context.Context, ip, username string) error {
 	key := appendKey(buf[:0], kindPair, ip, username)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if el, ok := m.counters[string(key)]; ok {
-		m.lru.Remove(el)
-		delete(m.counters, string(key))
-	}
+	m.counters.Invalidate(string(key))
 	delete(m.locks, string(key))
 	return nil
 }
@@ -362,31 +377,21 @@ func (m *Memory) forgotten(e *entry, now time.Time) bool {
 }
 
 // touch returns the entry for key, created or reset if it was forgotten.
-// A counter is marked most recently used; creating one may evict the least
-// recently used counter, never a lock.
+// Creating a counter may evict another counter, never a lock.
 func (m *Memory) touch(key []byte, now time.Time) *entry {
 	if e, ok := m.locks[string(key)]; ok {
 		if !m.forgotten(e, now) {
 			return e
 		}
 		delete(m.locks, e.key)
-	} else if el, ok := m.counters[string(key)]; ok {
-		e := el.Value.(*entry)
-		m.lru.MoveToFront(el)
+	} else if e, ok := m.counters.GetIfPresent(string(key)); ok {
 		if m.forgotten(e, now) {
-			*e = entry{key: e.key, el: el}
+			*e = entry{key: e.key, counter: true}
 		}
 		return e
 	}
-	for len(m.counters) >= m.cfg.maxCounters {
-		oldest := m.lru.Back()
-		m.lru.Remove(oldest)
-		delete(m.counters, oldest.Value.(*entry).key)
-		m.evicted++
-	}
-	e := &entry{key: string(key)}
-	e.el = m.lru.PushFront(e)
-	m.counters[e.key] = e.el
+	e := &entry{key: string(key), counter: true}
+	m.counters.Set(e.key, e)
 	return e
 }
 
@@ -400,9 +405,8 @@ const lockSample = 8
 // dropped if forgotten, or else folded into the spill: the one whose
 // lockout or escalation would be forgotten first.
 func (m *Memory) promote(e *entry, now time.Time) {
-	m.lru.Remove(e.el)
-	delete(m.counters, e.key)
-	e.el = nil
+	m.counters.Invalidate(e.key)
+	e.counter = false
 	if len(m.locks) >= m.cfg.MaxLocks {
 		var out *entry
 		n := 0
@@ -458,15 +462,13 @@ func (m *Memory) Len() int {
 func (m *Memory) lens() (counters, locks int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.counters), len(m.locks)
+	return m.counters.EstimatedSize(), len(m.locks)
 }
 
 // Evicted returns how many counters were evicted to stay within
 // MaxEntries.
 func (m *Memory) Evicted() uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.evicted
+	return m.evicted.Load()
 }
 
 // Spilled returns how many lockouts were folded into the overflow array to

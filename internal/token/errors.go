@@ -24,7 +24,7 @@ var (
 	ErrWrongType = errors.New("wrong token type")
 	// ErrInvalidClaims: the token is authentic but its claims or header are
 	// not acceptable (issuer, audience, times, token_version, sub, scope,
-	// duplicate members, forbidden header parameters).
+	// forbidden header parameters).
 	ErrInvalidClaims = errors.New("invalid token claims")
 )
 
@@ -48,11 +48,9 @@ func (e *reasonError) Unwrap() []error {
 }
 
 var (
-	errEmptyToken     = &reasonError{kind: ErrMalformed, msg: "empty token"}
-	errTokenTooLong   = &reasonError{kind: ErrMalformed, msg: "token too long"}
-	errJWTMalformed   = &reasonError{kind: ErrMalformed, cause: jwt.ErrTokenMalformed, msg: "not a well-formed compact jws"}
-	errBadJSONHeader  = &reasonError{kind: ErrMalformed, msg: "header is not a json object"}
-	errBadJSONPayload = &reasonError{kind: ErrMalformed, msg: "payload is not a json object"}
+	errEmptyToken   = &reasonError{kind: ErrMalformed, msg: "empty token"}
+	errTokenTooLong = &reasonError{kind: ErrMalformed, msg: "token too long"}
+	errJWTMalformed = &reasonError{kind: ErrMalformed, cause: jwt.ErrTokenMalformed, msg: "not a well-formed compact jws"}
 
 	errAlgUnusable  = &reasonError{kind: ErrSignature, cause: jwt.ErrTokenUnverifiable, msg: "alg missing or unknown"}
 	errAlgNotValid  = &reasonError{kind: ErrSignature, cause: jwt.ErrTokenSignatureInvalid, msg: "alg not allowed"}
@@ -77,8 +75,6 @@ var (
 	errNoIssuedAt      = &reasonError{kind: ErrInvalidClaims, msg: "iat missing"}
 	errNoID            = &reasonError{kind: ErrInvalidClaims, msg: "jti missing or empty"}
 	errBadScope        = &reasonError{kind: ErrInvalidClaims, msg: "scope is not a valid rfc 6749 scope string"}
-	errDupHeader       = &reasonError{kind: ErrInvalidClaims, msg: "duplicate member in header"}
-	errDupPayload      = &reasonError{kind: ErrInvalidClaims, msg: "duplicate member in payload"}
 )
 
 // forbiddenHeaders are header parameters we refuse outright. jku, jwk, x5u

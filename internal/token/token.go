@@ -18,8 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -133,18 +133,13 @@ type signingKey struct {
 	method jwt.SigningMethod
 	secret any // []byte for HMAC; a public key for asymmetric algorithms later
 
-	// Encoded JWS headers for issuing, one per token type. A token whose
-	// header segment is one of these is checked by verifyFast.
+	// Encoded JWS headers for issuing, one per token type.
 	hdrAccess, hdrRefresh string
-	// macs pools keyed HMAC states for verifyFast; nil for a key the fast
-	// path does not handle.
-	macs *sync.Pool
 }
 
 type keySet struct {
 	byID   map[string]*signingKey
-	list   []*signingKey // byID's values, for verifyFast's header match
-	active *signingKey   // the key new tokens are signed with
+	active *signingKey // the key new tokens are signed with
 }
 
 // keyID derives the kid of an HMAC key: base64url (no padding) of the first
@@ -165,7 +160,6 @@ func newHMACKey(secret []byte) *signingKey {
 	}
 	k.hdrAccess = encodeHeader(k, TypAccess)
 	k.hdrRefresh = encodeHeader(k, TypRefresh)
-	k.macs = macPool(k.secret.([]byte))
 	return k
 }
 
@@ -213,7 +207,7 @@ func New(cfg Config) (*Manager, error) {
 
 	k := newHMACKey(cfg.Key)
 	m := &Manager{
-		keys:       keySet{byID: map[string]*signingKey{k.id: k}, list: []*signingKey{k}, active: k},
+		keys:       keySet{byID: map[string]*signingKey{k.id: k}, active: k},
 		issuer:     cfg.Issuer,
 		audience:   cfg.Audience,
 		accessTTL:  cfg.AccessTTL,
@@ -240,7 +234,7 @@ func New(cfg Config) (*Manager, error) {
 	m.kfAccess = m.keyfunc(TypAccess)
 	m.kfRefresh = m.keyfunc(TypRefresh)
 	if cfg.CacheSize > 0 {
-		m.cache = newVerifiedCache(cfg.CacheSize)
+		m.cache = newVerifiedCache(cfg.CacheSize, cfg.Now)
 	}
 	return m, nil
 }
@@ -249,20 +243,11 @@ func (ks *keySet) methods() []string {
 	var out []string
 	for _, k := range ks.byID {
 		alg := k.method.Alg()
-		if !containsString(out, alg) {
+		if !slices.Contains(out, alg) {
 			out = append(out, alg)
 		}
 	}
 	return out
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // KeyID returns the kid of the key new tokens are signed with.
@@ -447,9 +432,16 @@ func typMatches(typ, want string) bool {
 	return asciiEqualFold(typ, want)
 }
 
+// asciiEqualFold compares a with the ASCII string b without regard to ASCII
+// case. strings.EqualFold alone also folds "ſ" to "s" and the Kelvin sign to
+// "k"; those take more than one byte, so equal lengths rule them out.
+func asciiEqualFold(a, b string) bool {
+	return len(a) == len(b) && strings.EqualFold(a, b)
+}
+
 // VerifyAccess verifies an access token and returns its claims.
 //
-// An access token that verified twice before is served from a bounded cache
+// An access token that verified before is served from a bounded cache
 // (see verifiedCache) keyed by the whole token string: the signature and JSON are
 // not looked at again, but exp, nbf and iat are re-checked against the clock
 // on every hit, so a cached token expires exactly when an uncached one would.
@@ -462,11 +454,8 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 	if len(tok) > MaxTokenLen {
 		return nil, errTokenTooLong
 	}
-	var h uint64 // the token's hash in the cache, computed once
 	if m.cache != nil {
-		var ent cacheEntry
-		var ok bool
-		if ent, h, ok = m.cache.get(tok); ok {
+		if ent, ok := m.cache.get(tok); ok {
 			now := m.now()
 			if !now.Before(ent.notAfter) {
 				return nil, errExpired
@@ -482,7 +471,7 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 		return nil, err
 	}
 	if m.cache != nil {
-		m.cache.admit(h, tok, ent, m.now())
+		m.cache.put(tok, ent)
 	}
 	return ent.claims, nil
 }
@@ -502,9 +491,7 @@ func (m *Manager) VerifyRefresh(tok string) (*Claims, error) {
 }
 
 // verify does the full check of one token of type typ (TypAccess or
-// TypRefresh): the fast path for a token in exactly the form we issue (see
-// fast.go), and the general path for everything else, including every token
-// the fast path does not accept.
+// TypRefresh).
 func (m *Manager) verify(tok, typ string) (cacheEntry, error) {
 	if tok == "" {
 		return cacheEntry{}, errEmptyToken
@@ -512,14 +499,11 @@ func (m *Manager) verify(tok, typ string) (cacheEntry, error) {
 	if !compactJWS(tok) {
 		return cacheEntry{}, errJWTMalformed
 	}
-	if ent, ok := m.verifyFast(tok, typ); ok {
-		return ent, nil
-	}
 	kf := m.kfAccess
 	if typ == TypRefresh {
 		kf = m.kfRefresh
 	}
-	return m.verifyGeneral(tok, kf)
+	return m.parse(tok, kf)
 }
 
 // compactJWS reports whether tok is three segments of base64url characters
@@ -542,23 +526,17 @@ func compactJWS(tok string) bool {
 	return dots == 2
 }
 
-// verifyGeneral checks any token: golang-jwt for the structure, alg,
-// signature (via the keyfunc, which also checks typ, kid and the forbidden
-// header parameters) and the registered claims; then, on the authentic
-// token only, our own checks. It decides every token the fast path leaves,
-// and classifies the error.
-func (m *Manager) verifyGeneral(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
-	if tok == "" {
-		return cacheEntry{}, errEmptyToken
-	}
+// parse checks a token with golang-jwt, the one parser: the structure,
+// alg, signature (via the keyfunc, which also checks typ, kid and the
+// forbidden header parameters) and the registered claims; then, on the
+// authentic token only, our own claim checks. It classifies the error.
+//
+// Duplicate member names are left to encoding/json (the last one wins):
+// only a holder of the signing key can put them in a token that verifies.
+func (m *Manager) parse(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
 	var wc wireClaims
 	if _, err := m.parser.ParseWithClaims(tok, &wc, kf); err != nil {
 		return cacheEntry{}, classify(err)
-	}
-	// The signature verified. The duplicate-member scan runs only now so
-	// that forged tokens cost nothing more than golang-jwt's own parse.
-	if err := checkDuplicates(tok); err != nil {
-		return cacheEntry{}, err
 	}
 	if !wc.TokenVersion.present {
 		return cacheEntry{}, errNoTokenVersion
@@ -598,36 +576,4 @@ func (m *Manager) verifyGeneral(tok string, kf jwt.Keyfunc) (cacheEntry, error) 
 		notBefore: notBefore.Add(-m.leeway),
 		notAfter:  c.ExpiresAt.Add(m.leeway),
 	}, nil
-}
-
-// checkDuplicates decodes the header and payload of a token that golang-jwt
-// accepted (so: three segments of strict base64url, each a JSON object) and
-// refuses duplicate member names in either.
-func checkDuplicates(tok string) error {
-	hdr, rest, _ := strings.Cut(tok, ".")
-	payload, _, _ := strings.Cut(rest, ".")
-	var buf [1024]byte
-	if err := checkSegment(hdr, buf[:], errBadJSONHeader, errDupHeader); err != nil {
-		return err
-	}
-	return checkSegment(payload, buf[:], errBadJSONPayload, errDupPayload)
-}
-
-func checkSegment(seg string, buf []byte, errBad, errDup error) error {
-	enc := base64.RawURLEncoding
-	if n := enc.DecodedLen(len(seg)); n > len(buf) {
-		buf = make([]byte, n)
-	}
-	n, err := enc.Decode(buf, []byte(seg))
-	if err != nil {
-		return errBad
-	}
-	dup, err := duplicateMembers(buf[:n])
-	if err != nil {
-		return errBad
-	}
-	if dup {
-		return errDup
-	}
-	return nil
 }

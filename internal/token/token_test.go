@@ -368,17 +368,7 @@ func TestVerifyTable(t *testing.T) {
 		{name: "sub number", tok: ours(H, with(map[string]any{"sub": 1})), want: mal},
 		{name: "jti missing", tok: ours(H, with(map[string]any{"jti": nil})), want: claims},
 
-		// Duplicate members, re-signed.
-		{name: "dup token_version", tok: ours(H, strings.Replace(P, "{", `{"token_version":99,`, 1)), want: claims},
-		{name: "dup sub", tok: ours(H, strings.Replace(P, "{", `{"sub":"admin",`, 1)), want: claims},
-		{name: "dup sub other case", tok: ours(H, strings.Replace(P, "{", `{"SUB":"admin",`, 1)), want: claims},
-		{name: "dup sub escaped", tok: ours(H, strings.Replace(P, "{", `{"\u0073ub":"admin",`, 1)), want: claims},
-		{name: "dup sub long s", tok: ours(H, strings.Replace(P, "{", `{"ſub":"admin",`, 1)), want: claims},
-		{name: "similar name not a dup", tok: ours(H, strings.Replace(P, "{", `{"subx":"admin",`, 1))},
-		{name: "dup header alg", tok: ours(strings.Replace(H, "{", `{"alg":"none",`, 1), P), want: claims},
-		{name: "dup header typ", tok: ours(strings.Replace(H, "{", `{"typ":"rt+jwt",`, 1), P), want: claims},
-		{name: "dup header kid", tok: ours(strings.Replace(H, "{", `{"kid":"other",`, 1), P), want: claims},
-		{name: "nested dup ignored", tok: ours(H, with(map[string]any{"ext": raw(`{"a":1,"a":2}`)}))},
+		{name: "unknown member tolerated", tok: ours(H, strings.Replace(P, "{", `{"subx":"admin",`, 1))},
 
 		// scope.
 		{name: "scope quote", tok: ours(H, with(map[string]any{"scope": `read "write"`})), want: claims},
@@ -421,11 +411,10 @@ func TestVerifyTable(t *testing.T) {
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			verify, typ := m.VerifyAccess, TypAccess
+			verify := m.VerifyAccess
 			if tt.refresh {
-				verify, typ = m.VerifyRefresh, TypRefresh
+				verify = m.VerifyRefresh
 			}
-			checkFastAgrees(t, m, tt.tok, typ)
 			c, err := verify(tt.tok)
 			if tt.want == nil {
 				if err != nil {
@@ -489,11 +478,11 @@ func checkNoTokenText(tb testing.TB, err error, tok string) {
 var allReasons = func() string {
 	var b strings.Builder
 	for _, e := range []error{
-		errEmptyToken, errTokenTooLong, errJWTMalformed, errBadJSONHeader, errBadJSONPayload,
+		errEmptyToken, errTokenTooLong, errJWTMalformed,
 		errAlgUnusable, errAlgNotValid, errBadSignature, errNoKid, errUnknownKid, errKidAlg,
 		errWrongTyp, errExpired, errIssuer, errAudience, errRequiredMissing, errNotYetValid,
 		errIssuedInFuture, errClaimsRejected, errNoTokenVersion, errBadTokenVersion, errNoSubject,
-		errNoIssuedAt, errNoID, errBadScope, errDupHeader, errDupPayload,
+		errNoIssuedAt, errNoID, errBadScope,
 	} {
 		b.WriteString(e.Error())
 		b.WriteByte('\n')

@@ -46,7 +46,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,8 +113,8 @@ type Options struct {
 	Timeout time.Duration
 
 	// CacheSize bounds the number of users whose AuthState is kept in
-	// memory. When the bound is reached, about half of the entries are
-	// dropped, chosen arbitrarily. Default: DefaultCacheSize (25000).
+	// memory; when it is full, the users seen least often make room.
+	// Default: DefaultCacheSize (25000).
 	// Negative disables the cache.
 	CacheSize int
 }
@@ -191,7 +190,7 @@ func Open(path string, opts Options) (*Store, error) {
 		size = DefaultCacheSize
 	}
 	s := &Store{db: db, path: abs}
-	s.cache.max = size
+	s.cache.init(size)
 	return s, nil
 }
 
@@ -913,97 +912,5 @@ func (s *Store) Check() error {
 	})
 }
 
-// authCache is a bounded read-through cache of AuthState by user ID.
-//
-// Reads of hits take no lock (sync.Map is a concurrent hash-trie). Every
-// insertion, invalidation and eviction happens under mu, and every
-// invalidation bumps gen. A reader that missed records gen before its read
-// transaction and inserts only if gen is unchanged under mu, so a read that
-// raced a write can never put back state older than that write.
-type authCache struct {
-	max int // <= 0: disabled
-	m   sync.Map
-
-	mu  sync.Mutex
-	n   int // len(m), guarded by mu
-	gen atomic.Uint64
-}
-
-// get returns a copy of the cached state. Its AllowedScopes is shared.
-func (c *authCache) get(id string) (store.AuthState, bool) {
-	v, ok := c.m.Load(id)
-	if !ok {
-		return store.AuthState{}, false
-	}
-	return *v.(*store.AuthState), true
-}
-
-// generation returns the counter a missing reader records before reading.
-func (c *authCache) generation() uint64 { return c.gen.Load() }
-
-// fill caches st for id if no invalidation happened since gen was read.
-func (c *authCache) fill(id string, gen uint64, st store.AuthState) {
-	if c.max <= 0 {
-		return
-	}
-	e := &st
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen.Load() != gen {
-		return
-	}
-	if c.n >= c.max {
-		c.evictLocked()
-	}
-	if _, loaded := c.m.Swap(id, e); !loaded {
-		c.n++
-	}
-}
-
-// invalidate drops id and bumps the generation. Writers call it after their
-// transaction committed and before they return.
-func (c *authCache) invalidate(id string) {
-	c.mu.Lock()
-	c.gen.Add(1)
-	if _, loaded := c.m.LoadAndDelete(id); loaded {
-		c.n--
-	}
-	c.mu.Unlock()
-}
-
-// evictLocked drops entries until at most half of max remain. Range visits
-// keys in hash order, which is arbitrary with respect to the IDs.
-func (c *authCache) evictLocked() {
-	target := c.max / 2
-	c.m.Range(func(k, _ any) bool {
-		if c.n <= target {
-			return false
-		}
-		if _, loaded := c.m.LoadAndDelete(k); loaded {
-			c.n--
-		}
-		return true
-	})
-}
-
-// clear drops every entry.
-func (c *authCache) clear() {
-	c.mu.Lock()
-	c.gen.Add(1)
-	c.m.Clear()
-	c.n = 0
-	c.mu.Unlock()
-}
-
-// size returns the number of cached entries.
-func (c *authCache) size() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
-
-// Interface guards.
-var (
-	_ store.Store           = (*Store)(nil)
-	_ store.FileSnapshotter = (*Store)(nil)
-)
+// Interface guard.
+var _ store.Store = (*Store)(nil)

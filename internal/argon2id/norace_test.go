@@ -1,5 +1,0 @@
-//go:build !race
-
-package argon2id
-
-const raceEnabled = false

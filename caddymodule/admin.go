@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 func init() {
@@ -44,8 +45,10 @@ func init() {
 //	GET    /crudauth/backup[?format=export|bolt]  the portable export (default) or the bbolt file
 //	POST   /crudauth/restore                      import an export: all its users or none
 //
-// <name> is path-escaped. With more than one store open, every request
-// names one with ?db=<absolute path> (a bbolt file) or ?db=memory:<name>.
+// <name> is path-escaped. Every request may name a realm declared in the
+// global crudauth options with ?realm=<name>; with more than one store
+// open and no realm named, it names the store with ?db=<absolute path> (a
+// bbolt file) or ?db=memory:<name>.
 type adminAPI struct {
 	logger *zap.Logger
 }
@@ -124,16 +127,12 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return apiError(http.StatusNotFound, "unknown endpoint %s", r.URL.Path)
 	}
 
-	key, st, release, err := resolveDB(r.URL.Query().Get("db"))
+	key, st, release, settings, err := resolveTarget(r.URL.Query())
 	if err != nil {
 		return err
 	}
 	defer release()
 	path := storeName(key) // for the logs
-	settings, err := settingsFor(key)
-	if err != nil {
-		return err
-	}
 	svc := &userService{st: st, settings: settings}
 	ctx := contextWithoutCancel(r.Context())
 
@@ -392,6 +391,44 @@ func openDBPaths() []string {
 	})
 	slices.Sort(paths)
 	return paths
+}
+
+// resolveTarget finds the store a request is about, and how new passwords
+// are hashed and checked there: `?realm=NAME` names a realm declared in the
+// running config; otherwise `?db=` names a store (see resolveDB), with the
+// settings of the realm that holds it.
+func resolveTarget(q url.Values) (string, store.Store, func(), users.Settings, error) {
+	name := q.Get("realm")
+	if name == "" {
+		key, st, release, err := resolveDB(q.Get("db"))
+		if err != nil {
+			return "", nil, nil, users.Settings{}, err
+		}
+		settings, err := settingsFor(key)
+		if err != nil {
+			release()
+			return "", nil, nil, users.Settings{}, err
+		}
+		return key, st, release, settings, nil
+	}
+	if q.Get("db") != "" {
+		return "", nil, nil, users.Settings{}, apiError(http.StatusBadRequest, "give realm or db, not both")
+	}
+	mod, err := caddy.ActiveContext().AppIfConfigured("crudauth")
+	if err != nil {
+		return "", nil, nil, users.Settings{}, apiError(http.StatusNotFound, "no realm is declared in the running config")
+	}
+	app := mod.(*App)
+	r, ok := app.realm(name)
+	if !ok {
+		return "", nil, nil, users.Settings{}, apiError(http.StatusNotFound, "realm %q is not declared in the running config; declared: %s",
+			name, strings.Join(app.names(), ", "))
+	}
+	key, st, release, err := resolveDB(storeName(r.storeKey))
+	if err != nil {
+		return "", nil, nil, users.Settings{}, err
+	}
+	return key, st, release, r.passwordSettings(), nil
 }
 
 // resolveDB finds the store a request is about (db: its name, as

@@ -86,8 +86,7 @@ func newBenchFixture() (*benchFixture, error) {
 	defer os.RemoveAll(dir)
 	ctx, _ := caddy.NewContext(caddy.Context{Context: context.Background()})
 	h := &Handler{
-		DB:              filepath.Join(dir, "bench.db"),
-		Secret:          benchKey,
+		RealmSettings:   RealmSettings{DB: filepath.Join(dir, "bench.db"), Secret: benchKey},
 		AccessTTL:       caddy.Duration(time.Hour),
 		Refresh:         RefreshModeBody,
 		DefaultScopes:   []string{"api:read"},
@@ -103,14 +102,14 @@ func newBenchFixture() (*benchFixture, error) {
 	h.logger = zap.New(zapcore.NewCore(
 		zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
 
-	hash, err := h.hasher.Hash(benchPassword)
+	hash, err := h.realm.hasher.Hash(benchPassword)
 	if err != nil {
 		return nil, err
 	}
 	f := &benchFixture{h: h}
 	for i := 0; i < benchUsers; i++ {
 		u := &store.User{Username: fmt.Sprintf("bench%04d", i), PasswordHash: hash}
-		if err := h.store.CreateUser(context.Background(), u); err != nil {
+		if err := h.realm.store.CreateUser(context.Background(), u); err != nil {
 			return nil, err
 		}
 		f.users = append(f.users, u)

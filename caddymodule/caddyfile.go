@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -58,30 +57,19 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			}
 		}
 		switch sub {
-		case "db", "secret", "refresh", "token_path", "refresh_path", "issuer", "audience",
+		case "db", "store", "secret", "argon2", "max_concurrent_hashes", "hash_queue_timeout", "throttle",
+			"password_min_length", "password_max_length":
+			if err := h.RealmSettings.unmarshalSub(d, sub); err != nil {
+				return err
+			}
+		case "refresh", "token_path", "refresh_path", "issuer", "audience",
 			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header", "password_path":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
-			if sub == "db" && h.StoreRaw != nil {
-				return errDBAndStore(d)
-			}
 			*h.stringField(sub) = v
-		case "store":
-			if h.DB != "" {
-				return errDBAndStore(d)
-			}
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			backend := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "crudauth.stores."+backend)
-			if err != nil {
-				return err
-			}
-			h.StoreRaw = caddyconfig.JSONModuleObject(unm, "backend", backend, nil)
-		case "access_ttl", "refresh_ttl", "hash_queue_timeout":
+		case "access_ttl", "refresh_ttl":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -90,13 +78,10 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			if err != nil {
 				return err
 			}
-			switch sub {
-			case "access_ttl":
+			if sub == "access_ttl" {
 				h.AccessTTL = dur
-			case "refresh_ttl":
+			} else {
 				h.RefreshTTL = dur
-			default:
-				h.HashQueueTimeout = dur
 			}
 		case "default_scopes", "grantable_scopes", "allowed_origins", "strip_headers":
 			args := d.RemainingArgs()
@@ -112,46 +97,6 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 				h.StripHeaders = append(h.StripHeaders, args...)
 			default:
 				h.AllowedOrigins = append(h.AllowedOrigins, args...)
-			}
-		case "argon2":
-			var m, t, p string
-			if !d.AllArgs(&m, &t, &p) {
-				return d.Errf("argon2 takes three numbers: memory in KiB, time (iterations), threads")
-			}
-			mem, err1 := strconv.ParseUint(m, 10, 32)
-			it, err2 := strconv.ParseUint(t, 10, 32)
-			th, err3 := strconv.ParseUint(p, 10, 8)
-			if err1 != nil || err2 != nil || err3 != nil {
-				return d.Errf("argon2: %q %q %q are not a memory in KiB, a time and a thread count", m, t, p)
-			}
-			h.Argon2 = &Argon2Params{Memory: uint32(mem), Time: uint32(it), Threads: uint8(th)}
-		case "max_concurrent_hashes":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return d.Errf("max_concurrent_hashes: %q is not a positive number", v)
-			}
-			h.MaxConcurrentHashes = n
-		case "password_min_length", "password_max_length":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return d.Errf("%s: %q is not a positive number", sub, v)
-			}
-			if sub == "password_min_length" {
-				h.PasswordMinLength = n
-			} else {
-				h.PasswordMaxLength = n
-			}
-		case "throttle":
-			if err := h.parseThrottle(d); err != nil {
-				return err
 			}
 		case "public", "require":
 			rule, err := parseRule(hp, sub)
@@ -193,10 +138,6 @@ func positiveDuration(d *caddyfile.Dispenser, name, v string) (caddy.Duration, e
 
 func (h *Handler) stringField(name string) *string {
 	switch name {
-	case "db":
-		return &h.DB
-	case "secret":
-		return &h.Secret
 	case "refresh":
 		return &h.Refresh
 	case "token_path":

@@ -6,8 +6,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,10 +19,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
-	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
-	"github.com/crudauth/caddy-crudauth/internal/throttle"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
 
@@ -57,25 +53,11 @@ const (
 // `Authorization: Bearer` access token against the configured rules before
 // passing it on with the user's identity in request headers.
 type Handler struct {
-	// Path of the bbolt database holding users and their token epochs:
-	// short for a store of backend "bolt" with this path. Default, when
-	// store is not set either: crudauth/crudauth.db in Caddy's data
-	// directory. Several sites and configs may name the same file: they
-	// share one open handle. Setting both db and store is an error.
-	DB string `json:"db,omitempty"`
-
-	// Where users, their token epochs and the generated signing key live:
-	// a crudauth.stores.* module, {"backend": "bolt", "path": ...} or
-	// {"backend": "memory", "name": ...}. Handlers that name the same
-	// backing state (the same file, the same memory name) share one open
-	// store, across sites and reloads. Default: bolt at db's default.
-	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=crudauth.stores inline_key=backend"`
-
-	// HS256 signing key, at least 32 bytes. `{env.NAME}` and `{file.PATH}`
-	// placeholders are resolved at start, so the key need not appear in the
-	// config. Default: a random 256-bit key generated on first start and
-	// stored in the database, so that tokens survive restarts.
-	Secret string `json:"secret,omitempty"`
+	// What the handler's own realm holds (db or store, secret, argon2,
+	// max_concurrent_hashes, hash_queue_timeout, throttle, the password
+	// policy), when the handler does not name a realm declared in the
+	// global crudauth options. See RealmSettings.
+	RealmSettings
 
 	// Lifetime of access tokens. Default: 15m.
 	AccessTTL caddy.Duration `json:"access_ttl,omitempty"`
@@ -146,55 +128,24 @@ type Handler struct {
 	// with no particular scope.
 	Rules []Rule `json:"rules,omitempty"`
 
-	// argon2id parameters for new password hashes. Default: the OWASP
-	// recommendation m=19456 KiB, t=2, p=1; lower values are refused.
-	Argon2 *Argon2Params `json:"argon2,omitempty"`
-
-	// Most password hashes computed at once. Default: half the CPUs, at
-	// least 1, so a login flood leaves CPU for proxied traffic.
-	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
-
-	// How long a login waits for a hashing slot before it gets 503 with
-	// Retry-After. Positive, at most 1m. Default: 2s.
-	HashQueueTimeout caddy.Duration `json:"hash_queue_timeout,omitempty"`
-
-	// Login throttling on token_path: escalating lockouts per (client IP,
-	// username), per username and per client IP. Default: on, 5 failures
-	// a minute per pair, 10 per username, 20 per IP, a 1m lockout doubling
-	// up to 1h. See ThrottleConfig.
-	Throttle *ThrottleConfig `json:"throttle,omitempty"`
-
-	// Minimum length of a new password, in characters. Default: 8. There
-	// are no composition rules (NIST SP 800-63B section 3.1.1.2).
-	PasswordMinLength int `json:"password_min_length,omitempty"`
-
-	// Maximum length of a new password, in characters; at least 64, at
-	// most 4096. Default: 256. Bodies past 4096 bytes are refused before
-	// any hashing; nothing is ever truncated.
-	PasswordMaxLength int `json:"password_max_length,omitempty"`
-
 	// Path of the self-service password change endpoint (POST with a valid
 	// access token, current_password and new_password). Default: none, the
 	// endpoint is off.
 	PasswordPath string `json:"password_path,omitempty"`
 
 	// runtime state, built in Provision and never mutated after it
-	logger       *zap.Logger
-	dbKey        string
-	throttleKey  string // throttlePool key; "" when throttling is off
-	store        store.Store
-	tokens       *token.Manager
-	auth         *auth.Service
-	hasher       *password.Hasher
-	hashLimit    *password.Limiter
-	throttle     throttle.Limiter // nil: throttling off
-	policy       password.Policy
-	defaults     scope.Set
-	ceiling      scope.Set
-	identity     identityHeaders
-	challenges   map[string]string // WWW-Authenticate by error code
-	secretSource string            // "config" or "database", for logs
-	now          func() time.Time
+	logger     *zap.Logger
+	app        *App
+	realm      *realm
+	ownRealm   bool // realm is the handler's own, released in Cleanup
+	realmNamed bool // the config gave `realm`
+	tokens     *token.Manager
+	auth       *auth.Service
+	defaults   scope.Set
+	ceiling    scope.Set
+	identity   identityHeaders
+	challenges map[string]string // WWW-Authenticate by error code
+	now        func() time.Time
 }
 
 // Argon2Params are the argon2id parameters for new hashes.
@@ -241,6 +192,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // acquires the shared store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.realmNamed = h.Realm != "" // before setDefaults gives it one
 	h.now = time.Now
 	if err := h.provisionRules(ctx); err != nil {
 		return err
@@ -310,83 +262,45 @@ func (h *Handler) provisionRules(ctx caddy.Context) error {
 	return nil
 }
 
-// provisionRuntime is the rest of Provision: hashing, the secret, the store.
+// provisionRuntime is the rest of Provision: the realm (a declared one
+// the handler names, or its own), the tokens and the auth service.
 func (h *Handler) provisionRuntime(ctx caddy.Context) error {
-	var err error
 	h.challenges = map[string]string{}
 	for _, code := range []string{"", "invalid_token", "invalid_request"} {
 		h.challenges[code] = buildChallenge(h.Realm, code, "")
 	}
-
-	params := password.DefaultParams
-	if h.Argon2 != nil {
-		if h.Argon2.Memory != 0 {
-			params.Memory = h.Argon2.Memory
-		}
-		if h.Argon2.Time != 0 {
-			params.Time = h.Argon2.Time
-		}
-		if h.Argon2.Threads != 0 {
-			params.Threads = h.Argon2.Threads
-		}
+	var err error
+	if h.app, err = crudauthApp(ctx); err != nil {
+		return err
 	}
-	if h.hasher, err = password.NewHasher(params); err != nil {
-		return fmt.Errorf("argon2: %w", err)
-	}
-	h.hasher = h.hasher.WithObserver(observeHash)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	h.hashLimit = password.NewLimiter(h.MaxConcurrentHashes, time.Duration(h.HashQueueTimeout))
-	h.policy = password.Policy{MinLength: h.PasswordMinLength, MaxLength: h.PasswordMaxLength}
-	if err := h.policy.Validate(); err != nil {
-		return fmt.Errorf("password_min_length/password_max_length: %w", err)
-	}
-
-	// Resolve the secret before touching the database, so a bad secret
-	// fails fast without taking the file lock.
-	var key []byte
-	if h.Secret != "" {
-		resolved, err := caddy.NewReplacer().ReplaceOrErr(h.Secret, true, true)
+	if h.realmNamed && len(h.app.declared) > 0 {
+		// With realms declared, `realm NAME` names one of them: a typo
+		// must not quietly give the handler a store of its own.
+		r, ok := h.app.realm(h.Realm)
+		if !ok {
+			return fmt.Errorf("realm %q is not declared in the global crudauth options (declared: %s)",
+				h.Realm, strings.Join(h.app.names(), ", "))
+		}
+		if !h.RealmSettings.isZero() {
+			return fmt.Errorf("%s belong to realm %q: set them in its declaration in the global crudauth options",
+				strings.Join(h.RealmSettings.given(), ", "), h.Realm)
+		}
+		h.realm = r
+	} else {
+		r, err := h.RealmSettings.provision(ctx)
 		if err != nil {
-			return fmt.Errorf("secret: %w", err)
+			return err
 		}
-		resolved = strings.TrimRight(resolved, "\r\n") // files usually end with a newline
-		if len(resolved) < token.MinKeyLen {
-			return fmt.Errorf("secret: %d bytes is too short, HS256 needs at least %d (generate one with: head -c32 /dev/urandom | base64)",
-				len(resolved), token.MinKeyLen)
-		}
-		if err := checkSecretStrength(resolved); err != nil {
-			return fmt.Errorf("secret: %w", err)
-		}
-		key = []byte(resolved)
-		h.secretSource = "config"
-	}
-
-	st, key2, err := h.acquireStore(ctx)
-	if err != nil {
-		return err
-	}
-	h.dbKey, h.store = key2, st
-	dbName := storeName(h.dbKey)
-	if h.throttle, h.throttleKey, err = acquireThrottle(h.dbKey, h.Throttle); err != nil {
-		return fmt.Errorf("throttle: %w", err)
-	}
-
-	if key == nil {
-		key, err = h.store.Secret(ctx, generatedSecretName, func() ([]byte, error) {
-			b := make([]byte, generatedSecretBytes)
-			_, err := rand.Read(b)
-			return b, err
-		})
-		if err != nil {
-			return fmt.Errorf("loading the generated secret from %s: %w", dbName, err)
-		}
-		h.secretSource = "database"
+		h.realm, h.ownRealm = r, true
+		// From here on the admin API finds this realm by its store.
+		h.app.addOwn(r)
 	}
 
 	h.tokens, err = token.New(token.Config{
-		Key:        key,
+		Key:        h.realm.key,
 		Issuer:     h.Issuer,
 		Audience:   h.Audience,
 		AccessTTL:  time.Duration(h.AccessTTL),
@@ -396,25 +310,22 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		return fmt.Errorf("secret: %w", err)
 	}
 	h.auth = auth.New(auth.Config{
-		Store:     h.store,
+		Store:     h.realm.store,
 		Tokens:    h.tokens,
-		Hasher:    h.hasher,
-		HashLimit: h.hashLimit,
-		Throttle:  h.throttle,
-		Policy:    h.policy,
+		Hasher:    h.realm.hasher,
+		HashLimit: h.realm.hashLimit,
+		Throttle:  h.realm.throttle,
+		Policy:    h.realm.policy,
 		Defaults:  h.defaults,
 		Ceiling:   h.ceiling,
 		Logger:    h.logger,
 		OnHash:    beginLoginHash,
 	})
 
-	// From here on the admin API may use this handler's hashing settings
-	// for this database (see live.go).
-	h.registerLive()
-
 	h.logger.Info("crudauth ready",
-		zap.String("db", dbName),
-		zap.String("secret_source", h.secretSource),
+		zap.String("realm", h.realm.name),
+		zap.String("store", storeName(h.realm.storeKey)),
+		zap.String("secret_source", h.realm.secretSource),
 		zap.String("refresh", h.Refresh),
 		zap.Stringer("grantable_scopes", h.ceiling),
 		zap.Int("rules", len(h.Rules)),
@@ -435,7 +346,6 @@ func (h *Handler) setDefaults() {
 	orDefault(&h.UserIDHeader, DefaultUserIDHeader)
 	orDefault(&h.UserNameHeader, DefaultUserHeader)
 	orDefault(&h.ScopesHeader, DefaultScopesHeader)
-	orDefault(&h.HashQueueTimeout, caddy.Duration(2*time.Second))
 }
 
 // orDefault sets *field to def when it holds the zero value.
@@ -508,16 +418,14 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared store handle.
 func (h *Handler) Cleanup() error {
-	h.unregisterLive()
-	if h.throttleKey != "" {
-		_, _ = throttlePool.Delete(h.throttleKey)
-		h.throttleKey, h.throttle = "", nil
-	}
-	if h.dbKey == "" {
+	if !h.ownRealm || h.realm == nil {
 		return nil
 	}
-	err := releaseStore(h.dbKey)
-	h.dbKey, h.store = "", nil
+	if h.app != nil {
+		h.app.removeOwn(h.realm)
+	}
+	err := h.realm.release()
+	h.realm, h.ownRealm = nil, false
 	return err
 }
 

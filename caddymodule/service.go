@@ -10,6 +10,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // opError is a failure of a user operation that the caller can act on, with
@@ -39,7 +40,7 @@ func statusOf(err error) int {
 // two paths behave the same.
 type userService struct {
 	st       store.Store
-	settings passwordSettings
+	settings users.Settings
 }
 
 // addUserRequest is the body of an add.
@@ -83,15 +84,15 @@ func normalizeScopes(list []string) ([]string, error) {
 
 // hashNew checks pw against the policy and hashes it.
 func (s *userService) hashNew(ctx context.Context, pw string) (string, error) {
-	if err := s.settings.policy.Check(pw); err != nil {
+	if err := s.settings.Policy.Check(pw); err != nil {
 		return "", opErrorf(http.StatusBadRequest, "password refused: %v", err)
 	}
-	release, err := s.settings.limiter.Acquire(ctx)
+	release, err := s.settings.Limiter.Acquire(ctx)
 	if err != nil {
 		return "", opErrorf(http.StatusServiceUnavailable, "password hashing is busy, retry shortly")
 	}
 	defer release()
-	return s.settings.hasher.Hash(pw)
+	return s.settings.Hasher.Hash(pw)
 }
 
 func (s *userService) add(ctx context.Context, req addUserRequest) (*store.User, error) {
@@ -199,7 +200,7 @@ func (s *userService) list(ctx context.Context) ([]userView, error) {
 // importUsers validates every record, then stores them all in one
 // transaction: a bad record names its line and nothing is imported.
 func (s *userService) importUsers(ctx context.Context, records []importRecord) (int, error) {
-	users, err := validateImport(records, s.settings.hasher)
+	users, err := validateImport(records, s.settings.Hasher)
 	if err != nil {
 		return 0, err
 	}

@@ -168,9 +168,9 @@ func countLoginHash(release func()) func() {
 }
 
 // parseThrottle parses `throttle off` or a `throttle { ... }` block.
-func (h *Handler) parseThrottle(d *caddyfile.Dispenser) error {
+func (s *RealmSettings) parseThrottle(d *caddyfile.Dispenser) error {
 	c := &ThrottleConfig{}
-	h.Throttle = c
+	s.Throttle = c
 	args := d.RemainingArgs()
 	switch {
 	case len(args) == 1 && args[0] == "off":

@@ -1,9 +1,7 @@
 package caddymodule
 
 import (
-	"errors"
 	"fmt"
-	"time"
 )
 
 // Checks at start for unsafe input limits and secrets; each message names
@@ -62,15 +60,5 @@ func period(s string) int {
 // checkHostile checks the settings that bound a hostile client: throttling
 // and the hashing cap.
 func (h *Handler) checkHostile() error {
-	if h.MaxConcurrentHashes < 0 {
-		return fmt.Errorf("max_concurrent_hashes: %d must be positive (0 means half the CPUs)", h.MaxConcurrentHashes)
-	}
-	if h.HashQueueTimeout < 0 {
-		return errors.New("hash_queue_timeout must be positive")
-	}
-	if time.Duration(h.HashQueueTimeout) > time.Minute {
-		return fmt.Errorf("hash_queue_timeout: %s is too long, at most 1m (a login flood would park requests that long)",
-			time.Duration(h.HashQueueTimeout))
-	}
-	return h.Throttle.check()
+	return h.RealmSettings.check()
 }

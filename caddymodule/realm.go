@@ -1,0 +1,362 @@
+package caddymodule
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/throttle"
+	"github.com/crudauth/caddy-crudauth/internal/token"
+	"github.com/crudauth/caddy-crudauth/internal/users"
+)
+
+// DefaultHashQueueTimeout is how long a login waits for a hashing slot
+// when hash_queue_timeout is not set.
+const DefaultHashQueueTimeout = 2 * time.Second
+
+// RealmSettings are what a realm holds: a store, a password hasher with its
+// hashing cap and policy, a login throttle and the signing key. A realm is
+// declared by name in the global crudauth options and shared by the
+// handlers that name it; a handler that names none has a realm of its own
+// built from these same fields, set on the handler.
+type RealmSettings struct {
+	// Path of the bbolt database holding users and their token epochs:
+	// short for a store of backend "bolt" with this path. Default, when
+	// store is not set either: crudauth/crudauth.db in Caddy's data
+	// directory. Several sites and configs may name the same file: they
+	// share one open handle. Setting both db and store is an error.
+	DB string `json:"db,omitempty"`
+
+	// Where users, their token epochs and the generated signing key live:
+	// a crudauth.stores.* module, {"backend": "bolt", "path": ...} or
+	// {"backend": "memory", "name": ...}. Realms that name the same
+	// backing state (the same file, the same memory name) share one open
+	// store, across sites and reloads. Default: bolt at db's default.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=crudauth.stores inline_key=backend"`
+
+	// HS256 signing key, at least 32 bytes. `{env.NAME}` and `{file.PATH}`
+	// placeholders are resolved at start, so the key need not appear in the
+	// config. Default: a random 256-bit key generated on first start and
+	// kept in the store, so that tokens survive restarts.
+	Secret string `json:"secret,omitempty"`
+
+	// argon2id parameters for new password hashes. Default: the OWASP
+	// recommendation m=19456 KiB, t=2, p=1; lower values are refused.
+	Argon2 *Argon2Params `json:"argon2,omitempty"`
+
+	// Most password hashes computed at once. Default: half the CPUs, at
+	// least 1, so a login flood leaves CPU for proxied traffic.
+	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
+
+	// How long a login waits for a hashing slot before it gets 503 with
+	// Retry-After. Positive, at most 1m. Default: 2s.
+	HashQueueTimeout caddy.Duration `json:"hash_queue_timeout,omitempty"`
+
+	// Login throttling on token_path: escalating lockouts per (client IP,
+	// username), per username and per client IP. Default: on, 5 failures
+	// a minute per pair, 10 per username, 20 per IP, a 1m lockout doubling
+	// up to 1h. See ThrottleConfig.
+	Throttle *ThrottleConfig `json:"throttle,omitempty"`
+
+	// Minimum length of a new password, in characters. Default: 8. There
+	// are no composition rules (NIST SP 800-63B section 3.1.1.2).
+	PasswordMinLength int `json:"password_min_length,omitempty"`
+
+	// Maximum length of a new password, in characters; at least 64, at
+	// most 4096. Default: 256. Bodies past 4096 bytes are refused before
+	// any hashing; nothing is ever truncated.
+	PasswordMaxLength int `json:"password_max_length,omitempty"`
+}
+
+// isZero reports whether none of the settings is given.
+func (s *RealmSettings) isZero() bool {
+	return reflect.ValueOf(*s).IsZero()
+}
+
+// given names the settings that are set, by their Caddyfile names.
+func (s *RealmSettings) given() []string {
+	var out []string
+	v := reflect.ValueOf(*s)
+	t := v.Type()
+	for i := range t.NumField() {
+		if !v.Field(i).IsZero() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// check rejects unsafe settings; each message names the field.
+func (s *RealmSettings) check() error {
+	if s.DB != "" && s.StoreRaw != nil {
+		return errors.New("db and store are both set: db PATH is short for a bolt store with that path, set one of them")
+	}
+	if s.MaxConcurrentHashes < 0 {
+		return fmt.Errorf("max_concurrent_hashes: %d must be positive (0 means half the CPUs)", s.MaxConcurrentHashes)
+	}
+	if s.HashQueueTimeout < 0 {
+		return errors.New("hash_queue_timeout must be positive")
+	}
+	if time.Duration(s.HashQueueTimeout) > time.Minute {
+		return fmt.Errorf("hash_queue_timeout: %s is too long, at most 1m (a login flood would park requests that long)",
+			time.Duration(s.HashQueueTimeout))
+	}
+	return s.Throttle.check()
+}
+
+// unmarshalSub parses the realm subdirective sub at d, in a handler's block
+// or in a realm's block of the global options.
+func (s *RealmSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error {
+	one := func() (string, error) {
+		var v string
+		if !d.AllArgs(&v) {
+			return "", d.ArgErr()
+		}
+		return v, nil
+	}
+	switch sub {
+	case "db", "secret":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		if sub == "secret" {
+			s.Secret = v
+			return nil
+		}
+		if s.StoreRaw != nil {
+			return errDBAndStore(d)
+		}
+		s.DB = v
+	case "store":
+		if s.DB != "" {
+			return errDBAndStore(d)
+		}
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		backend := d.Val()
+		unm, err := caddyfile.UnmarshalModule(d, "crudauth.stores."+backend)
+		if err != nil {
+			return err
+		}
+		s.StoreRaw = caddyconfig.JSONModuleObject(unm, "backend", backend, nil)
+	case "hash_queue_timeout":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		if s.HashQueueTimeout, err = positiveDuration(d, sub, v); err != nil {
+			return err
+		}
+	case "argon2":
+		var m, t, p string
+		if !d.AllArgs(&m, &t, &p) {
+			return d.Errf("argon2 takes three numbers: memory in KiB, time (iterations), threads")
+		}
+		mem, err1 := strconv.ParseUint(m, 10, 32)
+		it, err2 := strconv.ParseUint(t, 10, 32)
+		th, err3 := strconv.ParseUint(p, 10, 8)
+		if err1 != nil || err2 != nil || err3 != nil {
+			return d.Errf("argon2: %q %q %q are not a memory in KiB, a time and a thread count", m, t, p)
+		}
+		s.Argon2 = &Argon2Params{Memory: uint32(mem), Time: uint32(it), Threads: uint8(th)}
+	case "max_concurrent_hashes", "password_min_length", "password_max_length":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return d.Errf("%s: %q is not a positive number", sub, v)
+		}
+		switch sub {
+		case "max_concurrent_hashes":
+			s.MaxConcurrentHashes = n
+		case "password_min_length":
+			s.PasswordMinLength = n
+		default:
+			s.PasswordMaxLength = n
+		}
+	case "throttle":
+		return s.parseThrottle(d)
+	default:
+		return d.Errf("unrecognized realm subdirective %q", sub)
+	}
+	return nil
+}
+
+// realm is a provisioned RealmSettings: what the handlers of a realm and
+// the admin API share. It never changes once built.
+type realm struct {
+	name         string // as declared; "" for a handler's own
+	storeKey     string // storePool key
+	store        store.Store
+	throttleKey  string // throttlePool key; "" when throttling is off
+	throttle     throttle.Limiter
+	hasher       *password.Hasher
+	hashLimit    *password.Limiter
+	policy       password.Policy
+	key          []byte // the HS256 signing key
+	secretSource string // "config" or "store", for logs
+}
+
+// passwordSettings is how the admin API and the CLI hash and check new
+// passwords for this realm.
+func (r *realm) passwordSettings() users.Settings {
+	return users.Settings{Policy: r.policy, Hasher: r.hasher, Limiter: r.hashLimit}
+}
+
+// provision builds the realm: the hasher, the policy, the secret, the
+// shared store and throttle. On error it releases what it took.
+func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	r := new(realm)
+	params := password.DefaultParams
+	if s.Argon2 != nil {
+		if s.Argon2.Memory != 0 {
+			params.Memory = s.Argon2.Memory
+		}
+		if s.Argon2.Time != 0 {
+			params.Time = s.Argon2.Time
+		}
+		if s.Argon2.Threads != 0 {
+			params.Threads = s.Argon2.Threads
+		}
+	}
+	hasher, err := password.NewHasher(params)
+	if err != nil {
+		return nil, fmt.Errorf("argon2: %w", err)
+	}
+	r.hasher = hasher.WithObserver(observeHash)
+	wait := time.Duration(s.HashQueueTimeout)
+	if wait == 0 {
+		wait = DefaultHashQueueTimeout
+	}
+	r.hashLimit = password.NewLimiter(s.MaxConcurrentHashes, wait)
+	r.policy = password.Policy{MinLength: s.PasswordMinLength, MaxLength: s.PasswordMaxLength}
+	if err := r.policy.Validate(); err != nil {
+		return nil, fmt.Errorf("password_min_length/password_max_length: %w", err)
+	}
+
+	// Resolve the secret before touching the store, so a bad secret fails
+	// fast without taking a file lock.
+	if s.Secret != "" {
+		if r.key, err = resolveSecret(s.Secret); err != nil {
+			return nil, fmt.Errorf("secret: %w", err)
+		}
+		r.secretSource = "config"
+	}
+
+	if r.store, r.storeKey, err = s.acquireStore(ctx); err != nil {
+		return nil, err
+	}
+	if r.throttle, r.throttleKey, err = acquireThrottle(r.storeKey, s.Throttle); err != nil {
+		_ = r.release()
+		return nil, fmt.Errorf("throttle: %w", err)
+	}
+	if r.key == nil {
+		r.key, err = r.store.Secret(ctx, generatedSecretName, func() ([]byte, error) {
+			b := make([]byte, generatedSecretBytes)
+			_, err := rand.Read(b)
+			return b, err
+		})
+		if err != nil {
+			_ = r.release()
+			return nil, fmt.Errorf("loading the generated secret from %s: %w", storeName(r.storeKey), err)
+		}
+		r.secretSource = "store"
+	}
+	return r, nil
+}
+
+// resolveSecret resolves `{env.X}` and `{file.P}` in a configured secret
+// and checks its length and strength.
+func resolveSecret(configured string) ([]byte, error) {
+	resolved, err := caddy.NewReplacer().ReplaceOrErr(configured, true, true)
+	if err != nil {
+		return nil, err
+	}
+	resolved = strings.TrimRight(resolved, "\r\n") // files usually end with a newline
+	if len(resolved) < token.MinKeyLen {
+		return nil, fmt.Errorf("%d bytes is too short, HS256 needs at least %d (generate one with: head -c32 /dev/urandom | base64)",
+			len(resolved), token.MinKeyLen)
+	}
+	if err := checkSecretStrength(resolved); err != nil {
+		return nil, err
+	}
+	return []byte(resolved), nil
+}
+
+// acquireStore loads the store module (or takes db as the path of a bolt
+// store) and takes a reference to its shared open store.
+func (s *RealmSettings) acquireStore(ctx caddy.Context) (store.Store, string, error) {
+	if s.StoreRaw == nil {
+		st, key, err := acquireBolt(s.DB)
+		if err != nil {
+			return nil, "", fmt.Errorf("db: %w", err)
+		}
+		return st, key, nil
+	}
+	mod, err := ctx.LoadModule(s, "StoreRaw")
+	if err != nil {
+		return nil, "", fmt.Errorf("store: %w", err)
+	}
+	opener, ok := mod.(storeOpener)
+	if !ok {
+		return nil, "", fmt.Errorf("store: module %T is not a crudauth store", mod)
+	}
+	st, key, err := acquireStore(opener)
+	if err != nil {
+		return nil, "", fmt.Errorf("store: %w", err)
+	}
+	return st, key, nil
+}
+
+// release drops the realm's references to the shared store and throttle.
+func (r *realm) release() error {
+	if r.throttleKey != "" {
+		_, _ = throttlePool.Delete(r.throttleKey)
+		r.throttleKey, r.throttle = "", nil
+	}
+	if r.storeKey == "" {
+		return nil
+	}
+	err := releaseStore(r.storeKey)
+	r.storeKey, r.store = "", nil
+	return err
+}
+
+// settingsFor returns how new passwords are checked and hashed for the
+// store with pool key key: with its realm's settings in the running config,
+// so that an operator who set argon2 parameters or a password policy gets
+// the same ones through the admin API; the defaults when no realm of the
+// running config holds the store (a file the CLI opened itself).
+func settingsFor(key string) (users.Settings, error) {
+	if key != "" {
+		if mod, err := caddy.ActiveContext().AppIfConfigured("crudauth"); err == nil {
+			if r, ok := mod.(*App).byStore(key); ok {
+				return r.passwordSettings(), nil
+			}
+		}
+	}
+	hasher, err := password.NewHasher(password.DefaultParams)
+	if err != nil {
+		return users.Settings{}, err
+	}
+	return users.Settings{Policy: password.DefaultPolicy, Hasher: hasher.WithObserver(observeHash)}, nil
+}

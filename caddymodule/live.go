@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // liveHandlers records, per store (its pool key), the handlers that are
@@ -43,22 +44,14 @@ func (h *Handler) unregisterLive() {
 	}
 }
 
-// passwordSettings is how new passwords are checked and hashed for one
-// database.
-type passwordSettings struct {
-	policy  password.Policy
-	hasher  *password.Hasher
-	limiter *password.Limiter
-}
-
 var (
 	defaultSettingsOnce sync.Once
-	defaultSettings     passwordSettings
+	defaultSettings     users.Settings
 	defaultSettingsErr  error
 )
 
 // settingsFor returns the password settings for the store with pool key path.
-func settingsFor(path string) (passwordSettings, error) {
+func settingsFor(path string) (users.Settings, error) {
 	liveHandlers.Lock()
 	hs := liveHandlers.m[path]
 	var h *Handler
@@ -67,7 +60,7 @@ func settingsFor(path string) (passwordSettings, error) {
 	}
 	liveHandlers.Unlock()
 	if h != nil {
-		return passwordSettings{policy: h.policy, hasher: h.hasher, limiter: h.hashLimit}, nil
+		return users.Settings{Policy: h.policy, Hasher: h.hasher, Limiter: h.hashLimit}, nil
 	}
 	defaultSettingsOnce.Do(func() {
 		hasher, err := password.NewHasher(password.DefaultParams)
@@ -75,7 +68,7 @@ func settingsFor(path string) (passwordSettings, error) {
 			defaultSettingsErr = err
 			return
 		}
-		defaultSettings = passwordSettings{policy: password.DefaultPolicy, hasher: hasher.WithObserver(observeHash)}
+		defaultSettings = users.Settings{Policy: password.DefaultPolicy, Hasher: hasher.WithObserver(observeHash)}
 	})
 	return defaultSettings, defaultSettingsErr
 }

@@ -27,14 +27,18 @@ func init() {
 // adminAPI is the `admin.api.crudauth` module: user administration and
 // backups on Caddy's admin endpoint, under /crudauth/, so that an operator
 // can manage users while the gateway runs and holds the database file.
-// JSON in and out; errors are {"error": "..."} with 400, 404, 409 (an
-// existing username) or 503.
+// JSON in and out. A refused user operation answers {"error": "...",
+// "kind": "..."}, the kind being that of internal/users (invalid 400,
+// not_found 404, exists 409, busy 503 with Retry-After, internal 500), so
+// that the CLI acts on the kind, never on the message; other errors are
+// {"error": "..."}.
 //
 //	GET    /crudauth/identity                     identityDoc: this is crudauth's API
 //	GET    /crudauth/dbs                          open databases
 //	GET    /crudauth/users                        list users
 //	POST   /crudauth/users                        add {"username","password","allowed_scopes"}
 //	GET    /crudauth/users/<name>                 show one
+//	GET    /crudauth/users/<name>?exists=1        {"exists": true|false}, 200 either way
 //	DELETE /crudauth/users/<name>                 delete
 //	POST   /crudauth/users/<name>/password        set {"password"}; revokes every token
 //	POST   /crudauth/users/<name>/revoke          revoke every token (bump token_version)
@@ -133,19 +137,18 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer release()
 	path := storeName(key) // for the logs
-	svc := &userService{st: st, settings: settings}
+	svc := users.New(st, settings)
 	ctx := contextWithoutCancel(r.Context())
 
 	op, username := "", ""
-	var user *store.User
-	var result any
+	var view users.View
 	status := http.StatusOK
 	switch {
 	case segs[0] == "backup" && len(segs) == 1:
 		if r.Method != http.MethodGet {
 			return methodNotAllowed(w, http.MethodGet)
 		}
-		return a.serveBackup(w, r, path, svc)
+		return a.serveBackup(w, r, path, st)
 	case segs[0] == "restore" && len(segs) == 1:
 		if r.Method != http.MethodPost {
 			return methodNotAllowed(w, http.MethodPost)
@@ -163,10 +166,10 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			observeAdmin(op, err)
 			return apiError(http.StatusBadRequest, "the body is not a crudauth export: %v", err)
 		}
-		stats, err := svc.restore(ctx, d)
+		stats, err := restoreStore(ctx, st, d)
 		observeAdmin(op, err)
 		if err != nil {
-			return a.fail(r, op, path, "", err)
+			return a.fail(w, r, op, path, "", err)
 		}
 		a.logger.Info("export restored", zap.Int("users", stats.Users), zap.Int("secrets", stats.Secrets),
 			zap.Int("secrets_kept", stats.SecretsKept), zap.String("db", path), zap.String("client_ip", adminClientIP(r)))
@@ -177,15 +180,15 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		op = "import"
 		var req struct {
-			Users []importRecord `json:"users"`
+			Users []users.Record `json:"users"`
 		}
-		if err := readAdminJSON(r, &req, maxImportBytes); err != nil {
+		if err := readAdminJSON(r, &req, users.MaxImportBytes); err != nil {
 			return err
 		}
-		n, err := svc.importUsers(ctx, req.Users)
+		n, err := svc.Import(ctx, req.Users)
 		observeAdmin(op, err)
 		if err != nil {
-			return a.fail(r, op, path, "", err)
+			return a.fail(w, r, op, path, "", err)
 		}
 		a.logger.Info("users imported", zap.Int("count", n), zap.String("db", path), zap.String("client_ip", adminClientIP(r)))
 		return writeAdminJSON(w, http.StatusOK, map[string]int{"imported": n})
@@ -193,20 +196,20 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		switch r.Method {
 		case http.MethodGet:
 			op = "list"
-			views, err := svc.list(ctx)
+			views, err := svc.List(ctx)
 			observeAdmin(op, err)
 			if err != nil {
-				return a.fail(r, op, path, "", err)
+				return a.fail(w, r, op, path, "", err)
 			}
 			return writeAdminJSON(w, http.StatusOK, views)
 		case http.MethodPost:
 			op = "add"
-			var req addUserRequest
+			var req users.AddRequest
 			if err := readAdminJSON(r, &req, maxAdminBody); err != nil {
 				return err
 			}
 			username = req.Username
-			user, err = svc.add(ctx, req)
+			view, err = svc.Add(ctx, req)
 			status = http.StatusCreated
 		default:
 			return methodNotAllowed(w, http.MethodGet, http.MethodPost)
@@ -216,10 +219,20 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		switch r.Method {
 		case http.MethodGet:
 			op = "show"
-			user, err = svc.lookup(ctx, username)
+			if r.URL.Query().Get("exists") == "1" {
+				// The CLI's check that a name is free before it asks for
+				// a password: an unknown user is the answer, not a failed
+				// request.
+				_, err := svc.Get(ctx, username)
+				if err == nil || users.KindOf(err) == users.NotFound {
+					return writeAdminJSON(w, http.StatusOK, existsResult{Exists: err == nil})
+				}
+				return a.fail(w, r, op, path, username, err)
+			}
+			view, err = svc.Get(ctx, username)
 		case http.MethodDelete:
 			op = "delete"
-			user, err = svc.remove(ctx, username)
+			view, err = svc.Delete(ctx, username)
 		default:
 			return methodNotAllowed(w, http.MethodGet, http.MethodDelete)
 		}
@@ -236,12 +249,19 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			if err := readAdminJSON(r, &req, maxAdminBody); err != nil {
 				return err
 			}
-			user, err = svc.passwd(ctx, username, req.Password)
+			view, err = svc.SetPassword(ctx, username, req.Password)
 		case "revoke", "disable", "enable":
 			if r.Method != http.MethodPost {
 				return methodNotAllowed(w, http.MethodPost)
 			}
-			user, err = svc.change(ctx, username, op)
+			change := svc.Revoke
+			switch op {
+			case "disable":
+				change = svc.Disable
+			case "enable":
+				change = svc.Enable
+			}
+			view, err = change(ctx, username)
 		case "scopes":
 			if r.Method != http.MethodPut {
 				return methodNotAllowed(w, http.MethodPut)
@@ -258,7 +278,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			if err := json.Unmarshal(raw, &list); err != nil {
 				return apiError(http.StatusBadRequest, "allowed_scopes must be a list of strings or null")
 			}
-			user, err = svc.setScopes(ctx, username, list)
+			view, err = svc.SetScopes(ctx, username, list)
 		default:
 			return apiError(http.StatusNotFound, "unknown action %q", op)
 		}
@@ -269,17 +289,21 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		observeAdmin(op, err)
 	}
 	if err != nil {
-		return a.fail(r, op, path, username, err)
+		return a.fail(w, r, op, path, username, err)
 	}
 	if op != "show" {
-		a.logChange(r, op, path, user)
+		a.logChange(r, op, path, view)
 	}
-	result = viewOf(user)
-	return writeAdminJSON(w, status, result)
+	return writeAdminJSON(w, status, view)
+}
+
+// existsResult is the answer of GET /crudauth/users/<name>?exists=1.
+type existsResult struct {
+	Exists bool `json:"exists"`
 }
 
 // logChange writes the one log line of an admin change.
-func (a *adminAPI) logChange(r *http.Request, op, path string, u *store.User) {
+func (a *adminAPI) logChange(r *http.Request, op, path string, u users.View) {
 	msg := map[string]string{
 		"add": "user added", "delete": "user deleted", "password": "password changed by admin",
 		"revoke": "tokens revoked", "disable": "user disabled", "enable": "user enabled",
@@ -298,12 +322,52 @@ func (a *adminAPI) logChange(r *http.Request, op, path string, u *store.User) {
 	a.logger.Info(msg, fields...)
 }
 
-// fail turns a service error into the admin API's error, logging failed
-// changes at warn level.
-func (a *adminAPI) fail(r *http.Request, op, path, username string, err error) error {
-	status := statusOf(err)
-	if op != "show" && op != "list" {
-		a.logger.Warn("admin operation failed",
+// adminErrorBody is the answer to a refused operation. Kind is set for the
+// errors of internal/users: the CLI rebuilds a *users.Error from it.
+type adminErrorBody struct {
+	Error string `json:"error"`
+	Kind  string `json:"kind,omitempty"`
+}
+
+// errorStatus returns the status and kind (empty for an error that does not
+// come from internal/users) the admin API answers err with.
+func errorStatus(err error) (int, string) {
+	var ue *users.Error
+	if errors.As(err, &ue) {
+		switch ue.Kind {
+		case users.Invalid:
+			return http.StatusBadRequest, ue.Kind.String()
+		case users.NotFound:
+			return http.StatusNotFound, ue.Kind.String()
+		case users.Exists:
+			return http.StatusConflict, ue.Kind.String()
+		case users.Busy:
+			return http.StatusServiceUnavailable, ue.Kind.String()
+		}
+		return http.StatusInternalServerError, users.Internal.String()
+	}
+	switch {
+	case errors.Is(err, errBackupFormat), errors.Is(err, errNoFileSnapshot):
+		return http.StatusBadRequest, ""
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrSecretConflict):
+		return http.StatusConflict, ""
+	}
+	return http.StatusInternalServerError, ""
+}
+
+// fail answers a refused operation. It writes the answer itself rather than
+// returning the error to Caddy's admin server, which could only answer
+// {"error"} and would log every refusal (a show of an unknown user among
+// them) as a request error. Failed changes are logged at warn level, and
+// failures of our own at error level.
+func (a *adminAPI) fail(w http.ResponseWriter, r *http.Request, op, path, username string, err error) error {
+	status, kind := errorStatus(err)
+	if status == http.StatusInternalServerError || (op != "show" && op != "list") {
+		log := a.logger.Warn
+		if status == http.StatusInternalServerError {
+			log = a.logger.Error
+		}
+		log("admin operation failed",
 			zap.String("operation", op),
 			zap.String("username", username),
 			zap.String("client_ip", adminClientIP(r)),
@@ -311,10 +375,14 @@ func (a *adminAPI) fail(r *http.Request, op, path, username string, err error) e
 			zap.Int("status", status),
 			zap.Error(err))
 	}
+	msg := err.Error()
 	if status == http.StatusInternalServerError {
-		return caddy.APIError{HTTPStatus: status, Err: err, Message: "internal error: " + err.Error()}
+		msg = "internal error: " + msg
 	}
-	return caddy.APIError{HTTPStatus: status, Err: err, Message: err.Error()}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	return writeAdminJSON(w, status, adminErrorBody{Error: msg, Kind: kind})
 }
 
 // restoreResult is the answer of POST /crudauth/restore.
@@ -327,7 +395,7 @@ type restoreResult struct {
 // serveBackup streams a consistent snapshot of the store: the portable
 // export, or with ?format=bolt the bbolt file. Either is read from one
 // snapshot, so the gateway keeps serving and writing meanwhile.
-func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path string, svc *userService) error {
+func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path string, st store.Store) error {
 	format := r.URL.Query().Get("format")
 	if format == "" {
 		format = backupExport
@@ -351,10 +419,10 @@ func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path stri
 		return apiError(http.StatusInternalServerError, "backup failed: %v", err)
 	}
 	defer func() { snap.Close(); os.Remove(snap.Name()) }()
-	if _, err := svc.backup(r.Context(), snap, format); err != nil {
+	if _, err := backupStore(r.Context(), st, snap, format); err != nil {
 		observeAdmin("backup", err)
-		if st := statusOf(err); st != http.StatusInternalServerError {
-			return apiError(st, "%v", err)
+		if status, _ := errorStatus(err); status != http.StatusInternalServerError {
+			return apiError(status, "%v", err)
 		}
 		a.logger.Error("backup failed", zap.String("db", path), zap.Error(err))
 		return apiError(http.StatusInternalServerError, "backup failed: %v", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // scopesCommand: caddy crudauth user scopes <username> <scope>... | --none | --unrestricted
@@ -91,7 +92,7 @@ the user's next login. A bad line is reported with its number and nothing is
 imported; an existing username fails the import the same way.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := importFormat(format, args[0])
+			f, err := users.ImportFormat(format, args[0])
 			if err != nil {
 				return err
 			}
@@ -99,7 +100,7 @@ imported; an existing username fails the import the same way.`,
 			if err != nil {
 				return err
 			}
-			records, err := parseImport(data, f)
+			records, err := users.ParseImport(data, f)
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
@@ -124,12 +125,12 @@ func readImportFile(name string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxImportBytes+1))
+	data, err := io.ReadAll(io.LimitReader(f, users.MaxImportBytes+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxImportBytes {
-		return nil, fmt.Errorf("%s is larger than %d MiB; split it", name, maxImportBytes>>20)
+	if len(data) > users.MaxImportBytes {
+		return nil, fmt.Errorf("%s is larger than %d MiB; split it", name, users.MaxImportBytes>>20)
 	}
 	return data, nil
 }

@@ -21,20 +21,24 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // userOps is what the CLI does to users, either on a database file it opened
 // itself (localOps) or through a running Caddy's admin API (remoteOps). The
 // command line is the same both ways.
 type userOps interface {
-	list(ctx context.Context) ([]userView, error)
-	show(ctx context.Context, username string) (userView, error)
-	add(ctx context.Context, req addUserRequest) (userView, error)
-	passwd(ctx context.Context, username, pw string) (userView, error)
-	change(ctx context.Context, username, action string) (userView, error)
-	remove(ctx context.Context, username string) (userView, error)
-	setScopes(ctx context.Context, username string, allowed []string) (userView, error)
-	importUsers(ctx context.Context, records []importRecord) (int, error)
+	list(ctx context.Context) ([]users.View, error)
+	show(ctx context.Context, username string) (users.View, error)
+	// exists says whether the user exists; an unknown user is no error.
+	exists(ctx context.Context, username string) (bool, error)
+	add(ctx context.Context, req users.AddRequest) (users.View, error)
+	passwd(ctx context.Context, username, pw string) (users.View, error)
+	// change applies action: revoke, disable or enable.
+	change(ctx context.Context, username, action string) (users.View, error)
+	remove(ctx context.Context, username string) (users.View, error)
+	setScopes(ctx context.Context, username string, allowed []string) (users.View, error)
+	importUsers(ctx context.Context, records []users.Record) (int, error)
 	backup(ctx context.Context, w io.Writer, format string) (int64, error)
 	restore(ctx context.Context, d *store.Dump) (store.ImportStats, error)
 }
@@ -105,7 +109,7 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 		if err != nil {
 			return err
 		}
-		return hint(fn(ctx, &localOps{svc: &userService{st: st, settings: settings}}))
+		return hint(fn(ctx, &localOps{st: st, svc: users.New(st, settings)}))
 	}
 	if !errors.Is(err, bolt.ErrLocked) {
 		return err
@@ -153,60 +157,77 @@ func (env *cliEnv) errOut() io.Writer {
 	return io.Discard
 }
 
-// hint adds what to do next to the errors an operator can fix.
+// hint adds what to do next to the errors an operator can fix. It goes by
+// the error's kind, which the admin API passes on, so that a file and a
+// running caddy give the same advice. Only an error as a user operation
+// returned it gets one: a command that wrapped it (the import, with its
+// file name and line) has said what is wrong already.
 func hint(err error) error {
-	var oe *opError
-	if !errors.As(err, &oe) {
+	if ue, ok := err.(*users.Error); ok {
+		switch ue.Kind {
+		case users.NotFound:
+			return fmt.Errorf("%w; 'caddy crudauth user list' shows who exists", err)
+		case users.Exists:
+			return fmt.Errorf("%w; use 'caddy crudauth user passwd' to change the password", err)
+		}
 		return err
 	}
-	switch {
-	case oe.status == http.StatusNotFound && strings.HasPrefix(oe.msg, "no user "):
-		return fmt.Errorf("%s; 'caddy crudauth user list' shows who exists", oe.msg)
-	case oe.status == http.StatusNotFound && strings.HasPrefix(oe.msg, "no crudauth database is open"):
-		return fmt.Errorf("%s; to work on a database file instead, pass --db <path>", oe.msg)
-	case oe.status == http.StatusConflict && strings.HasPrefix(oe.msg, "user "):
-		return fmt.Errorf("%s; use 'caddy crudauth user passwd' to change the password", oe.msg)
+	var re *remoteError
+	// No database open: resolveDB's refusal, which has no user error kind.
+	if errors.As(err, &re) && re.status == http.StatusNotFound && strings.HasPrefix(re.msg, "no crudauth database is open") {
+		return fmt.Errorf("%s; to work on a database file instead, pass --db <path>", re.msg)
 	}
 	return err
 }
 
 // localOps works on a file the CLI opened.
-type localOps struct{ svc *userService }
+type localOps struct {
+	st  store.Store
+	svc *users.Service
+}
 
-func viewOrErr(u *store.User, err error) (userView, error) {
-	if err != nil {
-		return userView{}, err
+func (l *localOps) list(ctx context.Context) ([]users.View, error) { return l.svc.List(ctx) }
+func (l *localOps) show(ctx context.Context, name string) (users.View, error) {
+	return l.svc.Get(ctx, name)
+}
+func (l *localOps) exists(ctx context.Context, name string) (bool, error) {
+	_, err := l.svc.Get(ctx, name)
+	if err != nil && users.KindOf(err) == users.NotFound {
+		return false, nil
 	}
-	return viewOf(u), nil
+	return err == nil, err
 }
-
-func (l *localOps) list(ctx context.Context) ([]userView, error) { return l.svc.list(ctx) }
-func (l *localOps) show(ctx context.Context, name string) (userView, error) {
-	return viewOrErr(l.svc.lookup(ctx, name))
+func (l *localOps) add(ctx context.Context, req users.AddRequest) (users.View, error) {
+	return l.svc.Add(ctx, req)
 }
-func (l *localOps) add(ctx context.Context, req addUserRequest) (userView, error) {
-	return viewOrErr(l.svc.add(ctx, req))
+func (l *localOps) passwd(ctx context.Context, name, pw string) (users.View, error) {
+	return l.svc.SetPassword(ctx, name, pw)
 }
-func (l *localOps) passwd(ctx context.Context, name, pw string) (userView, error) {
-	return viewOrErr(l.svc.passwd(ctx, name, pw))
+func (l *localOps) change(ctx context.Context, name, action string) (users.View, error) {
+	switch action {
+	case "revoke":
+		return l.svc.Revoke(ctx, name)
+	case "disable":
+		return l.svc.Disable(ctx, name)
+	case "enable":
+		return l.svc.Enable(ctx, name)
+	}
+	return users.View{}, fmt.Errorf("unknown action %q", action)
 }
-func (l *localOps) change(ctx context.Context, name, action string) (userView, error) {
-	return viewOrErr(l.svc.change(ctx, name, action))
+func (l *localOps) remove(ctx context.Context, name string) (users.View, error) {
+	return l.svc.Delete(ctx, name)
 }
-func (l *localOps) remove(ctx context.Context, name string) (userView, error) {
-	return viewOrErr(l.svc.remove(ctx, name))
+func (l *localOps) setScopes(ctx context.Context, name string, allowed []string) (users.View, error) {
+	return l.svc.SetScopes(ctx, name, allowed)
 }
-func (l *localOps) setScopes(ctx context.Context, name string, allowed []string) (userView, error) {
-	return viewOrErr(l.svc.setScopes(ctx, name, allowed))
-}
-func (l *localOps) importUsers(ctx context.Context, recs []importRecord) (int, error) {
-	return l.svc.importUsers(ctx, recs)
+func (l *localOps) importUsers(ctx context.Context, recs []users.Record) (int, error) {
+	return l.svc.Import(ctx, recs)
 }
 func (l *localOps) backup(ctx context.Context, w io.Writer, format string) (int64, error) {
-	return l.svc.backup(ctx, w, format)
+	return backupStore(ctx, l.st, w, format)
 }
 func (l *localOps) restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
-	return l.svc.restore(ctx, d)
+	return restoreStore(ctx, l.st, d)
 }
 
 // remoteOps goes through the admin API of a running Caddy. Before its first
@@ -234,6 +255,36 @@ type notCrudauthError struct {
 func (e *notCrudauthError) Error() string {
 	return fmt.Sprintf("what answers at %s is not crudauth's admin API (%s), so nothing was sent to it: "+
 		"pass --address with the admin address of the caddy that runs crudauth, or --db <path> of the database file", e.addr, e.why)
+}
+
+// remoteError is an admin API refusal that carries no user error kind: the
+// request itself was refused (no database open, a malformed body), or a
+// backup or restore failed. Its message is the API's.
+type remoteError struct {
+	status int
+	msg    string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+
+// userErrorKinds are the kinds the admin API may name in an error.
+var userErrorKinds = []users.Kind{users.Internal, users.Invalid, users.NotFound, users.Exists, users.Busy}
+
+// remoteErrorOf rebuilds the error of an admin API answer with status >= 400
+// and body b: the *users.Error the operation failed with when the answer
+// names its kind, so that the CLI treats it as on a file, else a
+// *remoteError.
+func remoteErrorOf(status int, b []byte) error {
+	var e adminErrorBody
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(b))
+	}
+	for _, k := range userErrorKinds {
+		if e.Kind != "" && e.Kind == k.String() {
+			return &users.Error{Kind: k, Msg: e.Error}
+		}
+	}
+	return &remoteError{status: status, msg: e.Error}
 }
 
 // connectError means the admin API did not answer at all.
@@ -308,8 +359,7 @@ func (o *remoteOps) identify(ctx context.Context) error {
 }
 
 // do sends one request to the admin API, once identify has passed. A
-// response with status >= 400 is returned as an *opError carrying the API's
-// message.
+// response with status >= 400 is returned as its error (remoteErrorOf).
 func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	if err := o.connect(); err != nil {
 		return nil, err
@@ -332,13 +382,7 @@ func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*htt
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-		}
-		return nil, &opError{status: resp.StatusCode, msg: e.Error}
+		return nil, remoteErrorOf(resp.StatusCode, b)
 	}
 	return resp, nil
 }
@@ -397,40 +441,55 @@ func userPath(name string, action ...string) string {
 	return p
 }
 
-func (o *remoteOps) view(ctx context.Context, method, path string, body any) (userView, error) {
-	var v userView
+func (o *remoteOps) view(ctx context.Context, method, path string, body any) (users.View, error) {
+	var v users.View
 	err := o.json(ctx, method, path, body, &v)
 	return v, err
 }
 
-func (o *remoteOps) list(ctx context.Context) ([]userView, error) {
-	var vs []userView
+func (o *remoteOps) list(ctx context.Context) ([]users.View, error) {
+	var vs []users.View
 	err := o.json(ctx, http.MethodGet, "/crudauth/users", nil, &vs)
 	return vs, err
 }
-func (o *remoteOps) show(ctx context.Context, name string) (userView, error) {
+func (o *remoteOps) show(ctx context.Context, name string) (users.View, error) {
 	return o.view(ctx, http.MethodGet, userPath(name), nil)
 }
-func (o *remoteOps) add(ctx context.Context, req addUserRequest) (userView, error) {
+
+// exists asks ?exists=1, which answers 200 for an unknown user too: a plain
+// show would answer 404, a failed request in the admin server's terms.
+func (o *remoteOps) exists(ctx context.Context, name string) (bool, error) {
+	var out struct {
+		Exists *bool `json:"exists"`
+	}
+	if err := o.json(ctx, http.MethodGet, userPath(name)+"?exists=1", nil, &out); err != nil {
+		return false, err
+	}
+	if out.Exists == nil {
+		return false, fmt.Errorf("admin API at %s: the answer to the existence check has no \"exists\"", o.addr)
+	}
+	return *out.Exists, nil
+}
+func (o *remoteOps) add(ctx context.Context, req users.AddRequest) (users.View, error) {
 	return o.view(ctx, http.MethodPost, "/crudauth/users", req)
 }
-func (o *remoteOps) passwd(ctx context.Context, name, pw string) (userView, error) {
+func (o *remoteOps) passwd(ctx context.Context, name, pw string) (users.View, error) {
 	return o.view(ctx, http.MethodPost, userPath(name, "password"), map[string]string{"password": pw})
 }
-func (o *remoteOps) change(ctx context.Context, name, action string) (userView, error) {
+func (o *remoteOps) change(ctx context.Context, name, action string) (users.View, error) {
 	return o.view(ctx, http.MethodPost, userPath(name, action), nil)
 }
-func (o *remoteOps) remove(ctx context.Context, name string) (userView, error) {
+func (o *remoteOps) remove(ctx context.Context, name string) (users.View, error) {
 	return o.view(ctx, http.MethodDelete, userPath(name), nil)
 }
-func (o *remoteOps) setScopes(ctx context.Context, name string, allowed []string) (userView, error) {
+func (o *remoteOps) setScopes(ctx context.Context, name string, allowed []string) (users.View, error) {
 	return o.view(ctx, http.MethodPut, userPath(name, "scopes"), map[string][]string{"allowed_scopes": allowed})
 }
-func (o *remoteOps) importUsers(ctx context.Context, recs []importRecord) (int, error) {
+func (o *remoteOps) importUsers(ctx context.Context, recs []users.Record) (int, error) {
 	var out struct {
 		Imported int `json:"imported"`
 	}
-	err := o.json(ctx, http.MethodPost, "/crudauth/import", map[string][]importRecord{"users": recs}, &out)
+	err := o.json(ctx, http.MethodPost, "/crudauth/import", map[string][]users.Record{"users": recs}, &out)
 	return out.Imported, err
 }
 

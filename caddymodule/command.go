@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -20,7 +19,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
-	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 func init() {
@@ -146,7 +145,7 @@ func userCommand(env *cliEnv) *cobra.Command {
 }
 
 func (env *cliEnv) addUser(ctx context.Context, ops userOps, username, scopeList string, scopesGiven bool) error {
-	if err := validUsername(username); err != nil {
+	if err := checkNewUsername(username); err != nil {
 		return err
 	}
 	var allowed []string
@@ -158,20 +157,32 @@ func (env *cliEnv) addUser(ctx context.Context, ops userOps, username, scopeList
 		allowed = append([]string{}, set...) // non-nil: the user is limited to these
 	}
 	// Before asking for a password: is the name free?
-	if _, err := ops.show(ctx, username); err == nil {
-		return fmt.Errorf("user %q already exists; use 'caddy crudauth user passwd %s' to change the password", username, username)
-	} else if statusOf(err) != http.StatusNotFound || !strings.HasPrefix(err.Error(), "no user") {
+	if taken, err := ops.exists(ctx, username); err != nil {
 		return err
+	} else if taken {
+		return fmt.Errorf("user %q already exists; use 'caddy crudauth user passwd %s' to change the password", username, username)
 	}
 	pw, err := env.readNewPassword()
 	if err != nil {
 		return err
 	}
-	v, err := ops.add(ctx, addUserRequest{Username: username, Password: pw, AllowedScopes: allowed})
+	v, err := ops.add(ctx, users.AddRequest{Username: username, Password: pw, AllowedScopes: allowed})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "added user %s (id %s)\n", v.Username, v.ID)
+	return nil
+}
+
+// checkNewUsername refuses, before the password is asked for, a name the
+// service would refuse once it has it.
+func checkNewUsername(name string) error {
+	if name == "" {
+		return &users.Error{Kind: users.Invalid, Msg: "username is empty"}
+	}
+	if err := users.CheckUsername(name); err != nil {
+		return &users.Error{Kind: users.Invalid, Msg: fmt.Sprintf("invalid username %.64q: %v", name, err), Err: err}
+	}
 	return nil
 }
 
@@ -191,7 +202,8 @@ func (env *cliEnv) changePassword(ctx context.Context, ops userOps, username str
 	return nil
 }
 
-// mutation builds a subcommand that applies one of userActions.
+// mutation builds a subcommand that applies a one-step change: revoke,
+// disable or enable.
 func (env *cliEnv) mutation(name, short, done string) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " <username>",
@@ -228,26 +240,6 @@ func (env *cliEnv) deleteCommand() *cobra.Command {
 	}
 }
 
-// userView is what show and list print: everything but the hash.
-type userView struct {
-	ID            string    `json:"id"`
-	Username      string    `json:"username"`
-	Disabled      bool      `json:"disabled"`
-	AllowedScopes []string  `json:"allowed_scopes"`
-	TokenVersion  uint64    `json:"token_version"`
-	HashAlgorithm string    `json:"hash_algorithm"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
-}
-
-func viewOf(u *store.User) userView {
-	return userView{
-		ID: u.ID, Username: u.Username, Disabled: u.Disabled, AllowedScopes: u.AllowedScopes,
-		TokenVersion: u.TokenVersion, HashAlgorithm: password.Algorithm(u.PasswordHash),
-		CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt,
-	}
-}
-
 func (env *cliEnv) showCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "show <username>",
@@ -259,7 +251,7 @@ func (env *cliEnv) showCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return env.printUsers([]userView{v}, false)
+				return env.printUsers([]users.View{v}, false)
 			})
 		},
 	}
@@ -286,7 +278,7 @@ func (env *cliEnv) listCommand() *cobra.Command {
 	return c
 }
 
-func (env *cliEnv) printUsers(views []userView, asList bool) error {
+func (env *cliEnv) printUsers(views []users.View, asList bool) error {
 	if env.jsonOut {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")

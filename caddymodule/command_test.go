@@ -10,6 +10,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // runCLI runs `caddy crudauth user <args>` against db with stdin.
@@ -92,7 +93,7 @@ func TestCLIUserLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []userView
+	var list []users.View
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].ID != id || list[0].HashAlgorithm != "argon2id" {
 		t.Errorf("list --json = %s (%v)", out, err)
 	}

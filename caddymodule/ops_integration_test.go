@@ -26,6 +26,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 const adminURL = "http://localhost:2999"
@@ -188,7 +189,7 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 	r := g.login(t, "bob", "bob-password-1", "me:read reports:read")
 	bob := r.json(t)
 	wantStatus(t, r, http.StatusOK)
-	var v userView
+	var v users.View
 	bobAccess, _ := bob["access_token"].(string)
 	bobRefresh, _ := bob["refresh_token"].(string)
 	wantStatus(t, g.get(t, "/reports/q1", bobAccess), http.StatusOK)
@@ -233,7 +234,7 @@ func TestIntegrationOpsAdminAPIAndCLI(t *testing.T) {
 	// The admin API itself: JSON in and out, 404, 409, 400.
 	r = adminDo(t, http.MethodGet, "/crudauth/users", nil)
 	wantStatus(t, r, http.StatusOK)
-	var views []userView
+	var views []users.View
 	if err := json.Unmarshal(r.body, &views); err != nil || len(views) != 2 || views[0].Username != "alice" || views[1].Username != "bob" {
 		t.Errorf("list = %s (%v)", r.body, err)
 	}

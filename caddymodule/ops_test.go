@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // TestAdaptPasswordOptions pins the Caddyfile mapping of the password
@@ -111,84 +111,6 @@ func TestPasswordPolicyLimits(t *testing.T) {
 	}
 }
 
-func TestParseImport(t *testing.T) {
-	hasher, err := password.NewHasher(password.DefaultParams)
-	if err != nil {
-		t.Fatal(err)
-	}
-	argon, _ := hasher.Hash("some-password")
-	bc, _ := bcrypt.GenerateFromPassword([]byte("some-password"), bcrypt.MinCost)
-
-	csvData := "username,password_hash,allowed_scopes,disabled\n" +
-		"# a comment\n" +
-		"alice," + argon + ",me:read reports:read,false\n" +
-		"\n" +
-		`bob,"` + argon + `",-,true` + "\n" +
-		"carol," + string(bc) + "\n"
-	recs, err := parseImport([]byte(csvData), formatCSV)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != 3 || recs[0].Line != 3 || recs[1].Line != 5 || recs[2].Line != 6 {
-		t.Fatalf("records/lines: %+v", recs)
-	}
-	if recs[0].PasswordHash != argon || recs[1].PasswordHash != argon || strings.Join(recs[0].AllowedScopes, " ") != "me:read reports:read" {
-		t.Errorf("alice/bob: %+v", recs[:2])
-	}
-	if recs[1].AllowedScopes == nil || len(recs[1].AllowedScopes) != 0 || !recs[1].Disabled || recs[2].AllowedScopes != nil {
-		t.Errorf("scopes/disabled: %+v", recs)
-	}
-	users, err := validateImport(recs, hasher)
-	if err != nil || len(users) != 3 {
-		t.Fatalf("validate: %v", err)
-	}
-
-	jsonData := fmt.Sprintf("[\n  {\"username\": \"dave\", \"password_hash\": %q},\n\n  {\"username\": \"erin\",\n   \"password_hash\": %q, \"allowed_scopes\": [\"a\"]}\n]", argon, bc)
-	recs, err = parseImport([]byte(jsonData), formatJSON)
-	if err != nil || len(recs) != 2 || recs[0].Line != 2 || recs[1].Line != 4 {
-		t.Fatalf("json: %+v %v", recs, err)
-	}
-
-	recs, err = parseImport([]byte("frank:"+string(bc)+"\n\n# x\ngina:"+argon+"\n"), formatHtpasswd)
-	if err != nil || len(recs) != 2 || recs[1].Line != 4 || recs[1].Username != "gina" {
-		t.Fatalf("htpasswd: %+v %v", recs, err)
-	}
-
-	// Bad input names its line.
-	for name, tc := range map[string]struct {
-		data, format, want string
-	}{
-		"csv fields":        {"alice\n", formatCSV, "line 1"},
-		"csv disabled":      {"a," + string(bc) + ",,maybe\n", formatCSV, "line 1"},
-		"htpasswd no colon": {"frank:" + string(bc) + "\nnocolon\n", formatHtpasswd, "line 2"},
-		"json not array":    {`{"username": "x"}`, formatJSON, "line 1"},
-		"json bad element":  {"[\n{\"username\": \"x\"},\n 3\n]", formatJSON, "line 3"},
-	} {
-		if _, err := parseImport([]byte(tc.data), tc.format); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: got %v, want %s", name, err, tc.want)
-		}
-	}
-	for name, tc := range map[string]struct {
-		recs []importRecord
-		want string
-	}{
-		"plaintext":   {[]importRecord{{Line: 1, Username: "a", PasswordHash: string(bc)}, {Line: 7, Username: "b", PasswordHash: "secret"}}, "line 7"},
-		"duplicate":   {[]importRecord{{Line: 1, Username: "a", PasswordHash: string(bc)}, {Line: 2, Username: "A", PasswordHash: string(bc)}}, "line 2: username \"A\" repeats line 1"},
-		"bad scope":   {[]importRecord{{Line: 3, Username: "a", PasswordHash: string(bc), AllowedScopes: []string{"a b"}}}, "line 3"},
-		"no username": {[]importRecord{{Line: 4, PasswordHash: string(bc)}}, "line 4"},
-		"huge cost":   {[]importRecord{{Line: 5, Username: "a", PasswordHash: "$2a$31$" + strings.Repeat("a", 53)}}, "line 5"},
-		"empty":       {nil, "no users"},
-	} {
-		_, err := validateImport(tc.recs, hasher)
-		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing imported") {
-			t.Errorf("%s: got %v, want %q", name, err, tc.want)
-		}
-		if strings.Contains(fmt.Sprint(err), "secret") {
-			t.Errorf("%s: the error repeats the hash field: %v", name, err)
-		}
-	}
-}
-
 // runCLIFile runs a command on a file nobody holds, with --verbose.
 func runCLIFile(t *testing.T, db, stdin string, args ...string) (string, string, error) {
 	t.Helper()
@@ -254,7 +176,7 @@ func TestCLIFileModeOps(t *testing.T) {
 		t.Errorf("bad import: %v", err)
 	}
 	out, _, err := runCLIFile(t, db, "", "list", "--json")
-	var views []userView
+	var views []users.View
 	if err != nil || json.Unmarshal([]byte(out), &views) != nil || len(views) != 1 {
 		t.Fatalf("after a failed import: %s %v", out, err)
 	}

@@ -141,6 +141,14 @@ func TestRealmSharedByHandlers(t *testing.T) {
 		defer resp.Body.Close()
 		return &response{status: resp.StatusCode, header: resp.Header}
 	}
+	// The CLI reaches the realm by name, through the admin API.
+	if r := runCLIAgainst(t, "", "", "list", "--realm", "main"); r.err != nil || !strings.Contains(r.out, "alice") {
+		t.Errorf("user list --realm main: %v\n%s%s", r.err, r.out, r.errOut)
+	}
+	if r := runCLIAgainst(t, "/tmp/x.db", "", "list", "--realm", "main"); r.err == nil {
+		t.Errorf("--realm with --db was accepted")
+	}
+
 	const siteA, siteB = "http://localhost:9080", "http://127.0.0.1:9080"
 	at := accessOf(t, post(siteA, "/token", formBody("username", "alice", "password", testPassword)))
 	wantStatus(t, get(siteB, at), http.StatusOK)

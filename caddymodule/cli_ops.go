@@ -57,6 +57,21 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 	if path == "" {
 		path = DefaultDBPath()
 	}
+	if env.realm != "" {
+		// A realm lives in a running caddy's config: only its admin API
+		// knows it.
+		if env.db != "" {
+			return errors.New("give --realm or --db, not both")
+		}
+		addr := env.address
+		if addr == "" {
+			addr = env.adminAddress()
+		}
+		env.verbosef("using realm %s through the admin API at %s", env.realm, addr)
+		o := env.remote(addr, "")
+		o.realm = env.realm
+		return hint(fn(ctx, o))
+	}
 	if env.address != "" {
 		dbParam := ""
 		if env.db != "" {
@@ -236,9 +251,10 @@ func (l *localOps) restore(ctx context.Context, d *store.Dump) (store.ImportStat
 // without --db the address is only a default, where any program may
 // listen while caddy is down.
 type remoteOps struct {
-	addr string // admin address, as in `caddy reload --address`
-	db   string // ?db=, empty for the only open database
-	say  func(format string, args ...any)
+	addr  string // admin address, as in `caddy reload --address`
+	db    string // ?db=, empty for the only open database
+	realm string // ?realm=, which takes the place of db
+	say   func(format string, args ...any)
 
 	client     *http.Client // built on first use, so that the requests share a connection
 	origin     string
@@ -368,11 +384,14 @@ func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*htt
 		return nil, err
 	}
 	u := o.origin + path
-	if o.db != "" {
-		sep := "?"
-		if strings.Contains(path, "?") {
-			sep = "&"
-		}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	switch {
+	case o.realm != "":
+		u += sep + "realm=" + url.QueryEscape(o.realm)
+	case o.db != "":
 		u += sep + "db=" + url.QueryEscape(o.db)
 	}
 	resp, err := o.send(ctx, method, u, body)

@@ -56,6 +56,7 @@ with --password-stdin; never from a flag.`,
 // cliEnv is what a subcommand works with; tests swap its streams.
 type cliEnv struct {
 	db            string
+	realm         string // --realm: a realm of the running caddy, through its admin API
 	address       string // --address: go through this admin API
 	verbose       bool
 	passwordStdin bool
@@ -89,6 +90,7 @@ func requireSubcommand(c *cobra.Command) {
 func (env *cliEnv) addTargetFlags(c *cobra.Command) {
 	c.PersistentFlags().StringVar(&env.db, "db", "", "database file (default: "+DefaultDBPath()+")")
 	c.PersistentFlags().StringVar(&env.address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+caddy.DefaultAdminListen+")")
+	c.PersistentFlags().StringVar(&env.realm, "realm", "", "a realm declared in the running caddy's global crudauth options, reached through its admin API")
 	c.PersistentFlags().BoolVarP(&env.verbose, "verbose", "v", false, "say whether the file or the admin API is used, and which admin endpoint")
 }
 

@@ -20,7 +20,6 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
-	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
 
@@ -427,34 +426,6 @@ func (h *Handler) Cleanup() error {
 	err := h.realm.release()
 	h.realm, h.ownRealm = nil, false
 	return err
-}
-
-// acquireStore loads the store module (or takes db as the path of a bolt
-// one) and takes a reference to its shared open store.
-func (h *Handler) acquireStore(ctx caddy.Context) (store.Store, string, error) {
-	if h.StoreRaw == nil {
-		st, key, err := acquireBolt(h.DB)
-		if err != nil {
-			return nil, "", fmt.Errorf("db: %w", err)
-		}
-		return st, key, nil
-	}
-	if h.DB != "" {
-		return nil, "", errors.New("db and store are both set: db PATH is short for a bolt store with that path, set one of them")
-	}
-	mod, err := ctx.LoadModule(h, "StoreRaw")
-	if err != nil {
-		return nil, "", fmt.Errorf("store: %w", err)
-	}
-	opener, ok := mod.(storeOpener)
-	if !ok {
-		return nil, "", fmt.Errorf("store: module %T is not a crudauth store", mod)
-	}
-	st, key, err := acquireStore(opener)
-	if err != nil {
-		return nil, "", fmt.Errorf("store: %w", err)
-	}
-	return st, key, nil
 }
 
 // DefaultDBPath is where the database lives when `db` is not set.

@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -26,6 +24,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 	"github.com/crudauth/caddy-crudauth/internal/token"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // Error codes of RFC 6749 section 5.2 and RFC 6750 section 3.1.
@@ -75,8 +74,7 @@ var (
 
 // Limits on input, checked before anything is hashed or read.
 const (
-	MaxUsernameLen = 256  // bytes
-	MaxTokenLen    = 4096 // bytes of a refresh token
+	MaxTokenLen = 4096 // bytes of a refresh token
 )
 
 // invalidCredentials is the one answer to an unknown user, a wrong password
@@ -159,23 +157,6 @@ type Principal struct {
 	SessionID    string
 }
 
-// CheckUsername refuses usernames no account could have: too long,
-// invalid UTF-8, or holding control characters.
-func CheckUsername(name string) error {
-	if len(name) > MaxUsernameLen {
-		return fmt.Errorf("username longer than %d bytes", MaxUsernameLen)
-	}
-	if !utf8.ValidString(name) {
-		return errors.New("username is not valid UTF-8")
-	}
-	for _, c := range name {
-		if unicode.IsControl(c) {
-			return errors.New("username holds a control character")
-		}
-	}
-	return nil
-}
-
 // Login checks a username and password (the RFC 6749 section 4.3 password
 // grant) and issues an access and a refresh token holding the requested
 // scopes as granted (scope.Grant).
@@ -183,7 +164,7 @@ func (s *Service) Login(ctx context.Context, username, pw string, requested scop
 	if username == "" || pw == "" {
 		return nil, badRequest(CodeInvalidRequest, "username and password are required")
 	}
-	if err := CheckUsername(username); err != nil {
+	if err := users.CheckUsername(username); err != nil {
 		return nil, badRequest(CodeInvalidRequest, err.Error())
 	}
 	if len(pw) > password.MaxBytes {

@@ -16,6 +16,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/store/memory"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 	"github.com/crudauth/caddy-crudauth/internal/token"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 const testPassword = "test-password-1"
@@ -101,7 +102,7 @@ func TestLoginRefreshAuthenticate(t *testing.T) {
 		{"wrong password", "alice", "wrong", CodeInvalidGrant, ErrWrongPassword},
 		{"empty password", "alice", "", CodeInvalidRequest, nil},
 		{"control character", "al\x00ice", testPassword, CodeInvalidRequest, nil},
-		{"name too long", string(make([]byte, MaxUsernameLen+1)), testPassword, CodeInvalidRequest, nil},
+		{"name too long", string(make([]byte, users.MaxUsernameLen+1)), testPassword, CodeInvalidRequest, nil},
 	} {
 		_, err := s.Login(ctx, tc.user, tc.pw, nil, cl)
 		if codeOf(err) != tc.code || tc.cause != nil && !errors.Is(err, tc.cause) {

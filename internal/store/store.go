@@ -12,10 +12,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -206,4 +208,22 @@ type FileSnapshotter interface {
 	// SnapshotFile writes a consistent copy of the file to w while the
 	// store keeps serving and returns the number of bytes written.
 	SnapshotFile(ctx context.Context, w io.Writer) (int64, error)
+}
+
+// NewSecret runs generate for the secret name that a backend found absent,
+// with the checks every backend applies: a generator must be given and
+// must produce a value. Backends call it inside the transaction that
+// stores the value, so that only one caller generates.
+func NewSecret(name string, generate func() ([]byte, error)) ([]byte, error) {
+	if generate == nil {
+		return nil, fmt.Errorf("secret %q is missing and no generator was given", name)
+	}
+	v, err := generate()
+	if err != nil {
+		return nil, fmt.Errorf("generate secret %q: %w", name, err)
+	}
+	if len(v) == 0 {
+		return nil, fmt.Errorf("generate secret %q: empty value", name)
+	}
+	return bytes.Clone(v), nil
 }

@@ -779,17 +779,11 @@ func (s *Store) Secret(ctx context.Context, name string, generate func() ([]byte
 			out = bytes.Clone(v)
 			return nil
 		}
-		if generate == nil {
-			return fmt.Errorf("secret %q is missing and no generator was given", name)
-		}
-		v, err := generate()
+		v, err := store.NewSecret(name, generate)
 		if err != nil {
-			return fmt.Errorf("generate secret %q: %w", name, err)
+			return err
 		}
-		if len(v) == 0 {
-			return fmt.Errorf("generate secret %q: empty value", name)
-		}
-		out = bytes.Clone(v)
+		out = v
 		return meta.Put(key, bytes.Clone(v))
 	})
 	if err != nil {

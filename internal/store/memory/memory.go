@@ -380,17 +380,11 @@ func (s *Store) Secret(ctx context.Context, name string, generate func() ([]byte
 			out = slices.Clone(v)
 			return nil
 		}
-		if generate == nil {
-			return fmt.Errorf("secret %q is missing and no generator was given", name)
-		}
-		v, err := generate()
+		v, err := store.NewSecret(name, generate)
 		if err != nil {
-			return fmt.Errorf("generate secret %q: %w", name, err)
+			return err
 		}
-		if len(v) == 0 {
-			return fmt.Errorf("generate secret %q: empty value", name)
-		}
-		st.secrets[name] = slices.Clone(v)
+		st.secrets[name] = v
 		out = slices.Clone(v)
 		return nil
 	})

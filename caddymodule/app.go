@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -118,7 +119,12 @@ func crudauthApp(ctx caddy.Context) (app *App, err error) {
 		return nil, err
 	}
 	defer func() {
-		if recover() != nil {
+		if v := recover(); v != nil {
+			// Only the missing config's nil dereference is expected here;
+			// anything else is a real failure and panics on.
+			if re, ok := v.(runtime.Error); !ok || !strings.Contains(re.Error(), "nil pointer dereference") {
+				panic(v)
+			}
 			app, err = new(App), nil
 		}
 	}()

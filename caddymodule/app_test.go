@@ -1,9 +1,11 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -189,5 +191,47 @@ func TestRealmRefusals(t *testing.T) {
 	own := base + "\nhttp://localhost:9081 {\n crudauth {\n  store memory {\n   name own\n  }\n }\n respond ok\n}"
 	if status, body := loadError(t, own); status != http.StatusOK {
 		t.Errorf("a handler with a realm of its own beside declared ones: %d %s", status, body)
+	}
+}
+
+// TestRealmReleaseKeepsFields: releasing a realm (a reload cleaning up the
+// old config) drops its pool references once however often it is called,
+// and leaves its fields as they were, since an admin request of the old
+// config may still read them; the race detector runs this with a reader.
+func TestRealmReleaseKeepsFields(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	a := &App{Realms: map[string]*RealmSettings{"x": {DB: filepath.Join(t.TempDir(), "r.db")}}}
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := a.realm("x")
+	key := r.storeKey
+	if n, ok := storePool.References(key); !ok || n != 1 {
+		t.Fatalf("references before release: %d, %v", n, ok)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 1000 {
+			if got, _ := a.realm("x"); got.storeKey != key {
+				t.Error("a reader saw the realm change")
+				return
+			}
+			a.byStore(key)
+		}
+	}()
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Cleanup(); err != nil {
+		t.Fatalf("second cleanup: %v", err)
+	}
+	<-done
+	if _, ok := storePool.References(key); ok {
+		t.Errorf("the store is still referenced after the realm was released")
+	}
+	if r.storeKey != key || r.store == nil {
+		t.Errorf("release changed the realm: %q", r.storeKey)
 	}
 }

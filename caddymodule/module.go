@@ -289,6 +289,13 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		}
 		h.realm = r
 	} else {
+		if h.realmNamed && h.DB == "" && h.StoreRaw == nil {
+			// Before realms, `realm` only named the challenge realm, and such
+			// configs keep working; but a config that meant a declared realm
+			// and lost the global option would land on the default store.
+			h.logger.Warn("realm names no realm declared in the global crudauth options: the handler uses a store of its own, the default one",
+				zap.String("realm", h.Realm), zap.String("store", DefaultDBPath()))
+		}
 		r, err := h.RealmSettings.provision(ctx)
 		if err != nil {
 			return err
@@ -423,9 +430,7 @@ func (h *Handler) Cleanup() error {
 	if h.app != nil {
 		h.app.removeOwn(h.realm)
 	}
-	err := h.realm.release()
-	h.realm, h.ownRealm = nil, false
-	return err
+	return h.realm.release()
 }
 
 // DefaultDBPath is where the database lives when `db` is not set.

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -211,6 +212,11 @@ type realm struct {
 	policy       password.Policy
 	key          []byte // the HS256 signing key
 	secretSource string // "config" or "store", for logs
+
+	// The fields above never change once built: an admin request may still
+	// read a realm of the old config while a reload releases it.
+	releaseOnce sync.Once
+	releaseErr  error
 }
 
 // passwordSettings is how the admin API and the CLI hash and check new
@@ -327,18 +333,19 @@ func (s *RealmSettings) acquireStore(ctx caddy.Context) (store.Store, string, er
 	return st, key, nil
 }
 
-// release drops the realm's references to the shared store and throttle.
+// release drops the realm's references to the shared store and throttle,
+// once however often it is called. It leaves the realm's fields as they
+// are (see realm).
 func (r *realm) release() error {
-	if r.throttleKey != "" {
-		_, _ = throttlePool.Delete(r.throttleKey)
-		r.throttleKey, r.throttle = "", nil
-	}
-	if r.storeKey == "" {
-		return nil
-	}
-	err := releaseStore(r.storeKey)
-	r.storeKey, r.store = "", nil
-	return err
+	r.releaseOnce.Do(func() {
+		if r.throttleKey != "" {
+			_, _ = throttlePool.Delete(r.throttleKey)
+		}
+		if r.storeKey != "" {
+			r.releaseErr = releaseStore(r.storeKey)
+		}
+	})
+	return r.releaseErr
 }
 
 // settingsFor returns how new passwords are checked and hashed for the

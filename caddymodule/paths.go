@@ -100,8 +100,12 @@ func (h *Handler) matchRuleStrict(r *http.Request, escaped string, trace func(re
 }
 
 // hasFormBody reports a form Content-Type among the request's, since a
-// backend may read any of them.
+// backend may read any of them, or none at all (Rack reads a POST without
+// a media type as a form).
 func hasFormBody(hdr http.Header) bool {
+	if len(hdr["Content-Type"]) == 0 {
+		return true
+	}
 	for _, v := range hdr["Content-Type"] {
 		if paths.IsFormBody(v) {
 			return true

@@ -26,6 +26,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -101,9 +102,11 @@ func backendPathReadings(raw string) []string {
 	var decoded []string
 	p := raw
 	for i := 0; i < 4; i++ {
-		decoded = append(decoded, p)
-		s, err := url.PathUnescape(p)
-		if err != nil || s == p {
+		// NFKC and Windows best-fit turn fullwidth dots and slashes into
+		// ASCII ones.
+		decoded = append(decoded, p, strings.NewReplacer("\uff0e", ".", "\uff0f", "/", "\uff3c", `\`).Replace(p))
+		s := lenientDecode(p)
+		if s == p {
 			break
 		}
 		p = s
@@ -138,6 +141,34 @@ func backendPathReadings(raw string) []string {
 	return out
 }
 
+// lenientDecode decodes the valid %XX escapes and keeps invalid ones, as
+// Python's unquote does.
+func lenientDecode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// paramName is a query or form parameter name as PHP reads it: '.', ' '
+// and '[' become '_'.
+func paramName(k string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == ' ' || r == '[' {
+			return '_'
+		}
+		return r
+	}, strings.TrimLeft(k, " "))
+}
+
 // backendMethodReadings are the methods a backend may act on.
 func backendMethodReadings(method, rawQuery string, hdr http.Header, body string) []string {
 	out := []string{strings.ToUpper(method)}
@@ -146,18 +177,22 @@ func backendMethodReadings(method, rawQuery string, hdr http.Header, body string
 	}
 	if q, err := url.ParseQuery(rawQuery); err == nil || q != nil {
 		for k, vs := range q {
-			if strings.EqualFold(k, "_method") {
+			if strings.EqualFold(paramName(k), "_method") {
 				for _, v := range vs {
 					out = append(out, strings.ToUpper(v))
 				}
 			}
 		}
 	}
-	form := false
+	// Rack reads a POST without a media type as a form, and Rack and PHP
+	// cut the media type at ';', ',' or a space.
+	form := len(hdr.Values("Content-Type")) == 0
 	for _, ct := range hdr.Values("Content-Type") {
-		mt, _, _ := strings.Cut(ct, ";")
-		mt = strings.ToLower(strings.TrimSpace(mt))
-		form = form || mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data"
+		mt := strings.ToLower(strings.TrimSpace(ct))
+		if i := strings.IndexAny(mt, ";, \t"); i >= 0 {
+			mt = mt[:i]
+		}
+		form = form || mt == "" || mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data"
 	}
 	if form && out[0] == "POST" {
 		// multipart bodies are scanned crudely: any _method field counts
@@ -380,12 +415,12 @@ var (
 	gramTrickySegments = []string{
 		"ADMIN", "Admin", "%61dmin", "%2561dmin", "admin.", "admin%20", "admin;x", "reports;v=1", "public%2fadmin",
 		"public%2Freports", "%2fadmin", ".", "..", "%2e", "%2e%2e", ".%2e", "%2E.", "%252e%252e", "..;", "..;x",
-		"...", ". .", "..%20", "%2e%2e%3b", "public%5cadmin",
+		"...", ". .", "..%20", "%2e%2e%3b", "public%5cadmin", "%25zz", "x%25", "%EF%BC%8E%EF%BC%8E", "%2561dmin",
 	}
 	gramTrickySeparators = []string{"//", `\`, "%2f", "%2F", "%5c", "%252f", "/./", ";/"}
 	gramPlainMethods     = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 	gramTrickyMethods    = []string{"get", "Get", "head", "post", "Post", "put", "delete", "Delete", "patch", "dElEtE", "M-SEARCH"}
-	gramQueries          = []string{"?x=1", "?_method=DELETE", "?_METHOD=put", "?%5fmethod=GET", "?a=1&_method=PATCH", "?next=/admin/../x"}
+	gramQueries          = []string{"?x=1", "?.method=DELETE", "?%2Emethod=PUT", "?_method=DELETE", "?_METHOD=put", "?%5fmethod=GET", "?a=1&_method=PATCH", "?next=/admin/../x"}
 	gramBodies           = []struct{ contentType, body string }{
 		{"application/x-www-form-urlencoded", "a=1"},
 		{"application/x-www-form-urlencoded", "_method=DELETE"},
@@ -393,6 +428,8 @@ var (
 		{"Application/X-WWW-Form-Urlencoded; charset=utf-8", "_method=PUT"},
 		{"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n"},
 		{"application/json", `{"_method":"DELETE"}`},
+		{"", "_method=DELETE"},
+		{"application/x-www-form-urlencoded, text/plain", "_method=DELETE"},
 	}
 )
 
@@ -454,6 +491,11 @@ var readingsCases = []struct{ method, target, contentType, body string }{
 	{"GET", "/reports/q3", "", ""},
 	{"HEAD", "/files/x", "", ""},
 	{"POST", "/files/x", "application/x-www-form-urlencoded", "_method=DELETE"},
+	{"POST", "/files/x", "", "_method=DELETE"},
+	{"POST", "/files/x?.method=DELETE", "", ""},
+	{"GET", "/public/%252e%252e/admin/%25zz", "", ""},
+	{"GET", "/%2561dmin/x%25zz", "", ""},
+	{"GET", "/public/%EF%BC%8E%EF%BC%8E/admin", "", ""},
 	{"POST", "/files/x", "multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nGET\r\n--b--\r\n"},
 }
 
@@ -496,22 +538,24 @@ func TestRuleReadings(t *testing.T) {
 		method, target string
 		tok            int
 		want           int
+		contentType    string
 	}{
-		{"GET", "/public/x", 0, http.StatusOK},
-		{"GET", "/reports/q3", 2, http.StatusOK},
-		{"DELETE", "/reports/q3", 3, http.StatusOK},
-		{"DELETE", "/reports/q3", 2, http.StatusForbidden},
-		{"GET", "/admin", 1, http.StatusForbidden},
-		{"GET", "/admin/x", 5, http.StatusOK},
-		{"HEAD", "/admin/x", 1, http.StatusForbidden},
-		{"HEAD", "/files/x", 0, http.StatusUnauthorized},
-		{"HEAD", "/files/x", 6, http.StatusOK},
-		{"POST", "/files/x", 0, http.StatusOK},
-		{"GET", "/admin/../public/x", 0, http.StatusBadRequest},
-		{"delete", "/reports/q3", 3, http.StatusBadRequest},
-		{"POST", "/reports?_method=DELETE", 4, http.StatusBadRequest},
+		{"GET", "/public/x", 0, http.StatusOK, ""},
+		{"GET", "/reports/q3", 2, http.StatusOK, ""},
+		{"DELETE", "/reports/q3", 3, http.StatusOK, ""},
+		{"DELETE", "/reports/q3", 2, http.StatusForbidden, ""},
+		{"GET", "/admin", 1, http.StatusForbidden, ""},
+		{"GET", "/admin/x", 5, http.StatusOK, ""},
+		{"HEAD", "/admin/x", 1, http.StatusForbidden, ""},
+		{"HEAD", "/files/x", 0, http.StatusUnauthorized, ""},
+		{"HEAD", "/files/x", 6, http.StatusOK, ""},
+		{"POST", "/files/x", 0, http.StatusOK, "application/octet-stream"},
+		{"POST", "/files/x", 0, http.StatusUnauthorized, ""}, // no media type: Rack reads a form, so DELETE too
+		{"GET", "/admin/../public/x", 0, http.StatusBadRequest, ""},
+		{"delete", "/reports/q3", 3, http.StatusBadRequest, ""},
+		{"POST", "/reports?_method=DELETE", 4, http.StatusBadRequest, ""},
 	} {
-		if got, _ := rg.check(t, c.method, c.target, "", "", c.tok); got != c.want {
+		if got, _ := rg.check(t, c.method, c.target, c.contentType, "", c.tok); got != c.want {
 			t.Errorf("%s %s with %s: status %d, want %d", c.method, c.target, rg.names[c.tok], got, c.want)
 		}
 	}

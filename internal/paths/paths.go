@@ -27,7 +27,6 @@ package paths
 
 import (
 	"errors"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -67,11 +66,7 @@ func Check(method, escaped, decoded, rawQuery string) error {
 	if strings.IndexByte(decoded, '%') >= 0 {
 		p := decoded
 		for i := 1; i < maxDecodes && strings.IndexByte(p, '%') >= 0; i++ {
-			s, err := url.PathUnescape(p)
-			if err != nil {
-				break
-			}
-			p = s
+			p = lenientUnescape(p)
 			if hasControl(p) {
 				return ErrControl
 			}
@@ -86,12 +81,54 @@ func Check(method, escaped, decoded, rawQuery string) error {
 	return nil
 }
 
+// lenientUnescape decodes every valid %XX escape of s and keeps the rest
+// as it is, as Python's unquote and many hand-written decoders do: a stray
+// `%zz` elsewhere in a path must not stop the search for a disguised dot
+// segment (url.PathUnescape refuses the whole path instead).
+func lenientUnescape(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// fullwidth maps the fullwidth forms of '.', '/' and '\' (U+FF0E, U+FF0F,
+// U+FF3C), which Unicode normalization (NFKC) and Windows best-fit
+// mappings turn into their ASCII forms, to those forms.
+var fullwidth = strings.NewReplacer("\uff0e", ".", "\uff0f", "/", "\uff3c", `\`)
+
 // hasDotSegment reports a segment, with `/` and `\` both taken as
 // separators, that is made only of dots and spaces and holds a dot, once its
 // `;params` are dropped: ".", "..", "..;x", ".. " and "..." all qualify.
 // Windows drops trailing dots and spaces of a name, and servlet containers
 // drop `;params`, so each of them can act as a dot segment somewhere.
 func hasDotSegment(p string) bool {
+	if strings.IndexByte(p, 0xef) >= 0 { // the lead byte of U+FF0E and friends
+		p = fullwidth.Replace(p)
+	}
 	if strings.IndexByte(p, '.') < 0 {
 		return false
 	}
@@ -133,21 +170,33 @@ func hasMethodOverride(rawQuery string) bool {
 	if rawQuery == "" {
 		return false
 	}
-	if !strings.Contains(rawQuery, "%") && !containsFold(rawQuery, "_method") {
+	if !strings.Contains(rawQuery, "%") && !containsFold(rawQuery, "method") {
 		return false
 	}
 	for part := range strings.SplitSeq(rawQuery, "&") {
 		for sub := range strings.SplitSeq(part, ";") {
 			name, _, _ := strings.Cut(sub, "=")
-			if n, err := url.QueryUnescape(name); err == nil {
-				name = n
-			}
-			if strings.EqualFold(strings.TrimSpace(name), "_method") {
+			name = strings.ReplaceAll(name, "+", " ")
+			if strings.EqualFold(phpName(lenientUnescape(name)), "_method") {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// phpName is a parameter name as PHP stores it: leading spaces dropped,
+// and '.', ' ' and '[' turned into '_' (so `.method` reaches Laravel and
+// Symfony as `_method`), the trailing space trimmed too.
+func phpName(name string) string {
+	name = strings.TrimLeft(name, " ")
+	return strings.TrimSpace(strings.Map(func(r rune) rune {
+		switch r {
+		case '.', ' ', '[':
+			return '_'
+		}
+		return r
+	}, name))
 }
 
 func containsFold(s, sub string) bool {
@@ -192,10 +241,14 @@ func AltMethods(method string, formBody bool) []string {
 
 // IsFormBody reports whether a Content-Type value names an HTML form body,
 // the only bodies that frameworks read `_method` from.
+// An empty value counts: Rack reads a POST without a media type as a form.
+// The media type is cut at ';', ',' or white space, as Rack and PHP cut it.
 func IsFormBody(contentType string) bool {
-	mt, _, _ := strings.Cut(contentType, ";")
-	mt = strings.TrimSpace(mt)
-	return strings.EqualFold(mt, "application/x-www-form-urlencoded") || strings.EqualFold(mt, "multipart/form-data")
+	mt := strings.TrimSpace(contentType)
+	if i := strings.IndexAny(mt, ";, \t"); i >= 0 {
+		mt = mt[:i]
+	}
+	return mt == "" || strings.EqualFold(mt, "application/x-www-form-urlencoded") || strings.EqualFold(mt, "multipart/form-data")
 }
 
 // AltPaths returns the other readings a backend might give a request path,
@@ -223,11 +276,7 @@ func AltPaths(escaped, decoded string) []string {
 	bases := []string{decoded, escaped}
 	full := decoded
 	for i := 1; i < maxDecodes && strings.Contains(full, "%"); i++ {
-		s, err := url.PathUnescape(full)
-		if err != nil {
-			break
-		}
-		full = s
+		full = lenientUnescape(full)
 		bases = append(bases, full)
 	}
 	for _, b := range bases {

@@ -494,7 +494,7 @@ func TestAttackIdentitySpoofing(t *testing.T) {
 		"X-Forwarded-User", "root", "x-remote-user", "root", "Remote-User", "root", "REMOTE_USER", "root",
 		"X-Auth-Request-User", "root", "X-Auth-Request-Email", "root@example.invalid", "X.Forwarded.Email", "root@example.invalid",
 		"X-Forwarded-Preferred-Username", "root", "X-WEBAUTH-USER", "root", "x_webauth_user", "root",
-		"X-Tenant-Admin", "yes", "x_tenant_admin", "yes",
+		"X-Tenant-Admin", "yes", "x_tenant_admin", "yes", "Remote*User", "root", "X~Forwarded~User", "root",
 	}
 	t.Run("other auth layers' identity headers are removed", func(t *testing.T) {
 		for _, tok := range []string{"", lr.access} {

@@ -63,12 +63,13 @@ func newIdentityHeaders(id, name, scopes string, extra []string) identityHeaders
 }
 
 // normalizeHeaderName folds the spellings that servers treat as the same
-// header: letter case, and `_` or `.` in place of `-` (CGI-style servers and
-// some frameworks map all three to `_`).
+// header: letter case, and any byte other than a letter or a digit in
+// place of `-` (CGI-style servers map `_`, `.`, `~`, `+` and the like all
+// to `_` when they build HTTP_X_USER_ID).
 func normalizeHeaderName(s string) string {
 	b := []byte(strings.ToLower(s))
 	for i, c := range b {
-		if c == '_' || c == '.' {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
 			b[i] = '-'
 		}
 	}
@@ -83,10 +84,10 @@ func sameHeader(key, norm string) bool {
 	for i := 0; i < len(key); i++ {
 		c := key[i]
 		switch {
-		case c == '_' || c == '.':
-			c = '-'
 		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
+		case !('a' <= c && c <= 'z' || '0' <= c && c <= '9'):
+			c = '-'
 		}
 		if c != norm[i] {
 			return false

@@ -440,6 +440,10 @@ var forgedIdentity = []string{
 	"x.user.id", "forged-id-4",
 	"X-User_Id", "forged-id-5",
 	"x_user.ID", "forged-id-6",
+	"X~User~Id", "forged-id-7", // CGI-style servers map any punctuation to '_'
+	"X+User+Id", "forged-id-8",
+	"x!user!name", "root",
+	"X*User*Scopes", "admin",
 	"X-User-Name", "root",
 	"x_user_name", "root",
 	"X.User.Name", "root",

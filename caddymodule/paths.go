@@ -71,7 +71,7 @@ func (h *Handler) matchRuleStrict(r *http.Request, escaped string, trace func(re
 		trace(reading{r.Method, r.URL.Path}, rule)
 	}
 	altPaths := paths.AltPaths(escaped, r.URL.Path)
-	altMethods := paths.AltMethods(r.Method, hasFormBody(r.Header))
+	altMethods := paths.AltMethods(r.Method, hasFormBody(r))
 	if altPaths == nil && altMethods == nil {
 		return rule, nil
 	}
@@ -100,13 +100,13 @@ func (h *Handler) matchRuleStrict(r *http.Request, escaped string, trace func(re
 }
 
 // hasFormBody reports a form Content-Type among the request's, since a
-// backend may read any of them, or none at all (Rack reads a POST without
-// a media type as a form).
-func hasFormBody(hdr http.Header) bool {
-	if len(hdr["Content-Type"]) == 0 {
-		return true
+// backend may read any of them, or none at all with a body (Rack reads a
+// POST without a media type as a form; without a body there is no field).
+func hasFormBody(r *http.Request) bool {
+	if len(r.Header["Content-Type"]) == 0 {
+		return r.ContentLength != 0 // -1: chunked, a body of unknown length
 	}
-	for _, v := range hdr["Content-Type"] {
+	for _, v := range r.Header["Content-Type"] {
 		if paths.IsFormBody(v) {
 			return true
 		}

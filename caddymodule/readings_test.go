@@ -186,7 +186,7 @@ func backendMethodReadings(method, rawQuery string, hdr http.Header, body string
 	}
 	// Rack reads a POST without a media type as a form, and Rack and PHP
 	// cut the media type at ';', ',' or a space.
-	form := len(hdr.Values("Content-Type")) == 0
+	form := len(hdr.Values("Content-Type")) == 0 && body != ""
 	for _, ct := range hdr.Values("Content-Type") {
 		mt := strings.ToLower(strings.TrimSpace(ct))
 		if i := strings.IndexAny(mt, ";, \t"); i >= 0 {
@@ -550,7 +550,7 @@ func TestRuleReadings(t *testing.T) {
 		{"HEAD", "/files/x", 0, http.StatusUnauthorized, ""},
 		{"HEAD", "/files/x", 6, http.StatusOK, ""},
 		{"POST", "/files/x", 0, http.StatusOK, "application/octet-stream"},
-		{"POST", "/files/x", 0, http.StatusUnauthorized, ""}, // no media type: Rack reads a form, so DELETE too
+		{"POST", "/files/x", 0, http.StatusOK, ""}, // no media type and no body: no _method field
 		{"GET", "/admin/../public/x", 0, http.StatusBadRequest, ""},
 		{"delete", "/reports/q3", 3, http.StatusBadRequest, ""},
 		{"POST", "/reports?_method=DELETE", 4, http.StatusBadRequest, ""},

@@ -428,6 +428,12 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, current, next
 		return nil, &Error{Code: CodeTemporarilyUnavailable, Description: "too many password operations in progress, retry shortly",
 			RetryAfter: time.Second, Err: err}
 	}
+	// Check again with the slot held, as Login does: guesses sent at once
+	// all passed the first check (TestChangePasswordGuessesThrottled).
+	if err := s.throttleCheck(ctx, cl.IP, p.Username); err != nil {
+		release()
+		return nil, err
+	}
 	user, err := s.c.Store.GetUser(ctx, p.UserID)
 	if err != nil {
 		release()

@@ -287,3 +287,54 @@ func TestLoginFailureRecordedBeforeSlotRelease(t *testing.T) {
 		t.Errorf("%d failures recorded, want %d", len(watch.seen), limit)
 	}
 }
+
+// TestChangePasswordGuessesThrottled: guesses of the current password sent
+// at once with one stolen access token queue for the hashing slot; with a
+// limit of 2, only two are verified, the rest are throttled once the slot
+// is theirs.
+func TestChangePasswordGuessesThrottled(t *testing.T) {
+	const limit, guesses = 2, 4
+	s, _ := testService(t, func(c *Config) {
+		c.HashLimit = password.NewLimiter(1, time.Minute)
+		c.Throttle = throttle.NewMemory(throttle.Config{MaxFailures: limit, UserMaxFailures: -1, IPMaxFailures: -1})
+	})
+	ctx := t.Context()
+	toks, err := s.Login(ctx, "alice", testPassword, nil, Client{IP: "192.0.2.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Authenticate(ctx, toks.Access)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold, err := s.c.HashLimit.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := make([]string, guesses)
+	var wg sync.WaitGroup
+	for i := range guesses {
+		wg.Go(func() {
+			_, err := s.ChangePassword(ctx, p, fmt.Sprintf("wrong-password-%d", i), "a-new-password-1", Client{IP: "192.0.2.1"})
+			var ae *Error
+			if errors.As(err, &ae) && ae.Throttled {
+				codes[i] = "throttled"
+			} else {
+				codes[i] = codeOf(err)
+			}
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.c.HashLimit.Waiting() < guesses; {
+		if time.Now().After(deadline) {
+			hold()
+			t.Fatalf("only %d of %d guesses queued for the slot", s.c.HashLimit.Waiting(), guesses)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	hold()
+	wg.Wait()
+	slices.Sort(codes)
+	if want := []string{CodeInvalidGrant, CodeInvalidGrant, "throttled", "throttled"}; !slices.Equal(codes, want) {
+		t.Errorf("answers %v, want %v", codes, want)
+	}
+}

@@ -245,35 +245,10 @@ func TestLoginFailureRecordedBeforeSlotRelease(t *testing.T) {
 		}
 	})
 	ctx := t.Context()
-	hold, err := s.c.HashLimit.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	codes := make([]string, guesses)
-	var wg sync.WaitGroup
-	for i := range guesses {
-		wg.Go(func() {
-			_, err := s.Login(ctx, "alice", fmt.Sprintf("wrong-password-%d", i), nil, Client{IP: "192.0.2.1"})
-			var ae *Error
-			if errors.As(err, &ae) && ae.Throttled {
-				codes[i] = "throttled"
-			} else {
-				codes[i] = codeOf(err)
-			}
-		})
-	}
-	// Every guess has passed the first check once it waits for the slot.
-	for deadline := time.Now().Add(10 * time.Second); s.c.HashLimit.Waiting() < guesses; {
-		if time.Now().After(deadline) {
-			hold()
-			t.Fatalf("only %d of %d guesses queued for the slot", s.c.HashLimit.Waiting(), guesses)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	hold()
-	wg.Wait()
-
-	slices.Sort(codes)
+	codes := guessBehindSlot(t, s, guesses, func(i int) error {
+		_, err := s.Login(ctx, "alice", fmt.Sprintf("wrong-password-%d", i), nil, Client{IP: "192.0.2.1"})
+		return err
+	})
 	want := []string{CodeInvalidGrant, CodeInvalidGrant, "throttled", "throttled"}
 	if !slices.Equal(codes, want) {
 		t.Errorf("answers %v, want %d invalid_grant and the rest throttled: %v", codes, limit, want)
@@ -307,15 +282,30 @@ func TestChangePasswordGuessesThrottled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hold, err := s.c.HashLimit.Acquire(ctx)
+	codes := guessBehindSlot(t, s, guesses, func(i int) error {
+		_, err := s.ChangePassword(ctx, p, fmt.Sprintf("wrong-password-%d", i), "a-new-password-1", Client{IP: "192.0.2.1"})
+		return err
+	})
+	if want := []string{CodeInvalidGrant, CodeInvalidGrant, "throttled", "throttled"}; !slices.Equal(codes, want) {
+		t.Errorf("answers %v, want %v", codes, want)
+	}
+}
+
+// guessBehindSlot runs guess n times at once while the test holds the
+// service's only hashing slot, lets the slot go once every guess waits for
+// it (each has passed the throttle's first check by then), and returns the
+// outcomes sorted: an error code, or "throttled".
+func guessBehindSlot(t *testing.T, s *Service, n int, guess func(i int) error) []string {
+	t.Helper()
+	hold, err := s.c.HashLimit.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	codes := make([]string, guesses)
+	codes := make([]string, n)
 	var wg sync.WaitGroup
-	for i := range guesses {
+	for i := range n {
 		wg.Go(func() {
-			_, err := s.ChangePassword(ctx, p, fmt.Sprintf("wrong-password-%d", i), "a-new-password-1", Client{IP: "192.0.2.1"})
+			err := guess(i)
 			var ae *Error
 			if errors.As(err, &ae) && ae.Throttled {
 				codes[i] = "throttled"
@@ -324,17 +314,15 @@ func TestChangePasswordGuessesThrottled(t *testing.T) {
 			}
 		})
 	}
-	for deadline := time.Now().Add(10 * time.Second); s.c.HashLimit.Waiting() < guesses; {
+	for deadline := time.Now().Add(10 * time.Second); s.c.HashLimit.Waiting() < n; {
 		if time.Now().After(deadline) {
 			hold()
-			t.Fatalf("only %d of %d guesses queued for the slot", s.c.HashLimit.Waiting(), guesses)
+			t.Fatalf("only %d of %d guesses queued for the slot", s.c.HashLimit.Waiting(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
 	hold()
 	wg.Wait()
 	slices.Sort(codes)
-	if want := []string{CodeInvalidGrant, CodeInvalidGrant, "throttled", "throttled"}; !slices.Equal(codes, want) {
-		t.Errorf("answers %v, want %v", codes, want)
-	}
+	return codes
 }

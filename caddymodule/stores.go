@@ -89,13 +89,12 @@ func (b *BoltStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	seen := seenSubdirectives{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("store bolt: %s given twice", sub)
+		if err := seen.once(d, "store bolt "+sub); err != nil {
+			return err
 		}
-		seen[sub] = true
 		var v string
 		switch sub {
 		case "path":
@@ -158,13 +157,12 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	seen := seenSubdirectives{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("store memory: %s given twice", sub)
+		if err := seen.once(d, "store memory "+sub); err != nil {
+			return err
 		}
-		seen[sub] = true
 		switch sub {
 		case "name":
 			if !d.AllArgs(&m.Name) {

@@ -51,12 +51,12 @@ func TestAdaptStoreErrors(t *testing.T) {
 		{"no backend", "store", "wrong argument count"},
 		{"unknown backend", "store etcd", "crudauth.stores.etcd"},
 		{"bolt unknown subdirective", "store bolt {\n paht /a.db\n }", `store bolt: unrecognized subdirective "paht"`},
-		{"bolt path twice", "store bolt {\n path /a.db\n path /b.db\n }", "store bolt: path given twice"},
+		{"bolt path twice", "store bolt {\n path /a.db\n path /b.db\n }", "store bolt path is given twice"},
 		{"bolt path without value", "store bolt {\n path\n }", "wrong argument count"},
 		{"bolt timeout not a duration", "store bolt {\n timeout soon\n }", `timeout "soon" is not a positive duration`},
 		{"bolt inline argument", "store bolt /a.db", "wrong argument count"},
 		{"memory unknown subdirective", "store memory {\n size 10\n }", `store memory: unrecognized subdirective "size"`},
-		{"memory name twice", "store memory {\n name a\n name b\n }", "store memory: name given twice"},
+		{"memory name twice", "store memory {\n name a\n name b\n }", "store memory name is given twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, "http://localhost:9080 {\ncrudauth {\n "+tc.block+"\n}\n}")

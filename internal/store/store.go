@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -80,6 +81,16 @@ type AuthState struct {
 	TokenVersion  uint64
 	Disabled      bool
 	AllowedScopes []string // nil: unrestricted
+	// Sessions are the IDs of the user's sessions, sorted: an access
+	// token's sid must be among them. A session that expired may still be
+	// listed until it is swept; its tokens expired with it.
+	Sessions []string
+}
+
+// HasSession reports whether sid is among the user's sessions.
+func (a *AuthState) HasSession(sid string) bool {
+	_, ok := slices.BinarySearch(a.Sessions, sid)
+	return ok
 }
 
 // State returns the AuthState of u.
@@ -129,8 +140,8 @@ type Store interface {
 	// Values fn captures from outside must not depend on how often it ran.
 	UpdateUser(ctx context.Context, id string, fn func(u *User) error) (*User, error)
 
-	// DeleteUser removes the user, or returns ErrNotFound. Its ID is never
-	// handed out again.
+	// DeleteUser removes the user and its sessions, or returns ErrNotFound.
+	// Its ID is never handed out again.
 	DeleteUser(ctx context.Context, id string) error
 
 	// ListUsers calls fn for every user in normalized-username order, from a
@@ -161,6 +172,49 @@ type Store interface {
 	// own copy. Export uses it; nothing on the request path does.
 	Secrets(ctx context.Context) (map[string][]byte, error)
 
+	// CreateSession stores a new session s for its user (s.ID, when
+	// empty, is set with NewSessionID; zero CreatedAt, LastUsedAt and
+	// RotatedAt become now). In the same transaction it removes the user's
+	// sessions that expired and then, while the user holds more than max
+	// sessions (max > 0), the least recently used ones (LastUsedAt, oldest
+	// first), never s itself. It returns the IDs it removed, for logs.
+	// ErrNotFound when the user does not exist. Once it returns, AuthState
+	// lists s.ID.
+	CreateSession(ctx context.Context, s *Session, max int) (removed []string, err error)
+
+	// GetSession returns the user's session sid, or ErrSessionNotFound.
+	// An expired session not yet swept is returned as stored: callers
+	// check ExpiresAt.
+	GetSession(ctx context.Context, userID, sid string) (*Session, error)
+
+	// UpdateSession runs fn on a copy of the stored session and stores the
+	// result when fn returns nil; with ErrSkipWrite it stores nothing and
+	// returns the session as fn left it; another error from fn aborts and
+	// is returned as is. ErrSessionNotFound when there is no such session.
+	// fn must not change ID or UserID. As for UpdateUser, fn may run more
+	// than once, each time on a fresh copy: it must compute its change from
+	// *s alone. Writes from many callers may be committed together (bbolt's
+	// Batch), so a refresh is durable once UpdateSession returns without
+	// costing one disk sync each.
+	UpdateSession(ctx context.Context, userID, sid string, fn func(s *Session) error) (*Session, error)
+
+	// DeleteSession ends the user's session sid, or returns
+	// ErrSessionNotFound. Once it returns, AuthState no longer lists it.
+	DeleteSession(ctx context.Context, userID, sid string) error
+
+	// DeleteSessions ends every session of the user and returns how many
+	// there were (0, nil for a user without any; ErrNotFound for no user).
+	DeleteSessions(ctx context.Context, userID string) (int, error)
+
+	// ListSessions returns the user's sessions that have not expired at
+	// now, oldest first (CreatedAt, then ID). ErrNotFound for no user.
+	ListSessions(ctx context.Context, userID string, now time.Time) ([]*Session, error)
+
+	// SweepSessions removes every session, of any user, that expired
+	// before now, and returns how many. The realm calls it periodically so
+	// that sessions of users who never come back do not pile up.
+	SweepSessions(ctx context.Context, now time.Time) (int, error)
+
 	// Close releases the store. Later calls fail with ErrClosed.
 	Close() error
 }
@@ -183,21 +237,39 @@ func NewID() string {
 // SetPassword stores a new password hash and bumps TokenVersion in the same
 // transaction, so that every token issued before it is refused from the
 // moment it commits.
+//
+// It then ends every session of the user: their tokens are refused by the
+// epoch already, and the sessions would only linger in listings.
 func SetPassword(ctx context.Context, s Store, id, hash string) (*User, error) {
-	return s.UpdateUser(ctx, id, func(u *User) error {
+	u, err := s.UpdateUser(ctx, id, func(u *User) error {
 		u.PasswordHash = hash
 		u.TokenVersion++
 		u.PasswordChangedAt = time.Now().UTC()
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.DeleteSessions(ctx, id); err != nil {
+		return u, fmt.Errorf("password set, but ending the sessions failed: %w", err)
+	}
+	return u, nil
 }
 
-// Revoke bumps TokenVersion without touching the password.
+// Revoke bumps TokenVersion without touching the password and ends every
+// session of the user: every token issued before it is refused.
 func Revoke(ctx context.Context, s Store, id string) (*User, error) {
-	return s.UpdateUser(ctx, id, func(u *User) error {
+	u, err := s.UpdateUser(ctx, id, func(u *User) error {
 		u.TokenVersion++
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.DeleteSessions(ctx, id); err != nil {
+		return u, fmt.Errorf("revoked, but ending the sessions failed: %w", err)
+	}
+	return u, nil
 }
 
 // FileSnapshotter is implemented by a backend that can also copy its own
@@ -226,4 +298,62 @@ func NewSecret(name string, generate func() ([]byte, error)) ([]byte, error) {
 		return nil, fmt.Errorf("generate secret %q: empty value", name)
 	}
 	return bytes.Clone(v), nil
+}
+
+// ErrSessionNotFound: no live session with that ID for that user (it never
+// existed, ended, expired, or its user is gone).
+var ErrSessionNotFound = errors.New("session not found")
+
+// ErrSkipWrite, returned by the fn of UpdateSession, stores nothing and
+// makes UpdateSession return the session as fn left it, with a nil error:
+// for a caller that decides, from the stored state, that no write is due
+// (a refresh token presented again within its grace period).
+var ErrSkipWrite = errors.New("store: skip write")
+
+// MaxUserAgentLen is the most of a client's User-Agent a session keeps.
+const MaxUserAgentLen = 256
+
+// Session is one login of one user on one device: the state behind its
+// refresh token. Like User it is an exchange value without encoding tags;
+// each backend keeps its own record type.
+type Session struct {
+	// ID (the sid claim) is random (NewSessionID) and unique per user.
+	ID     string
+	UserID string
+	// Scopes are what the login granted; every refresh is cut down from
+	// them.
+	Scopes []string
+	// Generation counts rotations: a refresh token carries the generation
+	// it was issued for, and only the current one rotates. It is 1 at login.
+	Generation uint64
+	// RotatedAt is when Generation last moved (the login, at first): a
+	// refresh token one generation behind is honoured for the reuse grace
+	// counted from here, and the successor it gets is re-issued from it.
+	RotatedAt  time.Time
+	CreatedAt  time.Time
+	LastUsedAt time.Time
+	// ExpiresAt is the absolute end of the session; no token of it
+	// outlives it.
+	ExpiresAt time.Time
+	// UserAgent (at most MaxUserAgentLen bytes) and Address are the
+	// client's at login, for the owner to recognise the device.
+	UserAgent string
+	Address   string
+}
+
+// Clone returns a deep copy of s.
+func (s *Session) Clone() *Session {
+	c := *s
+	if s.Scopes != nil {
+		c.Scopes = append([]string{}, s.Scopes...)
+	}
+	return &c
+}
+
+// NewSessionID returns a random session ID: 128 bits from crypto/rand,
+// base32 lower case, prefixed "s".
+func NewSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "s" + strings.ToLower(idEncoding.EncodeToString(b[:]))
 }

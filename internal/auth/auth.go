@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -69,6 +70,9 @@ var (
 	ErrScopeNotAllowed   = errors.New("token holds a scope the user may no longer hold")
 	ErrInsufficientScope = errors.New("token lacks a required scope")
 	ErrWrongPassword     = errors.New("wrong password")
+	ErrSessionEnded      = errors.New("the token's session ended (logout, revocation, reuse or expiry)")
+	ErrNoSession         = errors.New("the token belongs to no session (issued before sessions)")
+	ErrRefreshReuse      = errors.New("a spent refresh token was presented again after the grace: session revoked")
 	errPasswordConflict  = errors.New("the user changed since the token was issued")
 )
 
@@ -112,7 +116,38 @@ type Config struct {
 	// its result when the hash is done (metrics, and the attack suite's
 	// proof that refused logins never hash).
 	OnHash func() (done func())
+	// Sessions says how refresh tokens and sessions behave.
+	Sessions SessionPolicy
+	// OnReuse, when set, is called for every session revoked because a
+	// spent refresh token came back (a metric).
+	OnReuse func()
+	// Now is the clock; default time.Now.
+	Now func() time.Time
 }
+
+// SessionPolicy is the session part of Config.
+type SessionPolicy struct {
+	// Rotate: every refresh spends the refresh token presented and hands
+	// out its successor (rotate_refresh, on by default at the Caddy
+	// layer).
+	Rotate bool
+	// ReuseGrace is how long after a rotation the spent token still gets
+	// the same successor instead of revoking the session
+	// (refresh_reuse_grace).
+	ReuseGrace time.Duration
+	// Sliding: a refresh moves the session's expiry to refresh_ttl from
+	// now (refresh_sliding); otherwise it is fixed at login.
+	Sliding bool
+	// Max is the most sessions a user holds (max_sessions); the least
+	// recently used goes. 0: no limit.
+	Max int
+}
+
+// Defaults of SessionPolicy at the Caddy layer.
+const (
+	DefaultReuseGrace  = 10 * time.Second
+	DefaultMaxSessions = 50
+)
 
 // Service is safe for concurrent use; it never changes after New.
 type Service struct {
@@ -124,24 +159,32 @@ func New(c Config) *Service {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	return &Service{c: c}
 }
 
 // Client is who sends a request, for the throttle and for logs.
 type Client struct {
 	IP string
+	// UserAgent is recorded with a new session (truncated).
+	UserAgent string
 }
 
 // Tokens is a successful login, refresh or password change.
 type Tokens struct {
 	Access        string
 	AccessExpires time.Time
-	// Refresh is empty for a refresh (the refresh token is not rotated).
+	// Refresh is empty for a refresh when rotation is off (the refresh
+	// token presented stays the one to use).
 	Refresh        string
 	RefreshExpires time.Time
-	Scopes         scope.Set
-	UserID         string
-	Username       string
+	// SessionID is the session the tokens belong to.
+	SessionID string
+	Scopes    scope.Set
+	UserID    string
+	Username  string
 }
 
 // Principal is who a request acts for once its bearer token checked out:
@@ -255,7 +298,7 @@ func (s *Service) Login(ctx context.Context, username, pw string, requested scop
 		return nil, serverError("user allowed scopes", err)
 	}
 	granted := scope.Grant(requested, s.c.Defaults, s.c.Ceiling, allowed)
-	toks, err := s.issue(token.Subject{UserID: user.ID, Scopes: granted, TokenVersion: user.TokenVersion}, true)
+	toks, err := s.startSession(ctx, user, granted, cl)
 	if err != nil {
 		return nil, err
 	}
@@ -302,14 +345,22 @@ func (s *Service) padFailedLogin(ctx context.Context, pw, spent string) {
 }
 
 // Refresh issues a new access token from a refresh token (RFC 6749 section
-// 6). Its scopes are the refresh token's, cut down to the ceiling in force
-// now, to the user's current allowed list, and to requested when that is
-// not empty.
+// 6) and, with rotation, the refresh token's successor, spending the one
+// presented (RFC 9700 section 4.14.2). The access token's scopes are the
+// session's, cut down to the ceiling in force now, to the user's current
+// allowed list, and to requested when that is not empty; the successor
+// keeps the session's scopes under the ceiling and the allowed list.
+//
+// A refresh token one generation behind, presented within the reuse grace
+// of the rotation that spent it, gets the same successor: two tabs that
+// refresh at once both succeed. Any older one, or one past the grace, is a
+// replay of a token that leaked: the session ends, and with it every
+// access token carrying its sid.
 func (s *Service) Refresh(ctx context.Context, refreshToken string, requested scope.Set, cl Client) (*Tokens, error) {
-	var userID, username string // known once the token verifies
+	var userID, username, sid string // known once the token verifies
 	fail := func(cause error) error {
 		s.c.Logger.Warn("refresh failed", zap.String("username", username), zap.String("user_id", userID),
-			zap.String("client_ip", cl.IP), zap.String("reason", cause.Error()))
+			zap.String("sid", sid), zap.String("client_ip", cl.IP), zap.String("reason", cause.Error()))
 		return &Error{Code: CodeInvalidGrant, Description: "the refresh token is invalid, expired or revoked", Err: cause}
 	}
 	if len(refreshToken) > MaxTokenLen {
@@ -319,7 +370,10 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, requested sc
 	if err != nil {
 		return nil, fail(err)
 	}
-	userID = claims.UserID
+	userID, sid = claims.UserID, claims.SessionID
+	if sid == "" || claims.Generation == 0 {
+		return nil, fail(ErrNoSession)
+	}
 	state, err := s.c.Store.AuthState(ctx, claims.UserID)
 	username = state.Username
 	switch {
@@ -331,28 +385,224 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, requested sc
 		return nil, fail(ErrDisabledUser)
 	case state.TokenVersion != claims.TokenVersion:
 		return nil, fail(ErrRevoked)
+	case !state.HasSession(sid):
+		return nil, fail(ErrSessionEnded)
 	}
-	scopes := claims.Scopes.Intersect(s.c.Ceiling)
 	allowed, err := allowedSet(state.AllowedScopes)
 	if err != nil {
 		return nil, serverError("user allowed scopes", err)
 	}
-	if allowed != nil {
-		scopes = scopes.Intersect(*allowed)
+
+	pol := s.c.Sessions
+	now := s.c.Now()
+	var reused, expired bool // set by the run of fn whose result counts
+	sess, err := s.c.Store.UpdateSession(context.WithoutCancel(ctx), userID, sid, func(ss *store.Session) error {
+		reused, expired = false, false
+		switch {
+		case !now.Before(ss.ExpiresAt):
+			expired = true
+			return ErrSessionEnded
+		case claims.Generation == ss.Generation:
+			if !pol.Rotate && !pol.Sliding && now.Sub(ss.LastUsedAt) < lastUsedResolution {
+				return store.ErrSkipWrite // nothing worth a disk write
+			}
+			if pol.Rotate {
+				ss.Generation++
+				ss.RotatedAt = now
+			}
+			if pol.Sliding {
+				ss.ExpiresAt = now.Add(s.c.Tokens.RefreshTTL())
+			}
+			ss.LastUsedAt = now
+			return nil
+		case pol.Rotate && claims.Generation+1 == ss.Generation && now.Sub(ss.RotatedAt) <= pol.ReuseGrace:
+			// Spent a moment ago: hand out the same successor.
+			return store.ErrSkipWrite
+		default:
+			reused = true
+			return ErrRefreshReuse
+		}
+	})
+	switch {
+	case errors.Is(err, store.ErrSessionNotFound):
+		return nil, fail(ErrSessionEnded)
+	case reused:
+		s.endSession(ctx, userID, sid)
+		s.c.Logger.Warn("refresh token reused: session revoked",
+			zap.String("username", username), zap.String("user_id", userID), zap.String("sid", sid),
+			zap.Uint64("generation", claims.Generation), zap.String("client_ip", cl.IP))
+		if s.c.OnReuse != nil {
+			s.c.OnReuse()
+		}
+		return nil, fail(ErrRefreshReuse)
+	case expired:
+		s.endSession(ctx, userID, sid)
+		return nil, fail(ErrSessionEnded)
+	case err != nil:
+		return nil, serverError("updating the session", err)
 	}
+
+	held := sessionScopes(sess, s.c.Ceiling, allowed)
+	scopes := held
 	if len(requested) > 0 {
 		scopes = scopes.Intersect(requested)
 	}
-	toks, err := s.issue(token.Subject{UserID: claims.UserID, Scopes: scopes, TokenVersion: claims.TokenVersion,
-		SessionID: claims.SessionID}, false)
+	toks, err := s.issueAccess(token.Subject{UserID: userID, Scopes: scopes, TokenVersion: state.TokenVersion,
+		SessionID: sid, NotAfter: sess.ExpiresAt})
 	if err != nil {
 		return nil, err
 	}
+	if pol.Rotate || pol.Sliding {
+		if err := s.issueRefresh(toks, sess, held, state.TokenVersion); err != nil {
+			return nil, err
+		}
+	}
 	toks.Username = state.Username
 	if c := s.c.Logger.Check(zap.DebugLevel, "refresh"); c != nil {
-		c.Write(zap.String("user_id", claims.UserID), zap.String("client_ip", cl.IP))
+		c.Write(zap.String("user_id", userID), zap.String("sid", sid), zap.String("client_ip", cl.IP))
 	}
 	return toks, nil
+}
+
+// lastUsedResolution: without rotation or sliding expiry, a session's
+// last use is written at most this often, so that refreshes stay reads.
+const lastUsedResolution = time.Minute
+
+// sessionScopes are the scopes a session's tokens may hold now: what the
+// login granted, under the ceiling in force and the user's allowed list.
+func sessionScopes(sess *store.Session, ceiling scope.Set, allowed *scope.Set) scope.Set {
+	held, err := scope.New(sess.Scopes...)
+	if err != nil {
+		return nil // the store holds only scopes that were granted, so valid
+	}
+	held = held.Intersect(ceiling)
+	if allowed != nil {
+		held = held.Intersect(*allowed)
+	}
+	return held
+}
+
+// endSession removes a session the service found dead or compromised.
+func (s *Service) endSession(ctx context.Context, userID, sid string) {
+	err := s.c.Store.DeleteSession(context.WithoutCancel(ctx), userID, sid)
+	if err != nil && !errors.Is(err, store.ErrSessionNotFound) {
+		s.c.Logger.Error("ending a session failed", zap.String("user_id", userID), zap.String("sid", sid), zap.Error(err))
+	}
+}
+
+// startSession creates a session for a login (or a password change) and
+// issues its first pair of tokens.
+func (s *Service) startSession(ctx context.Context, user *store.User, granted scope.Set, cl Client) (*Tokens, error) {
+	now := s.c.Now().UTC().Truncate(time.Second)
+	ua := cl.UserAgent
+	if len(ua) > store.MaxUserAgentLen {
+		ua = strings.ToValidUTF8(ua[:store.MaxUserAgentLen], "")
+	}
+	sess := &store.Session{
+		UserID:     user.ID,
+		Scopes:     slices.Clone([]string(granted)),
+		Generation: 1,
+		RotatedAt:  now,
+		CreatedAt:  now,
+		LastUsedAt: now,
+		ExpiresAt:  now.Add(s.c.Tokens.RefreshTTL()),
+		UserAgent:  ua,
+		Address:    cl.IP,
+	}
+	removed, err := s.c.Store.CreateSession(context.WithoutCancel(ctx), sess, s.c.Sessions.Max)
+	if err != nil {
+		return nil, serverError("creating a session", err)
+	}
+	if len(removed) > 0 {
+		s.c.Logger.Info("sessions ended to make room (max_sessions)", zap.String("user_id", user.ID),
+			zap.Strings("sids", removed))
+	}
+	toks, err := s.issueAccess(token.Subject{UserID: user.ID, Scopes: granted, TokenVersion: user.TokenVersion,
+		SessionID: sess.ID, NotAfter: sess.ExpiresAt})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.issueRefresh(toks, sess, granted, user.TokenVersion); err != nil {
+		return nil, err
+	}
+	return toks, nil
+}
+
+// Logout ends the session of a refresh token. It is idempotent: a token
+// whose session already ended, or that expired, ends nothing and is no
+// error. A token that is not ours is refused (invalid_grant). Any
+// generation of the session may end it: a holder of a spent token can at
+// worst sign the owner out, which is what a leaked token should lead to.
+func (s *Service) Logout(ctx context.Context, refreshToken string, cl Client) error {
+	if len(refreshToken) > MaxTokenLen {
+		return &Error{Code: CodeInvalidGrant, Description: "the refresh token is invalid", Err: errors.New("token too long")}
+	}
+	claims, err := s.c.Tokens.VerifyRefresh(refreshToken)
+	switch {
+	case errors.Is(err, token.ErrExpired):
+		return nil
+	case err != nil:
+		return &Error{Code: CodeInvalidGrant, Description: "the refresh token is invalid", Err: err}
+	case claims.SessionID == "":
+		return nil // a token from before sessions: nothing to end
+	}
+	err = s.c.Store.DeleteSession(context.WithoutCancel(ctx), claims.UserID, claims.SessionID)
+	switch {
+	case errors.Is(err, store.ErrSessionNotFound):
+		return nil
+	case err != nil:
+		return serverError("ending the session", err)
+	}
+	s.c.Logger.Info("logout", zap.String("user_id", claims.UserID), zap.String("sid", claims.SessionID),
+		zap.String("client_ip", cl.IP))
+	return nil
+}
+
+// LogoutAll ends every session of the principal's user: every refresh
+// token and every access token of theirs is refused from the next request.
+func (s *Service) LogoutAll(ctx context.Context, p Principal, cl Client) (int, error) {
+	n, err := s.c.Store.DeleteSessions(context.WithoutCancel(ctx), p.UserID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return 0, invalidToken(ErrUnknownUser)
+		}
+		return 0, serverError("ending the sessions", err)
+	}
+	s.c.Logger.Info("logout of every session", zap.String("user_id", p.UserID), zap.Int("sessions", n),
+		zap.String("client_ip", cl.IP))
+	return n, nil
+}
+
+// Sessions lists the principal's live sessions, oldest first.
+func (s *Service) Sessions(ctx context.Context, p Principal) ([]*store.Session, error) {
+	list, err := s.c.Store.ListSessions(ctx, p.UserID, s.c.Now())
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, invalidToken(ErrUnknownUser)
+		}
+		return nil, serverError("listing sessions", err)
+	}
+	return list, nil
+}
+
+// ErrNoSuchSession is EndSession's answer for a sid that is not one of the
+// principal's live sessions, whoever else's it may be.
+var ErrNoSuchSession = errors.New("no such session")
+
+// EndSession ends one of the principal's own sessions. A sid of another
+// user's session is not found: sessions are looked up under the
+// principal's user only.
+func (s *Service) EndSession(ctx context.Context, p Principal, sid string, cl Client) error {
+	err := s.c.Store.DeleteSession(context.WithoutCancel(ctx), p.UserID, sid)
+	switch {
+	case errors.Is(err, store.ErrSessionNotFound):
+		return ErrNoSuchSession
+	case err != nil:
+		return serverError("ending the session", err)
+	}
+	s.c.Logger.Info("session ended by its user", zap.String("user_id", p.UserID), zap.String("sid", sid),
+		zap.String("client_ip", cl.IP))
+	return nil
 }
 
 // Authenticate checks a bearer access token (as parsed from the
@@ -376,6 +626,10 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 		return Principal{}, invalidToken(ErrRevoked)
 	case state.AllowedScopes != nil && !allowedAll(state.AllowedScopes, claims.Scopes):
 		return Principal{}, invalidToken(ErrScopeNotAllowed)
+	case claims.SessionID == "":
+		return Principal{}, invalidToken(ErrNoSession)
+	case !state.HasSession(claims.SessionID):
+		return Principal{}, invalidToken(ErrSessionEnded)
 	}
 	scopes, scopeString := UnderCeiling(s.c.Ceiling, claims.Scopes, claims.ScopeString)
 	return Principal{
@@ -486,7 +740,11 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, current, next
 	case err != nil:
 		return nil, serverError("password change: storing", err)
 	}
-	toks, err := s.issue(token.Subject{UserID: updated.ID, Scopes: p.Scopes, TokenVersion: updated.TokenVersion}, true)
+	// Every session ended with the epoch; this device gets a new one.
+	if _, err := s.c.Store.DeleteSessions(context.WithoutCancel(ctx), updated.ID); err != nil {
+		s.c.Logger.Error("ending the sessions after a password change failed", zap.String("user_id", updated.ID), zap.Error(err))
+	}
+	toks, err := s.startSession(ctx, updated, p.Scopes, cl)
 	if err != nil {
 		return nil, err
 	}
@@ -496,19 +754,34 @@ func (s *Service) ChangePassword(ctx context.Context, p Principal, current, next
 	return toks, nil
 }
 
-// issue mints an access token and, withRefresh, a refresh token for subj.
-func (s *Service) issue(subj token.Subject, withRefresh bool) (*Tokens, error) {
+// issueAccess mints an access token for subj.
+func (s *Service) issueAccess(subj token.Subject) (*Tokens, error) {
 	at, atExp, err := s.c.Tokens.IssueAccess(subj)
 	if err != nil {
 		return nil, serverError("issuing an access token", err)
 	}
-	t := &Tokens{Access: at, AccessExpires: atExp, Scopes: subj.Scopes, UserID: subj.UserID}
-	if withRefresh {
-		if t.Refresh, t.RefreshExpires, err = s.c.Tokens.IssueRefresh(subj); err != nil {
-			return nil, serverError("issuing a refresh token", err)
-		}
+	return &Tokens{Access: at, AccessExpires: atExp, Scopes: subj.Scopes, UserID: subj.UserID,
+		SessionID: subj.SessionID}, nil
+}
+
+// issueRefresh adds to t the refresh token of the session's current
+// generation, issued at the moment that generation began: issuing it again
+// gives the same token.
+func (s *Service) issueRefresh(t *Tokens, sess *store.Session, scopes scope.Set, tokenVersion uint64) error {
+	issuedAt := sess.RotatedAt
+	if !s.c.Sessions.Rotate {
+		// Without rotation a new refresh token is only handed out to
+		// carry a slid expiry, which must count from now.
+		issuedAt = time.Time{}
 	}
-	return t, nil
+	var err error
+	t.Refresh, t.RefreshExpires, err = s.c.Tokens.IssueRefresh(token.Subject{UserID: sess.UserID, Scopes: scopes,
+		TokenVersion: tokenVersion, SessionID: sess.ID, Generation: sess.Generation,
+		IssuedAt: issuedAt, NotAfter: sess.ExpiresAt})
+	if err != nil {
+		return serverError("issuing a refresh token", err)
+	}
+	return nil
 }
 
 // allowedSet returns a user's allowed scopes as a set, nil when the user is

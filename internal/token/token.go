@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,9 +87,19 @@ type Subject struct {
 	Scopes scope.Set
 	// TokenVersion is the user's revocation epoch at issue time.
 	TokenVersion uint64
-	// SessionID is the sid claim; empty omits it. Reserved for refresh
-	// token rotation and per-device sessions.
+	// SessionID is the sid claim: the session (one login on one device)
+	// the token belongs to. Empty omits it.
 	SessionID string
+	// Generation is the gen claim of a refresh token: the session's
+	// rotation it was issued for. 0 omits it.
+	Generation uint64
+	// IssuedAt is the iat (and nbf) of the token; zero means now. A
+	// session's refresh token is issued at the moment its generation
+	// moved, so that the successor handed out again within the reuse
+	// grace is the same token.
+	IssuedAt time.Time
+	// NotAfter, when set, caps exp: no token outlives its session.
+	NotAfter time.Time
 }
 
 // Claims is the verified content of a token. A Manager may hand the same
@@ -100,6 +111,7 @@ type Claims struct {
 	ScopeString  string    // Scopes.String(), computed once at verification
 	TokenVersion uint64    // token_version
 	SessionID    string    // sid, may be empty
+	Generation   uint64    // gen, 0 when absent
 	ID           string    // jti
 	IssuedAt     time.Time // iat
 	ExpiresAt    time.Time // exp
@@ -250,6 +262,9 @@ func (ks *keySet) methods() []string {
 	return out
 }
 
+// RefreshTTL is the lifetime of a refresh token, and so of a session.
+func (m *Manager) RefreshTTL() time.Duration { return m.refreshTTL }
+
 // KeyID returns the kid of the key new tokens are signed with.
 func (m *Manager) KeyID() string { return m.keys.active.id }
 
@@ -277,12 +292,34 @@ type wirePayload struct {
 	Scope        string `json:"scope,omitempty"`
 	TokenVersion uint64 `json:"token_version"`
 	Sid          string `json:"sid,omitempty"`
+	Gen          uint64 `json:"gen,omitempty"`
 }
 
 var (
 	errIssueNoUser = errors.New("token: subject has no user id")
 	errIssueScope  = errors.New("token: subject has an invalid scope")
+	// errIssueExpired: NotAfter is not after the issue time (a session
+	// that ended).
+	errIssueExpired = errors.New("token: the token would be expired at issue")
 )
+
+// jti returns the token's ID: random, except for a session's refresh
+// token, whose ID names its session and generation, so that issuing it
+// again (IssuedAt and NotAfter fixed by the session) gives the same token.
+func (m *Manager) jti(s Subject) (string, error) {
+	if s.SessionID != "" && s.Generation > 0 {
+		return s.SessionID + "." + strconv.FormatUint(s.Generation, 10), nil
+	}
+	var id [16]byte
+	src := m.jtiSource
+	if src == nil {
+		src = rand.Reader
+	}
+	if _, err := io.ReadFull(src, id[:]); err != nil {
+		return "", fmt.Errorf("token: generating jti: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(id[:]), nil
+}
 
 func (m *Manager) issue(s Subject, header string, ttl time.Duration) (string, time.Time, error) {
 	if s.UserID == "" {
@@ -296,19 +333,24 @@ func (m *Manager) issue(s Subject, header string, ttl time.Duration) (string, ti
 			return "", time.Time{}, errIssueScope
 		}
 	}
-	var id [16]byte
-	src := m.jtiSource
-	if src == nil {
-		src = rand.Reader
+	jti, err := m.jti(s)
+	if err != nil {
+		return "", time.Time{}, err
 	}
-	if _, err := io.ReadFull(src, id[:]); err != nil {
-		return "", time.Time{}, fmt.Errorf("token: generating jti: %w", err)
+	now := s.IssuedAt
+	if now.IsZero() {
+		now = m.now()
 	}
-	now := m.now()
 	// NumericDate is whole seconds. Truncating iat down keeps it <= now, so
 	// a verifier with the same clock never sees it in the future.
 	iat := now.Unix()
 	exp := now.Add(ttl).Unix()
+	if !s.NotAfter.IsZero() && s.NotAfter.Unix() < exp {
+		exp = s.NotAfter.Unix()
+	}
+	if exp <= iat {
+		return "", time.Time{}, errIssueExpired
+	}
 	payload, err := json.Marshal(wirePayload{
 		Iss:          m.issuer,
 		Sub:          s.UserID,
@@ -316,10 +358,11 @@ func (m *Manager) issue(s Subject, header string, ttl time.Duration) (string, ti
 		Exp:          exp,
 		Nbf:          iat,
 		Iat:          iat,
-		Jti:          base64.RawURLEncoding.EncodeToString(id[:]),
+		Jti:          jti,
 		Scope:        s.Scopes.String(),
 		TokenVersion: s.TokenVersion,
 		Sid:          s.SessionID,
+		Gen:          s.Generation,
 	})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("token: encoding payload: %w", err)
@@ -351,6 +394,7 @@ type wireClaims struct {
 	Scope        string       `json:"scope"`
 	TokenVersion tokenVersion `json:"token_version"`
 	SessionID    string       `json:"sid"`
+	Generation   uint64       `json:"gen"`
 }
 
 // tokenVersion records what the token_version member held without failing
@@ -563,6 +607,7 @@ func (m *Manager) parse(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
 		ScopeString:  scopes.String(),
 		TokenVersion: wc.TokenVersion.v,
 		SessionID:    wc.SessionID,
+		Generation:   wc.Generation,
 		ID:           wc.ID,
 		IssuedAt:     wc.IssuedAt.Time,
 		ExpiresAt:    wc.ExpiresAt.Time, // WithExpirationRequired: non-nil

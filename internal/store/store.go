@@ -177,9 +177,11 @@ type Store interface {
 	// RotatedAt become now). In the same transaction it removes the user's
 	// sessions that expired and then, while the user holds more than max
 	// sessions (max > 0), the least recently used ones (LastUsedAt, oldest
-	// first), never s itself. It returns the IDs it removed, for logs.
-	// ErrNotFound when the user does not exist. Once it returns, AuthState
-	// lists s.ID.
+	// first), never s itself. It returns the IDs it removed, for logs
+	// (see SessionsToEnd). ErrNotFound when the user does not exist; an
+	// error when s has no UserID or ExpiresAt, or s.ID is already one of
+	// the user's sessions. On success s holds what was stored. Once it
+	// returns, AuthState lists s.ID.
 	CreateSession(ctx context.Context, s *Session, max int) (removed []string, err error)
 
 	// GetSession returns the user's session sid, or ErrSessionNotFound.
@@ -207,11 +209,11 @@ type Store interface {
 	DeleteSessions(ctx context.Context, userID string) (int, error)
 
 	// ListSessions returns the user's sessions that have not expired at
-	// now, oldest first (CreatedAt, then ID). ErrNotFound for no user.
+	// now (see SessionExpired), oldest first (CreatedAt, then ID). ErrNotFound for no user.
 	ListSessions(ctx context.Context, userID string, now time.Time) ([]*Session, error)
 
-	// SweepSessions removes every session, of any user, that expired
-	// before now, and returns how many. The realm calls it periodically so
+	// SweepSessions removes every session, of any user, that has expired
+	// at now (see SessionExpired), and returns how many. The realm calls it periodically so
 	// that sessions of users who never come back do not pile up.
 	SweepSessions(ctx context.Context, now time.Time) (int, error)
 
@@ -300,8 +302,10 @@ func NewSecret(name string, generate func() ([]byte, error)) ([]byte, error) {
 	return bytes.Clone(v), nil
 }
 
-// ErrSessionNotFound: no live session with that ID for that user (it never
-// existed, ended, expired, or its user is gone).
+// ErrSessionNotFound: no session with that ID for that user (it never
+// existed, ended, expired and was removed, or its user is gone). A session
+// that expired but was not removed yet is still found: callers check
+// ExpiresAt.
 var ErrSessionNotFound = errors.New("session not found")
 
 // ErrSkipWrite, returned by the fn of UpdateSession, stores nothing and

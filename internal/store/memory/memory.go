@@ -26,10 +26,10 @@ import (
 
 // Options configures Open. The zero value is ready to use.
 type Options struct {
-	// RerunUpdates makes UpdateUser run fn twice, each time on a fresh
-	// copy of the stored user, and keep the second result, as an
-	// optimistic backend does when another writer committed in between.
-	// Tests turn it on to prove that callers' fns cope (see
+	// RerunUpdates makes UpdateUser and UpdateSession run fn twice, each
+	// time on a fresh copy of the stored value, and keep the second result,
+	// as an optimistic backend does when another writer committed in
+	// between. Tests turn it on to prove that callers' fns cope (see
 	// store.Store.UpdateUser).
 	RerunUpdates bool
 }
@@ -42,17 +42,21 @@ type state struct {
 	deleted map[string]time.Time   // tombstoned IDs
 	classes map[string]time.Time   // password.Class -> first stored
 	secrets map[string][]byte
+	// sessions by user ID, then session ID. A user's entry is absent when
+	// it has none.
+	sessions map[string]map[string]*store.Session
 
 	refs int // open handles; guarded by registry.mu
 }
 
 func newState() *state {
 	return &state{
-		users:   map[string]*store.User{},
-		names:   map[string]string{},
-		deleted: map[string]time.Time{},
-		classes: map[string]time.Time{},
-		secrets: map[string][]byte{},
+		users:    map[string]*store.User{},
+		names:    map[string]string{},
+		deleted:  map[string]time.Time{},
+		classes:  map[string]time.Time{},
+		secrets:  map[string][]byte{},
+		sessions: map[string]map[string]*store.Session{},
 	}
 }
 
@@ -306,6 +310,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 		}
 		delete(st.names, store.NormalizeUsername(u.Username))
 		delete(st.users, id)
+		delete(st.sessions, id)
 		st.deleted[id] = time.Now().UTC()
 		return nil
 	})
@@ -350,6 +355,7 @@ func (s *Store) AuthState(ctx context.Context, id string) (store.AuthState, erro
 			return store.ErrNotFound
 		}
 		out = u.Clone().State()
+		out.Sessions = st.sessionIDs(id)
 		return nil
 	})
 	return out, err

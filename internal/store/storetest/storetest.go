@@ -86,6 +86,13 @@ func Run(t *testing.T, b Backend) {
 		{"ConcurrentCreateSameUsername", testConcurrentCreate},
 		{"CreateUsersAllOrNothing", testCreateUsers},
 		{"HashClassesCoverStoredHashes", testHashClasses},
+		{"SessionCreateAndGet", testSessionCreateGet},
+		{"SessionsInAuthState", testSessionsInAuthState},
+		{"SessionMaxRemovesLeastRecentlyUsed", testSessionMax},
+		{"SessionExpiry", testSessionExpiry},
+		{"UpdateSession", testUpdateSession},
+		{"SessionNotFound", testSessionNotFound},
+		{"SessionRotationRace", testSessionRotationRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,6 +111,7 @@ func Run(t *testing.T, b Backend) {
 		{"DeleteSeenByOther", testTwoDelete},
 		{"SecretSeenByOther", testTwoSecret},
 		{"CreateSeenByOther", testTwoCreate},
+		{"SessionsSeenByOther", testTwoSessions},
 	}
 	for _, tc := range twoHandles {
 		t.Run("TwoHandles/"+tc.name, func(t *testing.T) {
@@ -758,6 +766,8 @@ func testSecrets(t *testing.T, s store.Store) {
 func testClosed(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	u := mustCreate(t, s, &store.User{Username: "closing"})
+	sess := newSession(u.ID)
+	mustSession(t, s, sess, 0)
 	mustState(t, s, u.ID) // a cached entry must not outlive Close
 	if _, err := s.Secret(ctx, "k", func() ([]byte, error) { return []byte("v"), nil }); err != nil {
 		t.Fatal(err)
@@ -800,6 +810,31 @@ func testClosed(t *testing.T, s store.Store) {
 		},
 		"HashClasses": func() error {
 			_, err := s.HashClasses(ctx)
+			return err
+		},
+		"CreateSession": func() error {
+			_, err := s.CreateSession(ctx, newSession(u.ID), 0)
+			return err
+		},
+		"GetSession": func() error {
+			_, err := s.GetSession(ctx, u.ID, sess.ID)
+			return err
+		},
+		"UpdateSession": func() error {
+			_, err := s.UpdateSession(ctx, u.ID, sess.ID, func(*store.Session) error { return nil })
+			return err
+		},
+		"DeleteSession": func() error { return s.DeleteSession(ctx, u.ID, sess.ID) },
+		"DeleteSessions": func() error {
+			_, err := s.DeleteSessions(ctx, u.ID)
+			return err
+		},
+		"ListSessions": func() error {
+			_, err := s.ListSessions(ctx, u.ID, time.Now())
+			return err
+		},
+		"SweepSessions": func() error {
+			_, err := s.SweepSessions(ctx, time.Now())
 			return err
 		},
 	}

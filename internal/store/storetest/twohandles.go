@@ -184,3 +184,56 @@ func testTwoCreate(t *testing.T, p *pair) {
 		t.Errorf("A lists %d users (%v), want 1", n, err)
 	}
 }
+
+// testTwoSessions: a session created, rotated or ended through one handle
+// is seen through the other at once, AuthState included (a gateway must
+// refuse the access tokens of a session another one ended).
+func testTwoSessions(t *testing.T, p *pair) {
+	ctx := t.Context()
+	u := mustCreate(t, p.A(), &store.User{Username: "device"})
+	warm(t, p.B(), u)
+	wantSessions(t, p.B(), u.ID)
+
+	a1, a2 := newSession(u.ID), newSession(u.ID)
+	mustSession(t, p.A(), a1, 0)
+	mustSession(t, p.A(), a2, 0)
+	wantSessions(t, p.B(), u.ID, a1.ID, a2.ID)
+	if got := mustGetSession(t, p.B(), u.ID, a1.ID); !sameSession(got, a1) {
+		t.Errorf("B's GetSession = %+v, A created %+v", got, a1)
+	}
+
+	rotated, err := p.B().UpdateSession(ctx, u.ID, a1.ID, func(x *store.Session) error { x.Generation++; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGetSession(t, p.A(), u.ID, a1.ID); !sameSession(got, rotated) {
+		t.Errorf("A's GetSession = %+v after B rotated to %+v", got, rotated)
+	}
+
+	wantSessions(t, p.B(), u.ID, a1.ID, a2.ID) // warm B again
+	if err := p.A().DeleteSession(ctx, u.ID, a1.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantSessions(t, p.B(), u.ID, a2.ID)
+	_, err = p.B().GetSession(ctx, u.ID, a1.ID)
+	wantErr(t, "B's GetSession of the session A ended", err, store.ErrSessionNotFound)
+
+	// Eviction and the end of all sessions through B, seen through A.
+	b1 := newSession(u.ID)
+	if removed := mustSession(t, p.B(), b1, 1); !slices.Equal(removed, []string{a2.ID}) {
+		t.Errorf("B's CreateSession with max 1 removed %q, want %s", removed, a2.ID)
+	}
+	wantSessions(t, p.A(), u.ID, b1.ID)
+	if _, err := store.Revoke(ctx, p.B(), u.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantSessions(t, p.A(), u.ID)
+	b2 := newSession(u.ID)
+	mustSession(t, p.A(), b2, 0)
+	wantSessions(t, p.B(), u.ID, b2.ID)
+	if err := p.A().DeleteUser(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.B().GetSession(ctx, u.ID, b2.ID)
+	wantErr(t, "B's GetSession after A deleted the user", err, store.ErrSessionNotFound)
+}

@@ -175,7 +175,8 @@ type Store interface {
 	// CreateSession stores a new session s for its user (s.ID, when
 	// empty, is set with NewSessionID; zero CreatedAt, LastUsedAt and
 	// RotatedAt become now). In the same transaction it removes the user's
-	// sessions that expired and then, while the user holds more than max
+	// sessions that expired by s.CreatedAt (the caller's clock, which the
+	// session's times all come from) and then, while the user holds more than max
 	// sessions (max > 0), the least recently used ones (LastUsedAt, oldest
 	// first), never s itself. It returns the IDs it removed, for logs
 	// (see SessionsToEnd). ErrNotFound when the user does not exist; an

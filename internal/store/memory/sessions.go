@@ -58,7 +58,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session, max int)
 		for _, o := range m {
 			others = append(others, o)
 		}
-		removed = store.SessionsToEnd(others, now, max)
+		removed = store.SessionsToEnd(others, ns.CreatedAt, max)
 		for _, sid := range removed {
 			delete(m, sid)
 		}

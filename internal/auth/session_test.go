@@ -205,8 +205,13 @@ func TestLogoutAllAndSelfService(t *testing.T) {
 		t.Fatal(err)
 	}
 	list, err := s.Sessions(ctx, pa)
-	if err != nil || len(list) != 2 || list[0].ID != a.SessionID || list[0].UserAgent != "test-agent" || list[0].Address != "192.0.2.1" {
-		t.Fatalf("Sessions = %+v, %v", list, err)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("Sessions = %v, %v", list, err)
+	}
+	for _, ss := range list {
+		if ss.ID != a.SessionID && ss.ID != b.SessionID || ss.UserAgent != "test-agent" || ss.Address != "192.0.2.1" {
+			t.Errorf("listed session %+v", *ss)
+		}
 	}
 
 	// Another user's session cannot be named.

@@ -213,11 +213,12 @@ func TestOpenRefusesAndLeavesFileAlone(t *testing.T) {
 		users         []store.User
 		want          []string
 	}{
-		{"newer schema", "4", nil, []string{`unsupported schema version "4"`, `understands "3"`}},
+		{"newer schema", "5", nil, []string{`unsupported schema version "5"`, `understands "4"`}},
 		{"unknown schema", "2-beta", nil, []string{`unsupported schema version "2-beta"`}},
 		{"schema 2 without auth", "2", nil, []string{"has no auth bucket"}},
 		{"schema 3 without auth", "3", nil, []string{"has no auth bucket"}},
-		{"undecodable user", "1", bad, []string{"upgrade to schema version 3", "decode user u00001"}},
+		{"schema 4 without auth", "4", nil, []string{"has no auth bucket"}},
+		{"undecodable user", "1", bad, []string{"upgrade to schema version 4", "decode user u00001"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "x.db")
@@ -519,5 +520,79 @@ func TestCheckHashClasses(t *testing.T) {
 	}
 	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "hash class bcrypt:12 of user "+u.ID) {
 		t.Errorf("Check = %v, want the missing class named", err)
+	}
+}
+
+// TestUpgradeFromSchema3 opens a file as the schema 3 code left it (users,
+// auth, hash_classes, no sessions): its users, tombstones and secret come
+// through unchanged, sessions work at once and survive a reopen, and the
+// file says schema 4.
+func TestUpgradeFromSchema3(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "v3.db")
+	users := schema1Users(50)
+	writeSchema1(t, path, "3", users, []string{"ugone"})
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := buildAuth(tx); err != nil {
+			return err
+		}
+		return buildClasses(tx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openAt(t, path, Options{})
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check after the upgrade: %v", err)
+	}
+	for i := range users {
+		got, err := s.GetUser(ctx, users[i].ID)
+		if err != nil || got.Username != users[i].Username || got.PasswordHash != users[i].PasswordHash ||
+			got.TokenVersion != users[i].TokenVersion || !got.CreatedAt.Equal(users[i].CreatedAt) {
+			t.Fatalf("GetUser(%s) after the upgrade = %+v, %v; want %+v", users[i].ID, got, err, users[i])
+		}
+		st, err := s.AuthState(ctx, users[i].ID)
+		if want := users[i].State(); err != nil || !sameAuthState(st, want) || st.Sessions != nil {
+			t.Fatalf("AuthState(%s) = %#v, %v; want %#v without sessions", users[i].ID, st, err, want)
+		}
+	}
+	if err := s.CreateUser(ctx, &store.User{ID: "ugone", Username: "x"}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("tombstone lost in the upgrade: %v", err)
+	}
+	if sec, err := s.Secret(ctx, "hmac", nil); err != nil || string(sec) != "old-secret" {
+		t.Errorf("secret after upgrade = %q, %v", sec, err)
+	}
+
+	u := users[7].ID
+	sess := &store.Session{UserID: u, Generation: 1, ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := s.CreateSession(ctx, sess, 0); err != nil {
+		t.Fatalf("CreateSession after the upgrade: %v", err)
+	}
+	if st, err := s.AuthState(ctx, u); err != nil || !st.HasSession(sess.ID) {
+		t.Errorf("AuthState after CreateSession = %+v, %v", st, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, has, _ := rawState(t, path); v != schemaVersion || !has {
+		t.Errorf("after upgrade: schema %q, auth bucket %v", v, has)
+	}
+
+	s = openAt(t, path, Options{})
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check after reopen: %v", err)
+	}
+	if got, err := s.GetSession(ctx, u, sess.ID); err != nil || got.Generation != 1 || !got.ExpiresAt.Equal(sess.ExpiresAt) {
+		t.Errorf("GetSession after reopen = %+v, %v", got, err)
+	}
+	if st, err := s.AuthState(ctx, u); err != nil || !slices.Equal(st.Sessions, []string{sess.ID}) {
+		t.Errorf("AuthState after reopen = %+v, %v", st, err)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,7 @@ var benchKey = "bench-only-hs256-key-0123456789-not-a-secret"
 type benchFixture struct {
 	h     *Handler
 	users []*store.User
+	sids  []string // a live session of each user
 }
 
 var (
@@ -113,6 +115,11 @@ func newBenchFixture() (*benchFixture, error) {
 			return nil, err
 		}
 		f.users = append(f.users, u)
+		sid, err := newLiveSession(h.realm.store, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		f.sids = append(f.sids, sid)
 	}
 	return f, nil
 }
@@ -122,7 +129,8 @@ func (f *benchFixture) mint(b *testing.B, n int) []string {
 	toks := make([]string, n)
 	for i := range toks {
 		u := f.users[i%len(f.users)]
-		tok, _, err := f.h.tokens.IssueAccess(token.Subject{UserID: u.ID, Scopes: scope.MustNew("api:read"), TokenVersion: u.TokenVersion})
+		tok, _, err := f.h.tokens.IssueAccess(token.Subject{UserID: u.ID, Scopes: scope.MustNew("api:read"), TokenVersion: u.TokenVersion,
+			SessionID: f.sids[i%len(f.users)]})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -131,10 +139,13 @@ func (f *benchFixture) mint(b *testing.B, n int) []string {
 	return toks
 }
 
-func (f *benchFixture) mintRefresh(b *testing.B) string {
+// mintRefresh returns the refresh token of a new session of user i.
+func (f *benchFixture) mintRefresh(b *testing.B, i int) string {
 	b.Helper()
-	u := f.users[0]
-	tok, _, err := f.h.tokens.IssueRefresh(token.Subject{UserID: u.ID, Scopes: scope.MustNew("api:read"), TokenVersion: u.TokenVersion})
+	u := f.users[i%len(f.users)]
+	sid := liveSession(b, f.h.realm.store, u.ID)
+	tok, _, err := f.h.tokens.IssueRefresh(token.Subject{UserID: u.ID, Scopes: scope.MustNew("api:read"),
+		TokenVersion: u.TokenVersion, SessionID: sid, Generation: 1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -275,25 +286,80 @@ func BenchmarkTokenEndpoint(b *testing.B) {
 }
 
 // BenchmarkRefreshEndpoint is POST /refresh with the refresh token in a JSON
-// body (refresh body mode): full verification of the refresh token (never
-// cached), the epoch lookup and a new access token.
+// body (refresh body mode), each refresh presenting the successor the one
+// before handed out: full verification of the refresh token (never
+// cached), the epoch lookup, the session's rotation written to the store
+// (a durable write, group-committed with whatever else is in flight), and
+// a new pair. The parallel run is many clients refreshing at once, each
+// with its own session: what the group commit is for.
 func BenchmarkRefreshEndpoint(b *testing.B) {
 	f := benchHandler(b)
-	body := `{"refresh_token":"` + f.mintRefresh(b) + `"}`
+	b.Run("serial", func(b *testing.B) {
+		rc := newRefreshClient(f, f.mintRefresh(b, 0))
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			rc.refresh(b)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		var next atomic.Int64
+		b.ReportAllocs()
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			rc := newRefreshClient(f, f.mintRefresh(b, int(next.Add(1))))
+			for pb.Next() {
+				rc.refresh(b)
+			}
+		})
+	})
+}
+
+// refreshClient refreshes one session again and again, as a client does,
+// each time with the refresh token the last refresh handed out.
+type refreshClient struct {
+	f     *benchFixture
+	r     *http.Request
+	w     *bodyWriter
+	token string
+}
+
+func newRefreshClient(f *benchFixture, tok string) *refreshClient {
 	r := benchRequest(http.MethodPost, f.h.RefreshPath, nil)
 	r.Header.Set("Content-Type", "application/json")
-	w := &discardWriter{hdr: http.Header{}}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		r.Body = io.NopCloser(strings.NewReader(body))
-		r.ContentLength = int64(len(body))
-		w.reset()
-		if err := f.h.ServeHTTP(w, r, nextOK); err != nil || w.status != http.StatusOK {
-			b.Fatalf("refresh: status %d, err %v", w.status, err)
-		}
-	}
+	return &refreshClient{f: f, r: r, w: &bodyWriter{hdr: http.Header{}}, token: tok}
 }
+
+func (c *refreshClient) refresh(b *testing.B) {
+	body := `{"refresh_token":"` + c.token + `"}`
+	c.r.Body = io.NopCloser(strings.NewReader(body))
+	c.r.ContentLength = int64(len(body))
+	c.w.status, c.w.body = 0, c.w.body[:0]
+	if err := c.f.h.ServeHTTP(c.w, c.r, nextOK); err != nil || c.w.status != http.StatusOK {
+		b.Fatalf("refresh: status %d, err %v", c.w.status, err)
+	}
+	var resp struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal(c.w.body, &resp); err != nil || resp.RefreshToken == "" {
+		b.Fatalf("refresh: no successor in %q", c.w.body)
+	}
+	c.token = resp.RefreshToken
+}
+
+// bodyWriter is a ResponseWriter that keeps the status and the body.
+type bodyWriter struct {
+	hdr    http.Header
+	status int
+	body   []byte
+}
+
+func (w *bodyWriter) Header() http.Header { return w.hdr }
+func (w *bodyWriter) Write(p []byte) (int, error) {
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+func (w *bodyWriter) WriteHeader(s int) { w.status = s }
 
 // BenchmarkBaselineHMAC is the floor of any HS256 check: HMAC-SHA256 over a
 // token's signing input and a constant-time compare.

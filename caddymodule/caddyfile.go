@@ -62,6 +62,10 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 			if err := h.RealmSettings.unmarshalSub(d, sub); err != nil {
 				return err
 			}
+		case "rotate_refresh", "refresh_reuse_grace", "refresh_sliding", "max_sessions", "logout_path", "sessions_path":
+			if err := h.SessionSettings.unmarshalSub(d, sub); err != nil {
+				return err
+			}
 		case "refresh", "token_path", "refresh_path", "issuer", "audience",
 			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header", "password_path":
 			var v string

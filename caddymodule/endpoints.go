@@ -252,7 +252,7 @@ func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url
 	if err != nil {
 		return h.writeError(w, r, badRequest("invalid_scope", err.Error()))
 	}
-	toks, err := h.auth.Login(r.Context(), form.Get("username"), form.Get("password"), requested, auth.Client{IP: clientIP(r)})
+	toks, err := h.auth.Login(r.Context(), form.Get("username"), form.Get("password"), requested, clientOf(r))
 	if err != nil {
 		var ae *auth.Error
 		switch {
@@ -308,15 +308,7 @@ func (h *Handler) writeTokens(w http.ResponseWriter, toks *auth.Tokens) error {
 	case h.Refresh == RefreshModeBody:
 		resp.RefreshToken = toks.Refresh
 	default:
-		http.SetCookie(w, &http.Cookie{
-			Name:     h.CookieName,
-			Value:    toks.Refresh,
-			Path:     h.RefreshPath,
-			MaxAge:   int(time.Duration(h.RefreshTTL) / time.Second),
-			HttpOnly: true,
-			Secure:   true,
-			SameSite: http.SameSiteStrictMode,
-		})
+		h.setRefreshCookie(w, toks.Refresh, toks.RefreshExpires)
 	}
 	return writeJSON(w, http.StatusOK, resp)
 }
@@ -389,7 +381,7 @@ func (h *Handler) refreshCookie(r *http.Request) (string, *oauthError) {
 // refreshGrant mints a new access token from a refresh token
 // (internal/auth).
 func (h *Handler) refreshGrant(w http.ResponseWriter, r *http.Request, tok string, requested scope.Set) error {
-	toks, err := h.auth.Refresh(r.Context(), tok, requested, auth.Client{IP: clientIP(r)})
+	toks, err := h.auth.Refresh(r.Context(), tok, requested, clientOf(r))
 	if err != nil {
 		refreshFailure.Inc()
 		return h.writeError(w, r, h.oauthError(err))
@@ -432,4 +424,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 func noStore(w http.ResponseWriter) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
+}
+
+// clientOf is who sends r, as internal/auth records it.
+func clientOf(r *http.Request) auth.Client {
+	return auth.Client{IP: clientIP(r), UserAgent: r.UserAgent()}
 }

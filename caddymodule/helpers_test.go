@@ -619,3 +619,22 @@ func flipChar(s string, i int) string {
 	}
 	return s[:i] + string(c) + s[i+1:]
 }
+
+// liveSession creates a session of user in st, live for a day, and returns
+// its ID: tokens minted outside the gateway need one to be accepted.
+func liveSession(tb testing.TB, st store.Store, userID string) string {
+	tb.Helper()
+	sid, err := newLiveSession(st, userID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sid
+}
+
+func newLiveSession(st store.Store, userID string) (string, error) {
+	now := time.Now().UTC().Truncate(time.Second)
+	s := &store.Session{UserID: userID, Generation: 1, RotatedAt: now, CreatedAt: now, LastUsedAt: now,
+		ExpiresAt: now.Add(24 * time.Hour)}
+	_, err := st.CreateSession(context.Background(), s, 0)
+	return s.ID, err
+}

@@ -82,8 +82,9 @@ func TestIntegrationRecipeBodyMode(t *testing.T) {
 	if at2 == "" || at2 == at {
 		t.Errorf("refresh gave no new access token: %s", r)
 	}
-	if _, ok := m["refresh_token"]; ok {
-		t.Errorf("refresh returned a refresh token (no rotation configured): %s", r)
+	// Rotation is on by default: the successor comes in the body.
+	if rt2, _ := m["refresh_token"].(string); rt2 == "" || rt2 == rt {
+		t.Errorf("refresh did not rotate the refresh token: %s", r)
 	}
 	if m["token_type"] != "bearer" || m["scope"] != "me:read" {
 		t.Errorf("token_type/scope after refresh: %s", r)
@@ -104,7 +105,8 @@ func TestIntegrationRecipeBodyMode(t *testing.T) {
 }
 
 // TestIntegrationRecipeCookieMode covers the default refresh mode: the
-// refresh token in an HttpOnly cookie scoped to /refresh, the origin checks
+// refresh token in an HttpOnly cookie scoped to / (the deepest path that
+// holds /refresh and /logout, which both read it), the origin checks
 // that make that safe, and the cookie never reaching the backend.
 func TestIntegrationRecipeCookieMode(t *testing.T) {
 	g := startGateway(t, gwConfig{auth: `
@@ -123,18 +125,28 @@ func TestIntegrationRecipeCookieMode(t *testing.T) {
 		if c == nil {
 			t.Fatalf("no refresh cookie in %q", lr.resp.header.Values("Set-Cookie"))
 		}
-		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/refresh" ||
-			c.MaxAge != 2592000 || c.Domain != "" {
+		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" ||
+			c.MaxAge < 2592000-5 || c.MaxAge > 2592000 || c.Domain != "" {
 			t.Errorf("cookie attributes: %q", lr.resp.header.Values("Set-Cookie"))
 		}
+		wantLegacyCookieCleared(t, lr.resp)
 	})
 
 	t.Run("refresh with the cookie", func(t *testing.T) {
 		r := g.refreshCookie(t, lr.refresh)
 		wantStatus(t, r, http.StatusOK)
 		wantNoStore(t, r)
-		if sc := r.header.Values("Set-Cookie"); len(sc) != 0 {
-			t.Errorf("refresh set a cookie: %q", sc)
+		// Rotation: the successor replaces the cookie, with the same
+		// attributes.
+		var next *http.Cookie
+		for _, line := range r.header.Values("Set-Cookie") {
+			if c, err := http.ParseSetCookie(line); err == nil && c.Path == "/" {
+				next = c
+			}
+		}
+		if next == nil || next.Name != DefaultCookieName || next.Value == "" || next.Value == lr.refresh ||
+			!next.HttpOnly || !next.Secure || next.SameSite != http.SameSiteStrictMode || next.MaxAge <= 0 {
+			t.Errorf("refresh did not rotate the cookie: %q", r.header.Values("Set-Cookie"))
 		}
 		at := accessOf(t, r)
 		wantStatus(t, g.get(t, "/api", at), http.StatusOK)
@@ -552,6 +564,7 @@ func TestIntegrationForgedTokens(t *testing.T) {
 	h, p, sig := splitJWT(t, lr.access)
 	hdr := decodeSegment(t, h)
 	kid, _ := hdr["kid"].(string)
+	sid, _ := decodeSegment(t, p)["sid"].(string)
 
 	mint := func(key string, cfg token.Config, refresh bool) string {
 		t.Helper()
@@ -566,7 +579,10 @@ func TestIntegrationForgedTokens(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		subj := token.Subject{UserID: alice.ID, Scopes: scope.MustNew("me:read"), TokenVersion: alice.TokenVersion}
+		// The session of the login above: a token minted with the same
+		// key and claims, sid included, is as good as the gateway's own.
+		subj := token.Subject{UserID: alice.ID, Scopes: scope.MustNew("me:read"), TokenVersion: alice.TokenVersion,
+			SessionID: sid, Generation: 1}
 		issue := m.IssueAccess
 		if refresh {
 			issue = m.IssueRefresh
@@ -981,11 +997,26 @@ func TestIntegrationOAuth2Client(t *testing.T) {
 	if nt.AccessToken == "" || nt.AccessToken == tok.AccessToken {
 		t.Errorf("refresh gave no new access token")
 	}
-	if nt.RefreshToken != tok.RefreshToken {
-		t.Errorf("the refresh token changed (no rotation configured)")
+	// Rotation: the client library keeps the successor it was handed.
+	if nt.RefreshToken == "" || nt.RefreshToken == tok.RefreshToken {
+		t.Errorf("the refresh token did not rotate")
 	}
 	if !nt.Valid() {
 		t.Errorf("refreshed token is not valid: expiry %s", nt.Expiry)
 	}
 	get(nt)
+}
+
+// wantLegacyCookieCleared checks that a response setting the refresh cookie
+// at / also clears one an earlier version set at /refresh: browsers would
+// send both, and two refresh cookies are refused.
+func wantLegacyCookieCleared(t *testing.T, r *response) {
+	t.Helper()
+	for _, line := range r.header.Values("Set-Cookie") {
+		if c, err := http.ParseSetCookie(line); err == nil && c.Name == DefaultCookieName && c.Path == "/refresh" &&
+			c.MaxAge < 0 && c.Value == "" {
+			return
+		}
+	}
+	t.Errorf("the cookie at /refresh is not cleared: %q", r.header.Values("Set-Cookie"))
 }

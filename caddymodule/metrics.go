@@ -21,6 +21,9 @@ var (
 	refreshesTotal       = counterVec("refreshes_total", "Refresh-token grants (refresh endpoint and grant_type=refresh_token), by outcome.", "outcome")
 	bearerChecksTotal    = counterVec("bearer_checks_total", "Bearer-token checks of proxied requests, by outcome.", "outcome")
 	passwordChangesTotal = counterVec("password_changes_total", "Self-service password changes at the password endpoint, by outcome.", "outcome")
+	logoutsTotal         = counterVec("logouts_total", "Logouts at the logout endpoint, by kind (session, or all of a user's).", "kind")
+	refreshReuseTotal    = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "crudauth", Name: "refresh_reuse_total",
+		Help: "Sessions revoked because a spent refresh token was presented again after the reuse grace."})
 	adminOperationsTotal = counterVec("admin_operations_total", "Admin API operations on users and databases, by operation and outcome.", "operation", "outcome")
 	hashDuration         = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "crudauth",
@@ -71,7 +74,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{loginsTotal, refreshesTotal, bearerChecksTotal,
+	for _, c := range []prometheus.Collector{loginsTotal, refreshesTotal, bearerChecksTotal, logoutsTotal, refreshReuseTotal,
 		passwordChangesTotal, adminOperationsTotal, hashDuration} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

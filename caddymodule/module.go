@@ -58,6 +58,10 @@ type Handler struct {
 	// global crudauth options. See RealmSettings.
 	RealmSettings
 
+	// Sessions: rotation of refresh tokens, logout, the session list.
+	// See SessionSettings.
+	SessionSettings
+
 	// Lifetime of access tokens. Default: 15m.
 	AccessTTL caddy.Duration `json:"access_ttl,omitempty"`
 
@@ -326,6 +330,8 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		Ceiling:   h.ceiling,
 		Logger:    h.logger,
 		OnHash:    beginLoginHash,
+		Sessions:  h.SessionSettings.policy(),
+		OnReuse:   refreshReuseTotal.Inc,
 	})
 
 	h.logger.Info("crudauth ready",
@@ -352,6 +358,7 @@ func (h *Handler) setDefaults() {
 	orDefault(&h.UserIDHeader, DefaultUserIDHeader)
 	orDefault(&h.UserNameHeader, DefaultUserHeader)
 	orDefault(&h.ScopesHeader, DefaultScopesHeader)
+	h.SessionSettings.setDefaults()
 }
 
 // orDefault sets *field to def when it holds the zero value.
@@ -386,10 +393,13 @@ func (h *Handler) checkStatic() error {
 	if err := h.checkPasswordPath(); err != nil {
 		return err
 	}
+	if err := h.checkSessions(); err != nil {
+		return err
+	}
 	if err := h.checkHostile(); err != nil {
 		return err
 	}
-	if err := checkCookieName(h.CookieName, h.RefreshPath); err != nil {
+	if err := checkCookieName(h.CookieName, h.cookiePath()); err != nil {
 		return fmt.Errorf("cookie_name: %w", err)
 	}
 	for _, o := range h.AllowedOrigins {
@@ -459,6 +469,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveRefresh(w, r)
 	case ep == endpointPassword:
 		return h.servePassword(w, r)
+	case ep == endpointLogout:
+		return h.serveLogout(w, r)
+	case ep == endpointSessions:
+		return h.serveSessions(w, r)
 	}
 
 	// The refresh token is the gateway's own business.

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/reqbody"
 )
@@ -63,7 +62,7 @@ func (h *Handler) servePassword(w http.ResponseWriter, r *http.Request) error {
 	if oerr != nil {
 		return fail(oerr)
 	}
-	toks, err := h.auth.ChangePassword(r.Context(), p, current, next, auth.Client{IP: clientIP(r)})
+	toks, err := h.auth.ChangePassword(r.Context(), p, current, next, clientOf(r))
 	if err != nil {
 		return fail(h.oauthError(err))
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/crudauth/caddy-crudauth/internal/paths"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
@@ -24,6 +25,8 @@ const (
 	endpointToken
 	endpointRefresh
 	endpointPassword
+	endpointLogout
+	endpointSessions
 )
 
 // reading is one way a backend may read a request.
@@ -46,6 +49,10 @@ func (h *Handler) route(r *http.Request, trace func(reading, *Rule)) (endpoint, 
 		return endpointRefresh, nil, nil
 	case h.PasswordPath != "" && r.URL.Path == h.PasswordPath:
 		return endpointPassword, nil, nil
+	case h.LogoutPath != "" && r.URL.Path == h.LogoutPath:
+		return endpointLogout, nil, nil
+	case h.SessionsPath != "" && (r.URL.Path == h.SessionsPath || strings.HasPrefix(r.URL.Path, h.SessionsPath+"/")):
+		return endpointSessions, nil, nil
 	}
 	rule, err := h.matchRuleStrict(r, escaped, trace)
 	return endpointRules, rule, err

@@ -1,10 +1,13 @@
 package caddymodule
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -25,13 +28,44 @@ const (
 	memoryKeyPrefix = "memory:"
 )
 
-// sharedStore is what the pool holds.
+// sharedStore is what the pool holds: the store, and the sweeper that
+// removes its expired sessions while it is open.
 type sharedStore struct {
 	store.Store
+	stopSweep context.CancelFunc
 }
 
-// Destruct closes the store when its last user lets go.
-func (s sharedStore) Destruct() error { return s.Close() }
+// Destruct stops the sweeper and closes the store when its last user lets
+// go.
+func (s sharedStore) Destruct() error {
+	s.stopSweep()
+	return s.Close()
+}
+
+// sessionSweepInterval is how often expired sessions are removed from an
+// open store (CreateSession also removes a user's own at each login).
+const sessionSweepInterval = 10 * time.Minute
+
+// sweepSessions removes expired sessions every interval until ctx ends, so
+// that the sessions of users who never come back do not pile up.
+func sweepSessions(ctx context.Context, st store.Store, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := st.SweepSessions(ctx, time.Now())
+			switch {
+			case err != nil && ctx.Err() == nil:
+				caddy.Log().Named("crudauth").Error("removing expired sessions failed", zap.Error(err))
+			case n > 0:
+				caddy.Log().Named("crudauth").Info("expired sessions removed", zap.Int("sessions", n))
+			}
+		}
+	}
+}
 
 // acquireStore returns the shared store of o, opening it on first use, and
 // the pool key to release it with (releaseStore). The key is returned only
@@ -44,7 +78,9 @@ func acquireStore(o storeOpener) (store.Store, string, error) {
 		if err != nil {
 			return nil, err
 		}
-		return sharedStore{st}, nil
+		ctx, cancel := context.WithCancel(context.Background())
+		go sweepSessions(ctx, st, sessionSweepInterval)
+		return sharedStore{Store: st, stopSweep: cancel}, nil
 	})
 	if err != nil {
 		return nil, "", err

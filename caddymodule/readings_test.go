@@ -321,7 +321,8 @@ func newReadingsRig(tb testing.TB, adminPort, httpPort int) *readingsRig {
 				tb.Fatal(err)
 			}
 			set, _ := scope.New(scopes...)
-			if tok, _, err = mgr.IssueAccess(token.Subject{UserID: u.ID, Scopes: set, TokenVersion: u.TokenVersion}); err != nil {
+			sid := liveSession(tb, st, u.ID)
+			if tok, _, err = mgr.IssueAccess(token.Subject{UserID: u.ID, Scopes: set, TokenVersion: u.TokenVersion, SessionID: sid}); err != nil {
 				rg.close()
 				tb.Fatal(err)
 			}

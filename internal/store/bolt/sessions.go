@@ -148,7 +148,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session, max int)
 		if err != nil {
 			return err
 		}
-		removed = store.SessionsToEnd(others, now, max)
+		removed = store.SessionsToEnd(others, ns.CreatedAt, max)
 		for _, sid := range removed {
 			if err := b.Delete(sessionKey(ns.UserID, sid)); err != nil {
 				return err

@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
@@ -154,19 +155,19 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return methodNotAllowed(w, http.MethodPost)
 		}
 		op = "restore"
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxRestoreBytes+1))
+		body, err := io.ReadAll(io.LimitReader(r.Body, backup.MaxRestoreBytes+1))
 		if err != nil {
 			return apiError(http.StatusBadRequest, "reading the body: %v", err)
 		}
-		if len(body) > maxRestoreBytes {
-			return apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxRestoreBytes)
+		if len(body) > backup.MaxRestoreBytes {
+			return apiError(http.StatusRequestEntityTooLarge, "body larger than %d bytes", backup.MaxRestoreBytes)
 		}
 		d, err := store.ReadExport(bytes.NewReader(body))
 		if err != nil {
 			observeAdmin(op, err)
 			return apiError(http.StatusBadRequest, "the body is not a crudauth export: %v", err)
 		}
-		stats, err := restoreStore(ctx, st, d)
+		stats, err := backup.Restore(ctx, st, d)
 		observeAdmin(op, err)
 		if err != nil {
 			return a.fail(w, r, op, path, "", err)
@@ -347,7 +348,7 @@ func errorStatus(err error) (int, string) {
 		return http.StatusInternalServerError, users.Internal.String()
 	}
 	switch {
-	case errors.Is(err, errBackupFormat), errors.Is(err, errNoFileSnapshot):
+	case errors.Is(err, backup.ErrFormat), errors.Is(err, backup.ErrNoFileSnapshot):
 		return http.StatusBadRequest, ""
 	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrSecretConflict):
 		return http.StatusConflict, ""
@@ -398,12 +399,12 @@ type restoreResult struct {
 func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path string, st store.Store) error {
 	format := r.URL.Query().Get("format")
 	if format == "" {
-		format = backupExport
+		format = backup.Export
 	}
 	ext, ctype := ".jsonl", "application/jsonl"
 	switch format {
-	case backupExport:
-	case backupBolt:
+	case backup.Export:
+	case backup.Bolt:
 		ext, ctype = ".db", "application/octet-stream"
 	default:
 		return apiError(http.StatusBadRequest, "unknown backup format %q: use export or bolt", format)
@@ -419,7 +420,7 @@ func (a *adminAPI) serveBackup(w http.ResponseWriter, r *http.Request, path stri
 		return apiError(http.StatusInternalServerError, "backup failed: %v", err)
 	}
 	defer func() { snap.Close(); os.Remove(snap.Name()) }()
-	if _, err := backupStore(r.Context(), st, snap, format); err != nil {
+	if _, err := backup.Write(r.Context(), st, snap, format); err != nil {
 		observeAdmin("backup", err)
 		if status, _ := errorStatus(err); status != http.StatusInternalServerError {
 			return apiError(status, "%v", err)

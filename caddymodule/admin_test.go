@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
@@ -67,7 +68,7 @@ func TestAdminErrorKinds(t *testing.T) {
 
 	// Errors that are not the users service's carry no kind.
 	rec := httptest.NewRecorder()
-	if err := a.fail(rec, httptest.NewRequest(http.MethodGet, "/crudauth/backup", nil), "backup", "memory:x", "", errNoFileSnapshot); err != nil {
+	if err := a.fail(rec, httptest.NewRequest(http.MethodGet, "/crudauth/backup", nil), "backup", "memory:x", "", backup.ErrNoFileSnapshot); err != nil {
 		t.Errorf("fail returned %v", err)
 	}
 	var re *remoteError

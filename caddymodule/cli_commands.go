@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
@@ -163,7 +164,7 @@ success.`,
 	}
 	env.addTargetFlags(c)
 	c.Flags().BoolVar(&force, "force", false, "overwrite <file> if it exists")
-	c.Flags().StringVar(&format, "format", backupExport, "export (portable JSON lines) or bolt (the bbolt file)")
+	c.Flags().StringVar(&format, "format", backup.Export, "export (portable JSON lines) or bolt (the bbolt file)")
 	return c
 }
 
@@ -218,7 +219,7 @@ func (env *cliEnv) restore(src string) error {
 }
 
 func (env *cliEnv) backup(dest, format string, force bool) error {
-	if format != backupExport && format != backupBolt {
+	if format != backup.Export && format != backup.Bolt {
 		return fmt.Errorf("--format %q: use export or bolt", format)
 	}
 	if _, err := os.Stat(dest); err == nil && !force {
@@ -250,7 +251,7 @@ func (env *cliEnv) backup(dest, format string, force bool) error {
 		return fmt.Errorf("backup failed, nothing written to %s: %w", dest, err)
 	}
 	var users int
-	if format == backupBolt {
+	if format == backup.Bolt {
 		users, err = countUsers(tmpName)
 		if err != nil {
 			return fmt.Errorf("backup failed: the copy does not open as a database (%v); nothing written to %s", err, dest)

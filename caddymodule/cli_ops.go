@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
+	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 	"github.com/crudauth/caddy-crudauth/internal/users"
@@ -239,10 +240,10 @@ func (l *localOps) importUsers(ctx context.Context, recs []users.Record) (int, e
 	return l.svc.Import(ctx, recs)
 }
 func (l *localOps) backup(ctx context.Context, w io.Writer, format string) (int64, error) {
-	return backupStore(ctx, l.st, w, format)
+	return backup.Write(ctx, l.st, w, format)
 }
 func (l *localOps) restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
-	return restoreStore(ctx, l.st, d)
+	return backup.Restore(ctx, l.st, d)
 }
 
 // remoteOps goes through the admin API of a running Caddy. Before its first

@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
+	"github.com/crudauth/caddy-crudauth/internal/admin"
 	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
@@ -292,7 +293,7 @@ var userErrorKinds = []users.Kind{users.Internal, users.Invalid, users.NotFound,
 // names its kind, so that the CLI treats it as on a file, else a
 // *remoteError.
 func remoteErrorOf(status int, b []byte) error {
-	var e adminErrorBody
+	var e admin.ErrorBody
 	if json.Unmarshal(b, &e) != nil || e.Error == "" {
 		e.Error = strings.TrimSpace(string(b))
 	}
@@ -357,16 +358,16 @@ func (o *remoteOps) identify(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	var doc identityDoc
+	var doc admin.Identity
 	switch {
 	case resp.StatusCode != http.StatusOK:
 		// The status code only: the reason text is the other side's to
 		// choose, and would reach the terminal.
 		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("GET /crudauth/identity answered status %d", resp.StatusCode)}
-	case json.Unmarshal(b, &doc) != nil || doc.Module != adminAPIModuleID:
+	case json.Unmarshal(b, &doc) != nil || doc.Module != admin.ModuleID:
 		return &notCrudauthError{addr: o.addr, why: "GET /crudauth/identity did not answer crudauth's identity document"}
-	case doc.API != adminAPIVersion:
-		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("it speaks version %d of the admin API, this command version %d: use the same caddy binary", doc.API, adminAPIVersion)}
+	case doc.API != admin.APIVersion:
+		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("it speaks version %d of the admin API, this command version %d: use the same caddy binary", doc.API, admin.APIVersion)}
 	}
 	o.identified = true
 	if o.say != nil {
@@ -521,7 +522,7 @@ func (o *remoteOps) restore(ctx context.Context, d *store.Dump) (store.ImportSta
 	if err := store.WriteExport(&buf, d); err != nil {
 		return store.ImportStats{}, err
 	}
-	var out restoreResult
+	var out admin.RestoreResult
 	err := o.json(ctx, http.MethodPost, "/crudauth/restore", exportBody(buf.Bytes()), &out)
 	return store.ImportStats{Users: out.Users, Secrets: out.Secrets, SecretsKept: out.SecretsKept}, err
 }

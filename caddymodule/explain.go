@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/crudauth/caddy-crudauth/internal/cli"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 )
 
@@ -30,7 +31,7 @@ import (
 // by provisionRules, so what it prints is what the gateway does; it opens no
 // database and resolves no secret.
 
-func explainCommand(env *cliEnv) *cobra.Command {
+func explainCommand(env *cli.Env) *cobra.Command {
 	var (
 		configFile, adapter, host, scopeList string
 		headers                              []string
@@ -65,7 +66,7 @@ Caddyfile* or *.caddyfile, JSON otherwise, unless --adapter is given.`,
 				}
 				tokenScopes = &set
 			}
-			return env.explain(explainOptions{
+			return explain(env, explainOptions{
 				configFile: configFile, adapter: adapter,
 				method: args[0], target: args[1], host: host, hostGiven: cmd.Flags().Changed("host"),
 				headers: headers, scopes: tokenScopes, handler: handlerNum,
@@ -78,7 +79,7 @@ Caddyfile* or *.caddyfile, JSON otherwise, unless --adapter is given.`,
 	c.Flags().StringArrayVar(&headers, "header", nil, `request header "Name: value" (repeatable), e.g. a Content-Type, which changes the readings of a POST`)
 	c.Flags().StringVar(&scopeList, "scopes", "", `space-separated scopes of a valid token: also say whether it passes`)
 	c.Flags().IntVar(&handlerNum, "handler", 0, "explain only the crudauth handler of this number (as numbered in the output; default: all)")
-	c.Flags().BoolVar(&env.jsonOut, "json", false, "print JSON")
+	c.Flags().BoolVar(&env.JSON, "json", false, "print JSON")
 	_ = c.MarkFlagRequired("config")
 	c.SilenceUsage = true
 	return c
@@ -93,7 +94,7 @@ type explainOptions struct {
 	handler              int
 }
 
-func (env *cliEnv) explain(o explainOptions) error {
+func explain(env *cli.Env, o explainOptions) error {
 	cfg, _, _, err := caddycmd.LoadConfig(o.configFile, o.adapter)
 	if err != nil {
 		return err
@@ -112,7 +113,7 @@ func (env *cliEnv) explain(o explainOptions) error {
 		found = found[o.handler-1 : o.handler]
 	}
 
-	stderr := env.stderr
+	stderr := env.Stderr
 	if stderr == nil {
 		stderr = io.Discard
 	}
@@ -143,12 +144,12 @@ func (env *cliEnv) explain(o explainOptions) error {
 	if len(out.Handlers) == 0 {
 		return fmt.Errorf("no crudauth handler of %s serves host %q", o.configFile, o.host)
 	}
-	if env.jsonOut {
-		enc := json.NewEncoder(env.stdout)
+	if env.JSON {
+		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	return out.print(env.stdout)
+	return out.print(env.Stdout)
 }
 
 // explainOutput is what explain prints, as text or with --json.

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/crudauth/caddy-crudauth/internal/cli"
 )
 
 // explainSite is a site with the rules of the README's example; rules
@@ -50,7 +52,7 @@ func runExplain(t *testing.T, caddyfile string, args ...string) (stdout, stderr 
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	env := &cliEnv{stdout: &out, stderr: &errOut}
+	env := &cli.Env{Stdout: &out, Stderr: &errOut}
 	cmd := explainCommand(env)
 	cmd.SetArgs(append([]string{"--config", cf}, args...))
 	cmd.SetOut(&out)
@@ -451,7 +453,7 @@ func runExplainFile(t *testing.T, caddyfile string, args ...string) (string, str
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	cmd := explainCommand(&cliEnv{stdout: &out, stderr: &errOut})
+	cmd := explainCommand(&cli.Env{Stdout: &out, Stderr: &errOut})
 	cmd.SetArgs(append([]string{"--config", cf}, args...))
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)

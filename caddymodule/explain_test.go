@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/crudauth/caddy-crudauth/internal/cli"
+	"github.com/crudauth/caddy-crudauth/internal/explain"
 )
 
 // explainSite is a site with the rules of the README's example; rules
@@ -318,7 +319,7 @@ func TestExplainJSON(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	var got explainOutput
+	var got explain.Output
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
@@ -432,7 +433,7 @@ func TestExplainAgreesWithGateway(t *testing.T) {
 		if err != nil {
 			t.Fatalf("explain %q: %v\n%s", args, err, stderr)
 		}
-		var got explainOutput
+		var got explain.Output
 		if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Handlers) != 1 {
 			t.Fatalf("explain %q: %v\n%s", args, err, out)
 		}
@@ -463,7 +464,7 @@ func runExplainFile(t *testing.T, caddyfile string, args ...string) (string, str
 
 // impliedStatus is the status the gateway answers, by explain's decision,
 // for a request with a valid token (withToken) or none.
-func impliedStatus(e explanation, withToken bool) int {
+func impliedStatus(e explain.Explanation, withToken bool) int {
 	switch {
 	case e.Decision == "refused":
 		return http.StatusBadRequest

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/crudauth/caddy-crudauth/internal/cli"
 )
 
 // notCrudauth is an admin endpoint that is not crudauth's: it answers the
@@ -89,8 +91,8 @@ func TestCLIRefusesAdminThatIsNotCrudauth(t *testing.T) {
 				srv := httptest.NewServer(fake)
 				addr := srv.Listener.Addr().String()
 				var out, errOut bytes.Buffer
-				env := &cliEnv{stdin: strings.NewReader(secret + "\n"), stdout: &out, stderr: &errOut,
-					defaultAddress: func() string { return addr }}
+				env := &cli.Env{Stdin: strings.NewReader(secret + "\n"), Stdout: &out, Stderr: &errOut,
+					AdminAddress: func() string { return addr }}
 				cmd := userCommand(env)
 				a := append(append([]string{}, args...), "--verbose")
 				if viaFlag {

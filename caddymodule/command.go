@@ -1,24 +1,17 @@
 package caddymodule
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
-	"github.com/crudauth/caddy-crudauth/internal/password"
-	"github.com/crudauth/caddy-crudauth/internal/scope"
+	"github.com/crudauth/caddy-crudauth/internal/backup"
+	"github.com/crudauth/caddy-crudauth/internal/cli"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
@@ -45,33 +38,12 @@ does not: while caddy is down, any program may listen on that address.
 Passwords are read from a prompt that does not echo, or from standard input
 with --password-stdin; never from a flag.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+			env := &cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 			cmd.AddCommand(userCommand(env), backupCommand(env), restoreCommand(env), explainCommand(env))
 			requireSubcommand(cmd)
 			cmd.SilenceUsage = true
 		},
 	})
-}
-
-// cliEnv is what a subcommand works with; tests swap its streams.
-type cliEnv struct {
-	db            string
-	realm         string // --realm: a realm of the running caddy, through its admin API
-	address       string // --address: go through this admin API
-	verbose       bool
-	passwordStdin bool
-	jsonOut       bool
-	stdin         io.Reader
-	stdout        io.Writer
-	stderr        io.Writer
-	// lockWait is how long to wait for the file lock (default 500ms);
-	// defaultAddress overrides the admin address used when the file is
-	// locked. Both for tests.
-	lockWait       time.Duration
-	defaultAddress func() string
-	// mayCreate: the command may create a missing database file (add,
-	// import); the others refuse to work on a file that does not exist.
-	mayCreate bool
 }
 
 // requireSubcommand makes a command that only groups others fail (exit
@@ -86,20 +58,22 @@ func requireSubcommand(c *cobra.Command) {
 	}
 }
 
-// addTargetFlags adds the flags that say which database to work on.
-func (env *cliEnv) addTargetFlags(c *cobra.Command) {
-	c.PersistentFlags().StringVar(&env.db, "db", "", "database file (default: "+DefaultDBPath()+")")
-	c.PersistentFlags().StringVar(&env.address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+caddy.DefaultAdminListen+")")
-	c.PersistentFlags().StringVar(&env.realm, "realm", "", "a realm declared in the running caddy's global crudauth options, reached through its admin API")
-	c.PersistentFlags().BoolVarP(&env.verbose, "verbose", "v", false, "say whether the file or the admin API is used, and which admin endpoint")
+// addTargetFlags adds the flags that say which database to work on, and
+// gives env what the CLI needs of Caddy.
+func addTargetFlags(env *cli.Env, c *cobra.Command) {
+	hostEnv(env)
+	c.PersistentFlags().StringVar(&env.DB, "db", "", "database file (default: "+env.DefaultDB+")")
+	c.PersistentFlags().StringVar(&env.Address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+caddy.DefaultAdminListen+")")
+	c.PersistentFlags().StringVar(&env.Realm, "realm", "", "a realm declared in the running caddy's global crudauth options, reached through its admin API")
+	c.PersistentFlags().BoolVarP(&env.Verbose, "verbose", "v", false, "say whether the file or the admin API is used, and which admin endpoint")
 }
 
-func userCommand(env *cliEnv) *cobra.Command {
+func userCommand(env *cli.Env) *cobra.Command {
 	user := &cobra.Command{
 		Use:   "user",
 		Short: "Adds, changes and lists users",
 	}
-	env.addTargetFlags(user)
+	addTargetFlags(env, user)
 	requireSubcommand(user)
 	user.SilenceUsage = true
 
@@ -109,36 +83,37 @@ func userCommand(env *cliEnv) *cobra.Command {
 		Short: "Adds a user; the password is prompted for, or read with --password-stdin",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			env.mayCreate = true
-			return env.withOps(func(ctx context.Context, ops userOps) error {
-				return env.addUser(ctx, ops, args[0], scopes, cmd.Flags().Changed("scopes"))
+			env.MayCreate = true
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.AddUser(ctx, ops, args[0], scopes, cmd.Flags().Changed("scopes"))
 			})
 		},
 	}
 	add.Flags().StringVar(&scopes, "scopes", "", `space-separated scopes the user may hold, e.g. "me:read reports:read" (default: no per-user limit)`)
-	add.Flags().BoolVar(&env.passwordStdin, "password-stdin", false, "read the password from standard input")
+	add.Flags().BoolVar(&env.PasswordStdin, "password-stdin", false, "read the password from standard input")
 
 	passwd := &cobra.Command{
 		Use:   "passwd <username>",
 		Short: "Sets a new password and revokes every token issued before",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withOps(func(ctx context.Context, ops userOps) error {
-				return env.changePassword(ctx, ops, args[0])
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.ChangePassword(ctx, ops, args[0])
 			})
 		},
 	}
-	passwd.Flags().BoolVar(&env.passwordStdin, "password-stdin", false, "read the password from standard input")
+	passwd.Flags().BoolVar(&env.PasswordStdin, "password-stdin", false, "read the password from standard input")
 
-	user.AddCommand(add, passwd,
-		env.mutation("revoke", "Revokes every token of the user; the password stays", "tokens revoked"),
-		env.mutation("disable", "Disables the user: no login, and existing tokens are refused", "disabled"),
-		env.mutation("enable", "Enables a disabled user", "enabled"),
-		env.deleteCommand(),
-		env.scopesCommand(),
-		env.showCommand(),
-		env.listCommand(),
-		env.importCommand(),
+	user.AddCommand(add, passwd)
+	for _, m := range cli.Mutations {
+		user.AddCommand(mutationCommand(env, m))
+	}
+	user.AddCommand(
+		usernameCommand(env, "del", "Deletes a user; their tokens are refused from now on", env.Delete),
+		scopesCommand(env),
+		withJSONFlag(env, usernameCommand(env, "show", "Shows one user", env.Show)),
+		listCommand(env),
+		importCommand(env),
 	)
 	for _, c := range user.Commands() {
 		c.SilenceUsage = true
@@ -146,206 +121,191 @@ func userCommand(env *cliEnv) *cobra.Command {
 	return user
 }
 
-func (env *cliEnv) addUser(ctx context.Context, ops userOps, username, scopeList string, scopesGiven bool) error {
-	if err := checkNewUsername(username); err != nil {
-		return err
+// hostEnv gives env what the CLI needs of Caddy: the default database,
+// the admin address and its parsing, the default password settings.
+func hostEnv(env *cli.Env) {
+	if env.DefaultDB == "" {
+		env.DefaultDB = DefaultDBPath()
 	}
-	var allowed []string
-	if scopesGiven {
-		set, err := scope.Parse(scopeList)
-		if err != nil {
-			return fmt.Errorf("--scopes: %w", err)
+	if env.AdminAddress == nil {
+		// Caddy's default, as `caddy reload` determines it.
+		env.AdminAddress = func() string {
+			if a, err := caddycmd.DetermineAdminAPIAddress("", nil, "", ""); err == nil {
+				return a
+			}
+			return caddy.DefaultAdminListen
 		}
-		allowed = append([]string{}, set...) // non-nil: the user is limited to these
 	}
-	// Before asking for a password: is the name free?
-	if taken, err := ops.exists(ctx, username); err != nil {
-		return err
-	} else if taken {
-		return fmt.Errorf("user %q already exists; use 'caddy crudauth user passwd %s' to change the password", username, username)
+	if env.ParseAddress == nil {
+		env.ParseAddress = parseAdminAddress
 	}
-	pw, err := env.readNewPassword()
-	if err != nil {
-		return err
+	if env.Settings == nil {
+		env.Settings = func() (users.Settings, error) { return settingsFor("") }
 	}
-	v, err := ops.add(ctx, users.AddRequest{Username: username, Password: pw, AllowedScopes: allowed})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "added user %s (id %s)\n", v.Username, v.ID)
-	return nil
 }
 
-// checkNewUsername refuses, before the password is asked for, a name the
-// service would refuse once it has it.
-func checkNewUsername(name string) error {
-	if name == "" {
-		return &users.Error{Kind: users.Invalid, Msg: "username is empty"}
+// parseAdminAddress reads an admin address as `caddy reload --address`
+// does.
+func parseAdminAddress(addr string) (cli.Endpoint, error) {
+	parsed, err := caddy.ParseNetworkAddress(addr)
+	if err != nil || parsed.PortRangeSize() > 1 {
+		return cli.Endpoint{}, fmt.Errorf("invalid admin address %q: use host:port or unix//path", addr)
 	}
-	if err := users.CheckUsername(name); err != nil {
-		return &users.Error{Kind: users.Invalid, Msg: fmt.Sprintf("invalid username %.64q: %v", name, err), Err: err}
+	ep := cli.Endpoint{Network: parsed.Network, Dial: parsed.JoinHostPort(0), Origin: "http://" + parsed.JoinHostPort(0)}
+	if parsed.IsUnixNetwork() {
+		ep.Unix, ep.Origin = true, "http://127.0.0.1"
+		ep.Dial, _, _ = strings.Cut(parsed.Host, "|") // drop socket permission bits
 	}
-	return nil
+	return ep, nil
 }
 
-func (env *cliEnv) changePassword(ctx context.Context, ops userOps, username string) error {
-	if _, err := ops.show(ctx, username); err != nil {
-		return err
-	}
-	pw, err := env.readNewPassword()
-	if err != nil {
-		return err
-	}
-	v, err := ops.passwd(ctx, username, pw)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "password changed for %s; tokens issued before are revoked (token_version %d)\n", v.Username, v.TokenVersion)
-	return nil
+// mutationCommand builds a subcommand that applies a one-step change:
+// revoke, disable or enable.
+func mutationCommand(env *cli.Env, m cli.Mutation) *cobra.Command {
+	return usernameCommand(env, m.Name, m.Short, func(ctx context.Context, ops cli.Ops, username string) error {
+		return env.Change(ctx, ops, m, username)
+	})
 }
 
-// mutation builds a subcommand that applies a one-step change: revoke,
-// disable or enable.
-func (env *cliEnv) mutation(name, short, done string) *cobra.Command {
-	return &cobra.Command{
+// usernameCommand builds a subcommand that takes a username and runs op.
+func usernameCommand(env *cli.Env, name, short string, op func(ctx context.Context, ops cli.Ops, username string) error) *cobra.Command {
+	c := &cobra.Command{
 		Use:   name + " <username>",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withOps(func(ctx context.Context, ops userOps) error {
-				v, err := ops.change(ctx, args[0], name)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "%s: %s (token_version %d)\n", v.Username, done, v.TokenVersion)
-				return nil
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return op(ctx, ops, args[0])
 			})
 		},
 	}
-}
-
-func (env *cliEnv) deleteCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "del <username>",
-		Short: "Deletes a user; their tokens are refused from now on",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withOps(func(ctx context.Context, ops userOps) error {
-				v, err := ops.remove(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(env.stdout, "deleted user %s (id %s)\n", v.Username, v.ID)
-				return nil
-			})
-		},
-	}
-}
-
-func (env *cliEnv) showCommand() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "show <username>",
-		Short: "Shows one user",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withOps(func(ctx context.Context, ops userOps) error {
-				v, err := ops.show(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				return env.printUsers([]users.View{v}, false)
-			})
-		},
-	}
-	c.Flags().BoolVar(&env.jsonOut, "json", false, "print JSON")
 	return c
 }
 
-func (env *cliEnv) listCommand() *cobra.Command {
-	c := &cobra.Command{
+// withJSONFlag gives c the --json flag.
+func withJSONFlag(env *cli.Env, c *cobra.Command) *cobra.Command {
+	c.Flags().BoolVar(&env.JSON, "json", false, "print JSON")
+	return c
+}
+
+func listCommand(env *cli.Env) *cobra.Command {
+	return withJSONFlag(env, &cobra.Command{
 		Use:   "list",
 		Short: "Lists users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return env.withOps(func(ctx context.Context, ops userOps) error {
-				views, err := ops.list(ctx)
-				if err != nil {
-					return err
-				}
-				return env.printUsers(views, true)
+			return env.WithOps(env.List)
+		},
+	})
+}
+
+// scopesCommand: caddy crudauth user scopes <username> <scope>... | --none | --unrestricted
+func scopesCommand(env *cli.Env) *cobra.Command {
+	var none, unrestricted bool
+	c := &cobra.Command{
+		Use:   "scopes <username> [<scope>...]",
+		Short: "Sets the scopes a user may hold; tokens holding a removed scope are refused from the next request",
+		Long: `Sets the user's allowed scopes to the ones listed (replacing the old list),
+or to no scope at all with --none, or removes the per-user limit with
+--unrestricted (the user may then hold any of the gateway's grantable_scopes).
+A token that carries a scope the user may no longer hold is refused from the
+next request on.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			allowed, err := cli.ScopesFromArgs(args, none, unrestricted)
+			if err != nil {
+				return err
+			}
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.SetScopes(ctx, ops, args[0], allowed)
 			})
 		},
 	}
-	c.Flags().BoolVar(&env.jsonOut, "json", false, "print JSON")
+	c.Flags().BoolVar(&none, "none", false, "the user may hold no scope")
+	c.Flags().BoolVar(&unrestricted, "unrestricted", false, "remove the per-user limit")
 	return c
 }
 
-func (env *cliEnv) printUsers(views []users.View, asList bool) error {
-	if env.jsonOut {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if asList {
-			return enc.Encode(views)
-		}
-		return enc.Encode(views[0])
+// importCommand: caddy crudauth user import <file> [--format csv|json|htpasswd]
+func importCommand(env *cli.Env) *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "import <file>",
+		Short: "Adds users with existing password hashes (argon2id, bcrypt) from a CSV, JSON or htpasswd file; all or nothing",
+		Long: `Adds users from a file of existing password hashes, for teams moving from
+htpasswd or another system. Formats (by extension, or --format):
+
+  csv       username,password_hash[,allowed_scopes[,disabled]]
+            allowed_scopes space-separated, empty for no per-user limit,
+            "-" for none; an optional header line starts with "username,"
+  json      [{"username": ..., "password_hash": ..., "allowed_scopes": [...], "disabled": false}]
+  htpasswd  username:hash (htpasswd -B, caddy hash-password)
+
+Hashes must be argon2id or bcrypt; bcrypt ones are re-hashed with argon2id at
+the user's next login. A bad line is reported with its number and nothing is
+imported; an existing username fails the import the same way.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.Import(args[0], format)
+		},
 	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "USERNAME\tID\tSTATUS\tTOKEN_VERSION\tALLOWED_SCOPES")
-	for _, v := range views {
-		status := "enabled"
-		if v.Disabled {
-			status = "disabled"
-		}
-		scopes := "(any grantable)"
-		if v.AllowedScopes != nil {
-			scopes = strings.Join(v.AllowedScopes, " ")
-			if scopes == "" {
-				scopes = "(none)"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v.Username, v.ID, status, v.TokenVersion, scopes)
-	}
-	return tw.Flush()
+	c.Flags().StringVar(&format, "format", "", "csv, json or htpasswd (default: from the extension; htpasswd otherwise)")
+	return c
 }
 
-// readNewPassword reads a new password (stdin or a no-echo prompt asked
-// twice). The policy is checked where it is hashed: by the running gateway's
-// settings through the admin API, by the defaults on a file.
-func (env *cliEnv) readNewPassword() (string, error) {
-	var pw string
-	if env.passwordStdin {
-		b, err := io.ReadAll(io.LimitReader(bufio.NewReader(env.stdin), password.MaxBytes+2))
-		if err != nil {
-			return "", fmt.Errorf("reading the password from stdin: %w", err)
-		}
-		pw = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	} else {
-		f, ok := env.stdin.(*os.File)
-		if !ok || !term.IsTerminal(int(f.Fd())) {
-			return "", errors.New("standard input is not a terminal: pipe the password in with --password-stdin")
-		}
-		first, err := prompt(f, "New password: ")
-		if err != nil {
-			return "", err
-		}
-		second, err := prompt(f, "Repeat it: ")
-		if err != nil {
-			return "", err
-		}
-		if first != second {
-			return "", errors.New("the two passwords differ; nothing changed")
-		}
-		pw = first
+// backupCommand: caddy crudauth backup <file> [--format export|bolt]
+func backupCommand(env *cli.Env) *cobra.Command {
+	var force bool
+	var format string
+	c := &cobra.Command{
+		Use:   "backup <file>",
+		Short: "Writes a consistent copy of the database to a file, also while caddy serves",
+		Long: `Writes a consistent snapshot of the database to <file> (mode 0600). While a
+running caddy holds the database, the snapshot comes through its admin API
+and the gateway keeps serving.
+
+The default format is crudauth's export: JSON lines with every user (password
+hashes included) and the stored signing key, readable by any store backend.
+Restore it with 'caddy crudauth restore'. --format bolt writes the bbolt
+file itself instead (bolt stores only); restore that by stopping caddy and
+putting the file in place of the database (or pointing db at it).
+
+Either file holds the signing key and every password hash: keep it as
+secret as the database. The copy is read back before the command reports
+success.`,
+		Args:         cobra.ExactArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.Backup(args[0], format, force)
+		},
 	}
-	return pw, nil
+	addTargetFlags(env, c)
+	c.Flags().BoolVar(&force, "force", false, "overwrite <file> if it exists")
+	c.Flags().StringVar(&format, "format", backup.Export, "export (portable JSON lines) or bolt (the bbolt file)")
+	return c
 }
 
-func prompt(f *os.File, label string) (string, error) {
-	fmt.Fprint(os.Stderr, label)
-	b, err := term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(os.Stderr)
-	if err != nil {
-		return "", fmt.Errorf("reading the password: %w", err)
+// restoreCommand: caddy crudauth restore <file>
+func restoreCommand(env *cli.Env) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "restore <file>",
+		Short: "Imports a backup taken in the export format: all its users or none",
+		Long: `Imports <file>, written by 'caddy crudauth backup' in the default (export)
+format, into the database: users keep their IDs, password hashes and token
+versions, and the signing key comes along, so tokens issued before the
+backup stay valid. Nothing is written if any user of the file exists in the
+database (by name or ID), or if the database holds a signing key that
+differs from the file's (tokens signed with one of them would break). So
+restore into a new database, or one that holds none of these users.
+
+While a running caddy holds the database, the import goes through its admin
+API. A missing database file is created.`,
+		Args:         cobra.ExactArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.Restore(args[0])
+		},
 	}
-	return string(b), nil
+	addTargetFlags(env, c)
+	return c
 }

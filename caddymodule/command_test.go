@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crudauth/caddy-crudauth/internal/cli"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 	"github.com/crudauth/caddy-crudauth/internal/users"
@@ -17,7 +18,7 @@ import (
 func runCLI(t *testing.T, db, stdin string, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	env := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out}
+	env := &cli.Env{Stdin: strings.NewReader(stdin), Stdout: &out}
 	cmd := userCommand(env)
 	cmd.SetArgs(append(args, "--db", db))
 	cmd.SetOut(&out)
@@ -62,7 +63,7 @@ func TestCLIUserLifecycle(t *testing.T) {
 		t.Errorf("short password: %v", err)
 	}
 	if _, err := runCLI(t, db, "", "add", "bob"); err == nil || !strings.Contains(err.Error(), "--password-stdin") {
-		t.Errorf("no terminal and no --password-stdin: %v", err)
+		t.Errorf("no terminal and no --password-Stdin: %v", err)
 	}
 
 	before := u.PasswordHash

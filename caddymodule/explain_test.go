@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/crudauth/caddy-crudauth/internal/cli"
+	"github.com/crudauth/caddy-crudauth/internal/explain"
 )
 
 // explainSite is a site with the rules of the README's example; rules
@@ -50,7 +53,7 @@ func runExplain(t *testing.T, caddyfile string, args ...string) (stdout, stderr 
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	env := &cliEnv{stdout: &out, stderr: &errOut}
+	env := &cli.Env{Stdout: &out, Stderr: &errOut}
 	cmd := explainCommand(env)
 	cmd.SetArgs(append([]string{"--config", cf}, args...))
 	cmd.SetOut(&out)
@@ -316,7 +319,7 @@ func TestExplainJSON(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	var got explainOutput
+	var got explain.Output
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
@@ -430,7 +433,7 @@ func TestExplainAgreesWithGateway(t *testing.T) {
 		if err != nil {
 			t.Fatalf("explain %q: %v\n%s", args, err, stderr)
 		}
-		var got explainOutput
+		var got explain.Output
 		if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Handlers) != 1 {
 			t.Fatalf("explain %q: %v\n%s", args, err, out)
 		}
@@ -451,7 +454,7 @@ func runExplainFile(t *testing.T, caddyfile string, args ...string) (string, str
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	cmd := explainCommand(&cliEnv{stdout: &out, stderr: &errOut})
+	cmd := explainCommand(&cli.Env{Stdout: &out, Stderr: &errOut})
 	cmd.SetArgs(append([]string{"--config", cf}, args...))
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
@@ -461,7 +464,7 @@ func runExplainFile(t *testing.T, caddyfile string, args ...string) (string, str
 
 // impliedStatus is the status the gateway answers, by explain's decision,
 // for a request with a valid token (withToken) or none.
-func impliedStatus(e explanation, withToken bool) int {
+func impliedStatus(e explain.Explanation, withToken bool) int {
 	switch {
 	case e.Decision == "refused":
 		return http.StatusBadRequest

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/crudauth/caddy-crudauth/internal/cli"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
@@ -86,10 +87,10 @@ type cliResult struct {
 func runCLIAgainst(t *testing.T, db, stdin string, args ...string) cliResult {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	env := &cliEnv{
-		stdin: strings.NewReader(stdin), stdout: &out, stderr: &errOut,
-		lockWait:       200 * time.Millisecond,
-		defaultAddress: func() string { return "localhost:2999" },
+	env := &cli.Env{
+		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut,
+		LockWait:     200 * time.Millisecond,
+		AdminAddress: func() string { return "localhost:2999" },
 	}
 	var cmd = userCommand(env)
 	switch args[0] {

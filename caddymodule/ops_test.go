@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
+	"github.com/crudauth/caddy-crudauth/internal/cli"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 	"github.com/crudauth/caddy-crudauth/internal/users"
@@ -115,8 +116,8 @@ func TestPasswordPolicyLimits(t *testing.T) {
 func runCLIFile(t *testing.T, db, stdin string, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	env := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errOut,
-		defaultAddress: func() string { return "localhost:1" }}
+	env := &cli.Env{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut,
+		AdminAddress: func() string { return "localhost:1" }}
 	cmd := userCommand(env)
 	switch args[0] {
 	case "backup":

@@ -1,4 +1,4 @@
-package caddymodule
+package cli
 
 import (
 	"bytes"
@@ -16,31 +16,30 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-
+	"github.com/crudauth/caddy-crudauth/internal/admin"
+	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
-// userOps is what the CLI does to users, either on a database file it opened
-// itself (localOps) or through a running Caddy's admin API (remoteOps). The
+// Ops is what the CLI does to users, either on a database file it opened
+// itself (Local) or through a running Caddy's admin API (Remote). The
 // command line is the same both ways.
-type userOps interface {
-	list(ctx context.Context) ([]users.View, error)
-	show(ctx context.Context, username string) (users.View, error)
-	// exists says whether the user exists; an unknown user is no error.
-	exists(ctx context.Context, username string) (bool, error)
-	add(ctx context.Context, req users.AddRequest) (users.View, error)
-	passwd(ctx context.Context, username, pw string) (users.View, error)
-	// change applies action: revoke, disable or enable.
-	change(ctx context.Context, username, action string) (users.View, error)
-	remove(ctx context.Context, username string) (users.View, error)
-	setScopes(ctx context.Context, username string, allowed []string) (users.View, error)
-	importUsers(ctx context.Context, records []users.Record) (int, error)
-	backup(ctx context.Context, w io.Writer, format string) (int64, error)
-	restore(ctx context.Context, d *store.Dump) (store.ImportStats, error)
+type Ops interface {
+	List(ctx context.Context) ([]users.View, error)
+	Show(ctx context.Context, username string) (users.View, error)
+	// Exists says whether the user exists; an unknown user is no error.
+	Exists(ctx context.Context, username string) (bool, error)
+	Add(ctx context.Context, req users.AddRequest) (users.View, error)
+	Passwd(ctx context.Context, username, pw string) (users.View, error)
+	// Change applies action: revoke, disable or enable.
+	Change(ctx context.Context, username, action string) (users.View, error)
+	Remove(ctx context.Context, username string) (users.View, error)
+	SetScopes(ctx context.Context, username string, allowed []string) (users.View, error)
+	Import(ctx context.Context, records []users.Record) (int, error)
+	Backup(ctx context.Context, w io.Writer, format string) (int64, error)
+	Restore(ctx context.Context, d *store.Dump) (store.ImportStats, error)
 }
 
 // defaultLockWait is how long the CLI waits for the file lock before it
@@ -48,50 +47,50 @@ type userOps interface {
 // API.
 const defaultLockWait = 500 * time.Millisecond
 
-// withOps runs fn on the database the flags name: through the admin API when
+// WithOps runs fn on the database the flags name: through the admin API when
 // --address is given or when another process (a running Caddy) holds the
 // file, else on the file itself.
-func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) error {
+func (env *Env) WithOps(fn func(ctx context.Context, ops Ops) error) error {
 	ctx := context.Background()
-	path := env.db
+	path := env.DB
 	if path == "" {
-		path = DefaultDBPath()
+		path = env.DefaultDB
 	}
-	if env.realm != "" {
+	if env.Realm != "" {
 		// A realm lives in a running caddy's config: only its admin API
 		// knows it.
-		if env.db != "" {
+		if env.DB != "" {
 			return errors.New("give --realm or --db, not both")
 		}
-		addr := env.address
+		addr := env.Address
 		if addr == "" {
 			addr = env.adminAddress()
 		}
-		env.verbosef("using realm %s through the admin API at %s", env.realm, addr)
-		o := env.remote(addr, "")
-		o.realm = env.realm
+		env.verbosef("using realm %s through the admin API at %s", env.Realm, addr)
+		o := env.Remote(addr, "")
+		o.realm = env.Realm
 		return hint(fn(ctx, o))
 	}
-	if env.address != "" {
+	if env.Address != "" {
 		dbParam := ""
-		if env.db != "" {
-			abs, err := filepath.Abs(env.db)
+		if env.DB != "" {
+			abs, err := filepath.Abs(env.DB)
 			if err != nil {
 				return fmt.Errorf("--db: %w", err)
 			}
 			dbParam = abs
 		}
-		env.verbosef("using the admin API at %s (--address)", env.address)
-		return hint(fn(ctx, env.remote(env.address, dbParam)))
+		env.verbosef("using the admin API at %s (--address)", env.Address)
+		return hint(fn(ctx, env.Remote(env.Address, dbParam)))
 	}
 
-	if env.db == "" {
+	if env.DB == "" {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			// No file at this user's default path: the gateway may well run
 			// as another user with another data directory. Ask a running
 			// Caddy first; with none, create the file here.
 			addr := env.adminAddress()
-			err := fn(ctx, env.remote(addr, ""))
+			err := fn(ctx, env.Remote(addr, ""))
 			var ce *connectError
 			var ne *notCrudauthError
 			if errors.As(err, &ne) {
@@ -101,18 +100,18 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 				env.verbosef("no database at %s; using the admin API at %s", path, addr)
 				return hint(err)
 			}
-			if !env.mayCreate {
+			if !env.MayCreate {
 				return fmt.Errorf("no database at %s and no caddy admin API answered at %s: pass --db <path> of the database, or --address of the running caddy", path, addr)
 			}
 			env.verbosef("no database at %s and no admin API at %s: creating the file", path, addr)
 		}
-	} else if !env.mayCreate {
+	} else if !env.MayCreate {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("no database at %s: check --db (the file is created by 'caddy crudauth user add' or 'user import', or by caddy on first start)", path)
 		}
 	}
 
-	wait := env.lockWait
+	wait := env.LockWait
 	if wait <= 0 {
 		wait = defaultLockWait
 	}
@@ -120,11 +119,11 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 	if err == nil {
 		defer st.Close()
 		env.verbosef("using the database file %s directly (no running process holds it)", st.Path())
-		settings, err := settingsFor("") // a file outside any running gateway: the defaults
+		settings, err := env.Settings() // a file outside any running gateway: the defaults
 		if err != nil {
 			return err
 		}
-		return hint(fn(ctx, &localOps{st: st, svc: users.New(st, settings)}))
+		return hint(fn(ctx, &Local{st: st, svc: users.New(st, settings)}))
 	}
 	if !errors.Is(err, bolt.ErrLocked) {
 		return err
@@ -132,7 +131,7 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 	abs, _ := filepath.Abs(path)
 	addr := env.adminAddress()
 	env.verbosef("%s is held by another process; using the admin API at %s", abs, addr)
-	err = fn(ctx, env.remote(addr, abs))
+	err = fn(ctx, env.Remote(addr, abs))
 	var ce *connectError
 	if errors.As(err, &ce) {
 		return fmt.Errorf("database %s is locked by another process and no caddy admin API answered at %s: "+
@@ -141,33 +140,26 @@ func (env *cliEnv) withOps(fn func(ctx context.Context, ops userOps) error) erro
 	return hint(err)
 }
 
-// remote returns the ops that go through the admin API at addr, on the
+// Remote returns the ops that go through the admin API at addr, on the
 // database db (empty: the only one open there).
-func (env *cliEnv) remote(addr, db string) *remoteOps {
-	return &remoteOps{addr: addr, db: db, say: env.verbosef}
+func (env *Env) Remote(addr, db string) *Remote {
+	return &Remote{addr: addr, db: db, say: env.verbosef, parse: env.ParseAddress}
 }
 
-// adminAddress is the admin API address used when --address is not given:
-// Caddy's default, as `caddy reload` determines it.
-func (env *cliEnv) adminAddress() string {
-	if env.defaultAddress != nil {
-		return env.defaultAddress()
-	}
-	if a, err := caddycmd.DetermineAdminAPIAddress("", nil, "", ""); err == nil {
-		return a
-	}
-	return caddy.DefaultAdminListen
+// adminAddress is the admin API address used when --address is not given.
+func (env *Env) adminAddress() string {
+	return env.AdminAddress()
 }
 
-func (env *cliEnv) verbosef(format string, args ...any) {
-	if env.verbose {
+func (env *Env) verbosef(format string, args ...any) {
+	if env.Verbose {
 		fmt.Fprintf(env.errOut(), "crudauth: "+format+"\n", args...)
 	}
 }
 
-func (env *cliEnv) errOut() io.Writer {
-	if env.stderr != nil {
-		return env.stderr
+func (env *Env) errOut() io.Writer {
+	if env.Stderr != nil {
+		return env.Stderr
 	}
 	return io.Discard
 }
@@ -195,30 +187,30 @@ func hint(err error) error {
 	return err
 }
 
-// localOps works on a file the CLI opened.
-type localOps struct {
+// Local works on a file the CLI opened.
+type Local struct {
 	st  store.Store
 	svc *users.Service
 }
 
-func (l *localOps) list(ctx context.Context) ([]users.View, error) { return l.svc.List(ctx) }
-func (l *localOps) show(ctx context.Context, name string) (users.View, error) {
+func (l *Local) List(ctx context.Context) ([]users.View, error) { return l.svc.List(ctx) }
+func (l *Local) Show(ctx context.Context, name string) (users.View, error) {
 	return l.svc.Get(ctx, name)
 }
-func (l *localOps) exists(ctx context.Context, name string) (bool, error) {
+func (l *Local) Exists(ctx context.Context, name string) (bool, error) {
 	_, err := l.svc.Get(ctx, name)
 	if err != nil && users.KindOf(err) == users.NotFound {
 		return false, nil
 	}
 	return err == nil, err
 }
-func (l *localOps) add(ctx context.Context, req users.AddRequest) (users.View, error) {
+func (l *Local) Add(ctx context.Context, req users.AddRequest) (users.View, error) {
 	return l.svc.Add(ctx, req)
 }
-func (l *localOps) passwd(ctx context.Context, name, pw string) (users.View, error) {
+func (l *Local) Passwd(ctx context.Context, name, pw string) (users.View, error) {
 	return l.svc.SetPassword(ctx, name, pw)
 }
-func (l *localOps) change(ctx context.Context, name, action string) (users.View, error) {
+func (l *Local) Change(ctx context.Context, name, action string) (users.View, error) {
 	switch action {
 	case "revoke":
 		return l.svc.Revoke(ctx, name)
@@ -229,32 +221,33 @@ func (l *localOps) change(ctx context.Context, name, action string) (users.View,
 	}
 	return users.View{}, fmt.Errorf("unknown action %q", action)
 }
-func (l *localOps) remove(ctx context.Context, name string) (users.View, error) {
+func (l *Local) Remove(ctx context.Context, name string) (users.View, error) {
 	return l.svc.Delete(ctx, name)
 }
-func (l *localOps) setScopes(ctx context.Context, name string, allowed []string) (users.View, error) {
+func (l *Local) SetScopes(ctx context.Context, name string, allowed []string) (users.View, error) {
 	return l.svc.SetScopes(ctx, name, allowed)
 }
-func (l *localOps) importUsers(ctx context.Context, recs []users.Record) (int, error) {
+func (l *Local) Import(ctx context.Context, recs []users.Record) (int, error) {
 	return l.svc.Import(ctx, recs)
 }
-func (l *localOps) backup(ctx context.Context, w io.Writer, format string) (int64, error) {
-	return backupStore(ctx, l.st, w, format)
+func (l *Local) Backup(ctx context.Context, w io.Writer, format string) (int64, error) {
+	return backup.Write(ctx, l.st, w, format)
 }
-func (l *localOps) restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
-	return restoreStore(ctx, l.st, d)
+func (l *Local) Restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
+	return backup.Restore(ctx, l.st, d)
 }
 
-// remoteOps goes through the admin API of a running Caddy. Before its first
+// Remote goes through the admin API of a running Caddy. Before its first
 // request it makes sure that what answers at addr is crudauth's admin API
 // (identify): the request may carry a password or password hashes, and
 // without --db the address is only a default, where any program may
 // listen while caddy is down.
-type remoteOps struct {
+type Remote struct {
 	addr  string // admin address, as in `caddy reload --address`
 	db    string // ?db=, empty for the only open database
 	realm string // ?realm=, which takes the place of db
 	say   func(format string, args ...any)
+	parse func(addr string) (Endpoint, error)
 
 	client     *http.Client // built on first use, so that the requests share a connection
 	origin     string
@@ -291,7 +284,7 @@ var userErrorKinds = []users.Kind{users.Internal, users.Invalid, users.NotFound,
 // names its kind, so that the CLI treats it as on a file, else a
 // *remoteError.
 func remoteErrorOf(status int, b []byte) error {
-	var e adminErrorBody
+	var e admin.ErrorBody
 	if json.Unmarshal(b, &e) != nil || e.Error == "" {
 		e.Error = strings.TrimSpace(string(b))
 	}
@@ -314,26 +307,20 @@ func (e *connectError) Error() string {
 }
 
 // connect builds the client for addr.
-func (o *remoteOps) connect() error {
+func (o *Remote) connect() error {
 	if o.client != nil {
 		return nil
 	}
-	parsed, err := caddy.ParseNetworkAddress(o.addr)
-	if err != nil || parsed.PortRangeSize() > 1 {
-		return fmt.Errorf("invalid admin address %q: use host:port or unix//path", o.addr)
+	ep, err := o.parse(o.addr)
+	if err != nil {
+		return err
 	}
-	o.origin = "http://" + parsed.JoinHostPort(0)
-	dialAddr := parsed.JoinHostPort(0)
-	if o.unix = parsed.IsUnixNetwork(); o.unix {
-		o.origin = "http://127.0.0.1"
-		host, _, _ := strings.Cut(parsed.Host, "|") // drop socket permission bits
-		dialAddr = host
-	}
+	o.origin, o.unix = ep.Origin, ep.Unix
 	o.client = &http.Client{
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				d := net.Dialer{Timeout: 5 * time.Second}
-				return d.DialContext(ctx, parsed.Network, dialAddr)
+				return d.DialContext(ctx, ep.Network, ep.Dial)
 			},
 			ResponseHeaderTimeout: 2 * time.Minute, // a password hash or a large import
 		},
@@ -346,7 +333,7 @@ func (o *remoteOps) connect() error {
 
 // identify asks addr for crudauth's identity document and fails with a
 // *notCrudauthError unless it gets it. It sends nothing but the GET.
-func (o *remoteOps) identify(ctx context.Context) error {
+func (o *Remote) identify(ctx context.Context) error {
 	if o.identified {
 		return nil
 	}
@@ -356,16 +343,16 @@ func (o *remoteOps) identify(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	var doc identityDoc
+	var doc admin.Identity
 	switch {
 	case resp.StatusCode != http.StatusOK:
 		// The status code only: the reason text is the other side's to
 		// choose, and would reach the terminal.
 		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("GET /crudauth/identity answered status %d", resp.StatusCode)}
-	case json.Unmarshal(b, &doc) != nil || doc.Module != adminAPIModuleID:
+	case json.Unmarshal(b, &doc) != nil || doc.Module != admin.ModuleID:
 		return &notCrudauthError{addr: o.addr, why: "GET /crudauth/identity did not answer crudauth's identity document"}
-	case doc.API != adminAPIVersion:
-		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("it speaks version %d of the admin API, this command version %d: use the same caddy binary", doc.API, adminAPIVersion)}
+	case doc.API != admin.APIVersion:
+		return &notCrudauthError{addr: o.addr, why: fmt.Sprintf("it speaks version %d of the admin API, this command version %d: use the same caddy binary", doc.API, admin.APIVersion)}
 	}
 	o.identified = true
 	if o.say != nil {
@@ -376,7 +363,7 @@ func (o *remoteOps) identify(ctx context.Context) error {
 
 // do sends one request to the admin API, once identify has passed. A
 // response with status >= 400 is returned as its error (remoteErrorOf).
-func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+func (o *Remote) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	if err := o.connect(); err != nil {
 		return nil, err
 	}
@@ -407,7 +394,7 @@ func (o *remoteOps) do(ctx context.Context, method, path string, body any) (*htt
 }
 
 // send makes one request on o's client.
-func (o *remoteOps) send(ctx context.Context, method, u string, body any) (*http.Response, error) {
+func (o *Remote) send(ctx context.Context, method, u string, body any) (*http.Response, error) {
 	var rd io.Reader
 	ctype := "application/json"
 	if raw, ok := body.(exportBody); ok {
@@ -440,7 +427,7 @@ func (o *remoteOps) send(ctx context.Context, method, u string, body any) (*http
 	return resp, nil
 }
 
-func (o *remoteOps) json(ctx context.Context, method, path string, body, out any) error {
+func (o *Remote) json(ctx context.Context, method, path string, body, out any) error {
 	resp, err := o.do(ctx, method, path, body)
 	if err != nil {
 		return err
@@ -460,24 +447,24 @@ func userPath(name string, action ...string) string {
 	return p
 }
 
-func (o *remoteOps) view(ctx context.Context, method, path string, body any) (users.View, error) {
+func (o *Remote) view(ctx context.Context, method, path string, body any) (users.View, error) {
 	var v users.View
 	err := o.json(ctx, method, path, body, &v)
 	return v, err
 }
 
-func (o *remoteOps) list(ctx context.Context) ([]users.View, error) {
+func (o *Remote) List(ctx context.Context) ([]users.View, error) {
 	var vs []users.View
 	err := o.json(ctx, http.MethodGet, "/crudauth/users", nil, &vs)
 	return vs, err
 }
-func (o *remoteOps) show(ctx context.Context, name string) (users.View, error) {
+func (o *Remote) Show(ctx context.Context, name string) (users.View, error) {
 	return o.view(ctx, http.MethodGet, userPath(name), nil)
 }
 
 // exists asks ?exists=1, which answers 200 for an unknown user too: a plain
 // show would answer 404, a failed request in the admin server's terms.
-func (o *remoteOps) exists(ctx context.Context, name string) (bool, error) {
+func (o *Remote) Exists(ctx context.Context, name string) (bool, error) {
 	var out struct {
 		Exists *bool `json:"exists"`
 	}
@@ -489,22 +476,22 @@ func (o *remoteOps) exists(ctx context.Context, name string) (bool, error) {
 	}
 	return *out.Exists, nil
 }
-func (o *remoteOps) add(ctx context.Context, req users.AddRequest) (users.View, error) {
+func (o *Remote) Add(ctx context.Context, req users.AddRequest) (users.View, error) {
 	return o.view(ctx, http.MethodPost, "/crudauth/users", req)
 }
-func (o *remoteOps) passwd(ctx context.Context, name, pw string) (users.View, error) {
+func (o *Remote) Passwd(ctx context.Context, name, pw string) (users.View, error) {
 	return o.view(ctx, http.MethodPost, userPath(name, "password"), map[string]string{"password": pw})
 }
-func (o *remoteOps) change(ctx context.Context, name, action string) (users.View, error) {
+func (o *Remote) Change(ctx context.Context, name, action string) (users.View, error) {
 	return o.view(ctx, http.MethodPost, userPath(name, action), nil)
 }
-func (o *remoteOps) remove(ctx context.Context, name string) (users.View, error) {
+func (o *Remote) Remove(ctx context.Context, name string) (users.View, error) {
 	return o.view(ctx, http.MethodDelete, userPath(name), nil)
 }
-func (o *remoteOps) setScopes(ctx context.Context, name string, allowed []string) (users.View, error) {
+func (o *Remote) SetScopes(ctx context.Context, name string, allowed []string) (users.View, error) {
 	return o.view(ctx, http.MethodPut, userPath(name, "scopes"), map[string][]string{"allowed_scopes": allowed})
 }
-func (o *remoteOps) importUsers(ctx context.Context, recs []users.Record) (int, error) {
+func (o *Remote) Import(ctx context.Context, recs []users.Record) (int, error) {
 	var out struct {
 		Imported int `json:"imported"`
 	}
@@ -515,17 +502,17 @@ func (o *remoteOps) importUsers(ctx context.Context, recs []users.Record) (int, 
 // exportBody is a request body sent as it is: an export, in JSON lines.
 type exportBody []byte
 
-func (o *remoteOps) restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
+func (o *Remote) Restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
 	var buf bytes.Buffer
 	if err := store.WriteExport(&buf, d); err != nil {
 		return store.ImportStats{}, err
 	}
-	var out restoreResult
+	var out admin.RestoreResult
 	err := o.json(ctx, http.MethodPost, "/crudauth/restore", exportBody(buf.Bytes()), &out)
 	return store.ImportStats{Users: out.Users, Secrets: out.Secrets, SecretsKept: out.SecretsKept}, err
 }
 
-func (o *remoteOps) backup(ctx context.Context, w io.Writer, format string) (int64, error) {
+func (o *Remote) Backup(ctx context.Context, w io.Writer, format string) (int64, error) {
 	resp, err := o.do(ctx, http.MethodGet, "/crudauth/backup?format="+url.QueryEscape(format), nil)
 	if err != nil {
 		return 0, err

@@ -1,4 +1,7 @@
-package caddymodule
+// Package backup takes a consistent copy of a store, in the portable export
+// or as a bolt store's file, and restores an export: the one implementation
+// behind the admin API and the CLI on a file.
+package backup
 
 import (
 	"context"
@@ -12,43 +15,43 @@ import (
 // Backup formats: the portable export (the default), and the bbolt file
 // snapshot of a bolt store.
 const (
-	backupExport = "export"
-	backupBolt   = "bolt"
+	Export = "export"
+	Bolt   = "bolt"
 )
 
-// maxRestoreBytes caps an export sent to the admin API to restore.
-const maxRestoreBytes = 1 << 30
+// MaxRestoreBytes caps an export sent to the admin API to restore.
+const MaxRestoreBytes = 1 << 30
 
 // The backup errors the caller can fix by asking differently; the admin API
 // answers them with 400.
 var (
-	errBackupFormat   = errors.New("unknown backup format")
-	errNoFileSnapshot = errors.New("this store keeps no file to snapshot; back it up in the default format (export)")
+	ErrFormat         = errors.New("unknown backup format")
+	ErrNoFileSnapshot = errors.New("this store keeps no file to snapshot; back it up in the default format (export)")
 )
 
-// backupStore writes a consistent snapshot of st to w in format (empty for
+// Write writes a consistent snapshot of st to w in format (empty for
 // the export) and returns the number of bytes written.
-func backupStore(ctx context.Context, st store.Store, w io.Writer, format string) (int64, error) {
+func Write(ctx context.Context, st store.Store, w io.Writer, format string) (int64, error) {
 	switch format {
-	case "", backupExport:
+	case "", Export:
 		cw := &countingWriter{w: w}
 		err := store.Export(ctx, st, cw)
 		return cw.n, err
-	case backupBolt:
+	case Bolt:
 		fs, ok := st.(store.FileSnapshotter)
 		if !ok {
-			return 0, errNoFileSnapshot
+			return 0, ErrNoFileSnapshot
 		}
 		return fs.SnapshotFile(ctx, w)
 	default:
-		return 0, fmt.Errorf("%w %q: use export or bolt", errBackupFormat, format)
+		return 0, fmt.Errorf("%w %q: use export or bolt", ErrFormat, format)
 	}
 }
 
-// restoreStore imports an export into st (see store.ImportDump): all the
+// Restore imports an export into st (see store.ImportDump): all the
 // users or none, and no secret that would replace another. A conflict wraps
 // store.ErrExists or store.ErrSecretConflict.
-func restoreStore(ctx context.Context, st store.Store, d *store.Dump) (store.ImportStats, error) {
+func Restore(ctx context.Context, st store.Store, d *store.Dump) (store.ImportStats, error) {
 	stats, err := store.ImportDump(ctx, st, d)
 	if errors.Is(err, store.ErrExists) {
 		return stats, fmt.Errorf("%w: restore into an empty store, or one that holds none of these users", err)

@@ -1,0 +1,69 @@
+// Package cli is what `caddy crudauth user|backup|restore` do, apart from
+// their flags: on a database file the command opens itself (Local), or
+// through a running Caddy's admin API (Remote), after it made sure that
+// what answers there is crudauth's (GET /crudauth/identity). The host
+// program parses the flags into an Env and calls the operations; each
+// writes what it reports to Env.Stdout.
+package cli
+
+import (
+	"io"
+	"time"
+
+	"github.com/crudauth/caddy-crudauth/internal/users"
+)
+
+// Env is a command's options and streams, and what the host program
+// provides.
+type Env struct {
+	DB            string // --db: the database file
+	Realm         string // --realm: a realm of the running caddy, through its admin API
+	Address       string // --address: go through this admin API
+	Verbose       bool   // say which path was taken, and which admin endpoint
+	PasswordStdin bool   // read the password from Stdin rather than a terminal prompt
+	JSON          bool   // print JSON
+	// MayCreate: the command may create a missing database file (add,
+	// import, restore); the others refuse to work on a file that does not
+	// exist.
+	MayCreate bool
+	// LockWait is how long to wait for the file lock (default 500ms).
+	LockWait time.Duration
+
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer // nil: discard
+
+	// DefaultDB is the database file when DB is empty.
+	DefaultDB string
+	// AdminAddress returns the admin address used when Address is empty
+	// and the file is locked or absent.
+	AdminAddress func() string
+	// ParseAddress turns an admin address (host:port, unix//path) into
+	// what to dial.
+	ParseAddress func(addr string) (Endpoint, error)
+	// Settings returns how new passwords are hashed and checked on a file
+	// outside any running gateway.
+	Settings func() (users.Settings, error)
+}
+
+// Endpoint is where an admin API listens.
+type Endpoint struct {
+	Network string // as net.Dial takes it: tcp, unix
+	Dial    string // the address to dial
+	Origin  string // scheme and host of the request URLs
+	Unix    bool   // a unix socket: no Origin header is sent
+}
+
+// Mutation is a one-step change of a user, without arguments.
+type Mutation struct {
+	Name  string // the action, as Ops.Change and the admin API name it
+	Short string // what the command does, for its help
+	Done  string // what it reports, after the username
+}
+
+// Mutations are the one-step changes, a subcommand each.
+var Mutations = []Mutation{
+	{"revoke", "Revokes every token of the user; the password stays", "tokens revoked"},
+	{"disable", "Disables the user: no login, and existing tokens are refused", "disabled"},
+	{"enable", "Enables a disabled user", "enabled"},
+}

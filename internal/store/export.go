@@ -15,30 +15,39 @@ import (
 // The export format is JSON lines, the same whatever backend wrote it or
 // will read it:
 //
-//	{"format":"crudauth-export","version":1,"created_at":"2026-01-02T03:04:05Z"}
+//	{"format":"crudauth-export","version":2,"created_at":"2026-01-02T03:04:05Z"}
 //	{"kind":"user","id":"u...","username":"alice","password_hash":"$argon2id$...","disabled":false,
 //	 "allowed_scopes":null,"token_version":3,"created_at":"...","updated_at":"...","password_changed_at":"..."}
+//	{"kind":"session","id":"s...","user_id":"u...","scopes":["me:read"],"generation":4,"rotated_at":"...",
+//	 "created_at":"...","last_used_at":"...","expires_at":"...","user_agent":"...","address":"192.0.2.1"}
 //	{"kind":"secret","name":"hs256","value":"<standard base64>"}
-//	{"kind":"end","users":1,"secrets":1}
+//	{"kind":"end","users":1,"sessions":1,"secrets":1}
 //
-// The header comes first; users and secrets follow in any order (Export
-// writes users in normalized-username order, then secrets by name); the end
-// line comes last and counts what came before it, so that a file cut short
-// (a full disk, a broken transfer) is refused instead of restoring part of
-// the users. allowed_scopes keeps null (no per-user limit) apart from []
-// (no scope at all). Every field of a user is there, the password hash and
-// token_version included: a restored user logs in with the same password,
-// and tokens issued before the export verify after the import as long as the
-// secret they were signed with comes along.
+// The header comes first; users, sessions and secrets follow in any order
+// (Export writes users in normalized-username order, then each user's
+// sessions, oldest first, then secrets by name); the end line comes last
+// and counts what came before it, so that a file cut short (a full disk, a
+// broken transfer) is refused instead of restoring part of the users.
+// allowed_scopes keeps null (no per-user limit) apart from [] (no scope at
+// all), and a session's scopes likewise. Every field of a user is there,
+// the password hash and token_version included: a restored user logs in
+// with the same password, and tokens issued before the export verify after
+// the import as long as the secret they were signed with comes along. Every
+// field of a session is there, its generation included, so that its
+// refresh token keeps working; a session that has expired is not exported.
 //
-// A reader refuses what it does not know: a newer version (a later build
-// wrote the file), a kind it does not know, a field it does not know. Kinds
-// to come (sessions, signing keys) arrive with a version that names them.
+// Version 1 is version 2 without sessions: its end line has no "sessions"
+// count, and this build still reads it. A reader refuses what it does not
+// know: a newer version (a later build wrote the file), a kind it does not
+// know (a session in a version 1 file), a field it does not know. Kinds to
+// come (signing keys) arrive with a version that names them.
 const (
 	// ExportFormat is the header's "format".
 	ExportFormat = "crudauth-export"
 	// ExportVersion is the version this build writes and the newest it reads.
-	ExportVersion = 1
+	ExportVersion = 2
+	// exportVersionSessions is the first version with session lines.
+	exportVersionSessions = 2
 
 	// maxExportLine bounds one line: a user with many scopes stays far
 	// below it, and a line that is not a record cannot make the reader
@@ -74,6 +83,22 @@ type exportUser struct {
 	PasswordChangedAt time.Time `json:"password_changed_at"`
 }
 
+// exportSession is a session line: every field of Session, under names
+// of its own.
+type exportSession struct {
+	Kind       string    `json:"kind"`
+	ID         string    `json:"id"`
+	UserID     string    `json:"user_id"`
+	Scopes     []string  `json:"scopes"`
+	Generation uint64    `json:"generation"`
+	RotatedAt  time.Time `json:"rotated_at"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	UserAgent  string    `json:"user_agent"`
+	Address    string    `json:"address"`
+}
+
 // exportSecret is a secret line; encoding/json writes []byte as standard
 // base64.
 type exportSecret struct {
@@ -84,9 +109,10 @@ type exportSecret struct {
 
 // exportEnd is the last line.
 type exportEnd struct {
-	Kind    string `json:"kind"`
-	Users   int    `json:"users"`
-	Secrets int    `json:"secrets"`
+	Kind     string `json:"kind"`
+	Users    int    `json:"users"`
+	Sessions int    `json:"sessions"` // absent (0) in version 1
+	Secrets  int    `json:"secrets"`
 }
 
 // Dump is the content of an export: what Export writes and ReadExport
@@ -94,6 +120,7 @@ type exportEnd struct {
 type Dump struct {
 	CreatedAt time.Time
 	Users     []*User           // in the order read
+	Sessions  []*Session        // in the order read
 	Secrets   map[string][]byte // by name
 }
 
@@ -101,14 +128,19 @@ type Dump struct {
 type ImportStats struct {
 	// Users created.
 	Users int
+	// Sessions created.
+	Sessions int
 	// Secrets created, and secrets that were already stored with the same
 	// value (left as they were).
 	Secrets, SecretsKept int
 }
 
-// Export writes every user and secret of s to w in the export format. Users
-// come from one consistent snapshot (ListUsers); secrets are read after
-// them, which is consistent too, since a stored secret never changes.
+// Export writes every user, every session that has not expired, and every
+// secret of s to w in the export format. Users come from one consistent
+// snapshot (ListUsers); each user's sessions are read after it, so a
+// session that begins or ends meanwhile may be in the export or not, and a
+// user deleted meanwhile is exported without sessions. Secrets are read
+// last, which is consistent too, since a stored secret never changes.
 func Export(ctx context.Context, s Store, w io.Writer) error {
 	d := &Dump{CreatedAt: time.Now().UTC()}
 	err := s.ListUsers(ctx, func(u *User) error {
@@ -118,14 +150,25 @@ func Export(ctx context.Context, s Store, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("export: listing users: %w", err)
 	}
+	// Not inside ListUsers' fn: that may not call back into the store.
+	for _, u := range d.Users {
+		ss, err := s.ListSessions(ctx, u.ID, d.CreatedAt)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("export: listing sessions of user %s: %w", u.ID, err)
+		}
+		d.Sessions = append(d.Sessions, ss...)
+	}
 	if d.Secrets, err = s.Secrets(ctx); err != nil {
 		return fmt.Errorf("export: listing secrets: %w", err)
 	}
 	return WriteExport(w, d)
 }
 
-// WriteExport writes d in the export format: users in d's order, secrets
-// by name.
+// WriteExport writes d in the export format: users and sessions in d's
+// order, secrets by name.
 func WriteExport(w io.Writer, d *Dump) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw) // one value per line
@@ -142,6 +185,15 @@ func WriteExport(w io.Writer, d *Dump) error {
 			return fmt.Errorf("export: user %s: %w", u.ID, err)
 		}
 	}
+	for _, x := range d.Sessions {
+		if err := enc.Encode(exportSession{
+			Kind: "session", ID: x.ID, UserID: x.UserID, Scopes: x.Scopes, Generation: x.Generation,
+			RotatedAt: x.RotatedAt, CreatedAt: x.CreatedAt, LastUsedAt: x.LastUsedAt, ExpiresAt: x.ExpiresAt,
+			UserAgent: x.UserAgent, Address: x.Address,
+		}); err != nil {
+			return fmt.Errorf("export: session %s: %w", x.ID, err)
+		}
+	}
 	names := make([]string, 0, len(d.Secrets))
 	for name := range d.Secrets {
 		names = append(names, name)
@@ -152,7 +204,7 @@ func WriteExport(w io.Writer, d *Dump) error {
 			return fmt.Errorf("export: secret %s: %w", name, err)
 		}
 	}
-	if err := enc.Encode(exportEnd{Kind: "end", Users: len(d.Users), Secrets: len(names)}); err != nil {
+	if err := enc.Encode(exportEnd{Kind: "end", Users: len(d.Users), Sessions: len(d.Sessions), Secrets: len(names)}); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
@@ -170,7 +222,8 @@ var ErrSecretConflict = errors.New("secret is stored with another value")
 var ErrNotExport = errors.New("not a crudauth export")
 
 // ReadExport parses an export. It checks the format, not the store: users
-// with empty or repeated usernames or IDs, secrets with empty names or
+// with empty or repeated usernames or IDs, sessions without an ID, a user
+// of the file or an expiry, repeated sessions, secrets with empty names or
 // values and repeated secrets are refused here, with the line number;
 // whether they clash with what a store holds is for Import to find.
 func ReadExport(r io.Reader) (*Dump, error) {
@@ -222,6 +275,12 @@ func ReadExport(r io.Reader) (*Dump, error) {
 
 	d := &Dump{CreatedAt: h.CreatedAt, Secrets: map[string][]byte{}}
 	ids, names := map[string]bool{}, map[string]bool{}
+	type sessionAt struct {
+		line        int
+		user, token string
+	}
+	var sessionLines []sessionAt // checked against the users once all are read
+	sids := map[[2]string]bool{}
 	var end *exportEnd
 	for {
 		b, ok := next()
@@ -258,6 +317,32 @@ func ReadExport(r io.Reader) (*Dump, error) {
 				Disabled: eu.Disabled, AllowedScopes: eu.AllowedScopes, TokenVersion: eu.TokenVersion,
 				CreatedAt: eu.CreatedAt, UpdatedAt: eu.UpdatedAt, PasswordChangedAt: eu.PasswordChangedAt,
 			})
+		case "session":
+			if h.Version < exportVersionSessions {
+				return nil, lineErr("unknown record kind %q (version %d of the format has user, secret and end)", k.Kind, h.Version)
+			}
+			var es exportSession
+			if err := strictUnmarshal(b, &es); err != nil {
+				return nil, lineErr("session: %v", err)
+			}
+			key := [2]string{es.UserID, es.ID}
+			switch {
+			case es.ID == "":
+				return nil, lineErr("session of user %s has no id", es.UserID)
+			case es.UserID == "":
+				return nil, lineErr("session %s has no user_id", es.ID)
+			case es.ExpiresAt.IsZero():
+				return nil, lineErr("session %s has no expires_at", es.ID)
+			case sids[key]:
+				return nil, lineErr("session %s of user %s repeated", es.ID, es.UserID)
+			}
+			sids[key] = true
+			sessionLines = append(sessionLines, sessionAt{line, es.UserID, es.ID})
+			d.Sessions = append(d.Sessions, &Session{
+				ID: es.ID, UserID: es.UserID, Scopes: es.Scopes, Generation: es.Generation,
+				RotatedAt: es.RotatedAt, CreatedAt: es.CreatedAt, LastUsedAt: es.LastUsedAt, ExpiresAt: es.ExpiresAt,
+				UserAgent: es.UserAgent, Address: es.Address,
+			})
 		case "secret":
 			var es exportSecret
 			if err := strictUnmarshal(b, &es); err != nil {
@@ -280,7 +365,11 @@ func ReadExport(r io.Reader) (*Dump, error) {
 		case "":
 			return nil, lineErr(`no "kind"`)
 		default:
-			return nil, lineErr("unknown record kind %q (version %d of the format has user, secret and end)", k.Kind, h.Version)
+			has := "user, session, secret and end"
+			if h.Version < exportVersionSessions {
+				has = "user, secret and end"
+			}
+			return nil, lineErr("unknown record kind %q (version %d of the format has %s)", k.Kind, h.Version, has)
 		}
 	}
 	if err := scanErr(); err != nil {
@@ -289,9 +378,14 @@ func ReadExport(r io.Reader) (*Dump, error) {
 	if end == nil {
 		return nil, fmt.Errorf("no end line after line %d: the export is cut short; nothing imported", line)
 	}
-	if end.Users != len(d.Users) || end.Secrets != len(d.Secrets) {
-		return nil, fmt.Errorf("the end line counts %d users and %d secrets, the file holds %d and %d",
-			end.Users, end.Secrets, len(d.Users), len(d.Secrets))
+	if end.Users != len(d.Users) || end.Sessions != len(d.Sessions) || end.Secrets != len(d.Secrets) {
+		return nil, fmt.Errorf("the end line counts %d users, %d sessions and %d secrets, the file holds %d, %d and %d",
+			end.Users, end.Sessions, end.Secrets, len(d.Users), len(d.Sessions), len(d.Secrets))
+	}
+	for _, sl := range sessionLines {
+		if !ids[sl.user] {
+			return nil, fmt.Errorf("line %d: session %s belongs to user %s, who is not in the file", sl.line, sl.token, sl.user)
+		}
 	}
 	return d, nil
 }
@@ -316,7 +410,9 @@ func strictUnmarshal(b []byte, v any) error {
 // ErrExists. A secret that s already holds must have the same value, or the
 // import is refused before anything is written: replacing a signing key
 // would break every token signed with it, and keeping it would make the
-// imported users' tokens fail. Secrets are written after the users.
+// imported users' tokens fail. Secrets are written after the users, and
+// sessions (each with CreateSession, every field as exported) after the
+// secrets: a failure there leaves the users and secrets imported.
 func Import(ctx context.Context, s Store, r io.Reader) (ImportStats, error) {
 	d, err := ReadExport(r)
 	if err != nil {
@@ -367,6 +463,13 @@ func ImportDump(ctx context.Context, s Store, d *Dump) (ImportStats, error) {
 		} else {
 			stats.SecretsKept++
 		}
+	}
+	for _, x := range d.Sessions {
+		if _, err := s.CreateSession(ctx, x.Clone(), 0); err != nil {
+			return stats, fmt.Errorf("session %s of user %s: %w (the %d users and the secrets are imported, %d sessions)",
+				x.ID, x.UserID, err, stats.Users, stats.Sessions)
+		}
+		stats.Sessions++
 	}
 	return stats, nil
 }

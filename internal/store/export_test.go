@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,11 +14,14 @@ const exportHeaderLine = `{"format":"crudauth-export","version":1,"created_at":"
 func TestReadExportRefuses(t *testing.T) {
 	user := `{"kind":"user","id":"u1","username":"a","password_hash":"h","disabled":false,"allowed_scopes":null,"token_version":0,"created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:05Z","password_changed_at":"2026-01-02T03:04:05Z"}` + "\n"
 	end1 := `{"kind":"end","users":1,"secrets":0}` + "\n"
+	header2 := strings.Replace(exportHeaderLine, `"version":1`, `"version":2`, 1)
+	session := `{"kind":"session","id":"s1","user_id":"u1","scopes":["me:read"],"generation":2,"rotated_at":"2026-01-02T03:04:05Z","created_at":"2026-01-02T03:04:05Z","last_used_at":"2026-01-02T03:04:05Z","expires_at":"2026-03-01T00:00:00Z","user_agent":"UA","address":"192.0.2.1"}` + "\n"
+	end2 := `{"kind":"end","users":1,"sessions":1,"secrets":0}` + "\n"
 	for name, tc := range map[string]struct{ in, want string }{
 		"empty":            {"", "not a crudauth export"},
 		"bbolt file":       {"\x00\x00\x00\x00\x00\x10\x00\x00\xed\xda\x0c\xed", "not a crudauth export"},
 		"other format":     {`{"format":"other","version":1}` + "\n", "not a crudauth export"},
-		"newer version":    {`{"format":"crudauth-export","version":2,"sessions":true}` + "\n", "version 2 is newer than this build reads (up to 1)"},
+		"newer version":    {`{"format":"crudauth-export","version":3,"keys":true}` + "\n", "version 3 is newer than this build reads (up to 2)"},
 		"version 0":        {`{"format":"crudauth-export","version":0}` + "\n", "version 0 is not valid"},
 		"unknown kind":     {exportHeaderLine + `{"kind":"session","id":"s1"}` + "\n", `line 2: unknown record kind "session"`},
 		"no kind":          {exportHeaderLine + `{"id":"u1"}` + "\n", `line 2: no "kind"`},
@@ -32,6 +36,15 @@ func TestReadExportRefuses(t *testing.T) {
 		"bad base64":       {exportHeaderLine + `{"kind":"secret","name":"k","value":"!!"}` + "\n", "line 2: secret"},
 		"two values":       {exportHeaderLine + `{"kind":"end","users":0,"secrets":0} {}` + "\n", "line 2: not a JSON object"},
 		"long line":        {exportHeaderLine + strings.Repeat(" ", maxExportLine+1) + "x\n", "longer than"},
+		"session in v1":    {exportHeaderLine + user + session + end2, `line 3: unknown record kind "session" (version 1 of the format has user, secret and end)`},
+		"session of nobody": {header2 + user + strings.Replace(session, `"u1"`, `"u9"`, 1) + end2,
+			"line 3: session s1 belongs to user u9, who is not in the file"},
+		"session repeated":    {header2 + user + session + session + `{"kind":"end","users":1,"sessions":2,"secrets":0}` + "\n", "line 4: session s1 of user u1 repeated"},
+		"session no id":       {header2 + user + strings.Replace(session, `"s1"`, `""`, 1) + end2, "line 3: session of user u1 has no id"},
+		"session no user":     {header2 + strings.Replace(session, `"u1"`, `""`, 1) + end2, "line 2: session s1 has no user_id"},
+		"session no expiry":   {header2 + user + strings.Replace(session, `"2026-03-01T00:00:00Z"`, `"0001-01-01T00:00:00Z"`, 1) + end2, "has no expires_at"},
+		"session bad field":   {header2 + user + strings.Replace(session, `"address"`, `"refresh_token":"x","address"`, 1) + end2, `line 3: session: json: unknown field "refresh_token"`},
+		"sessions miscounted": {header2 + user + session + end1, "counts 1 users, 0 sessions"},
 	} {
 		_, err := ReadExport(strings.NewReader(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -54,6 +67,12 @@ func TestExportRoundTrip(t *testing.T) {
 			{ID: "u1", Username: "Zed", PasswordHash: "$2b$10$x", TokenVersion: 1 << 40, CreatedAt: at, UpdatedAt: at, PasswordChangedAt: at},
 			{ID: "u2", Username: "amy", Disabled: true, AllowedScopes: []string{}},
 			{ID: "u3", Username: "<b>&", AllowedScopes: []string{"a", "b"}},
+		},
+		Sessions: []*Session{
+			{ID: "s1", UserID: "u3", Scopes: []string{"a"}, Generation: 1 << 33, RotatedAt: at.Add(time.Second),
+				CreatedAt: at, LastUsedAt: at.Add(time.Minute), ExpiresAt: at.Add(time.Hour), UserAgent: "Mozilla/5.0 <x>", Address: "[2001:db8::1]:443"},
+			{ID: "s2", UserID: "u3", Scopes: []string{}, ExpiresAt: at},
+			{ID: "s1", UserID: "u1", ExpiresAt: at},
 		},
 		Secrets: map[string][]byte{"hs256": {0, 0xff, '\n'}, "b": []byte("x")},
 	}
@@ -85,6 +104,36 @@ func TestExportRoundTrip(t *testing.T) {
 			t.Errorf("secret %s: read %q, wrote %q", k, out.Secrets[k], v)
 		}
 	}
+	if len(out.Sessions) != len(in.Sessions) {
+		t.Fatalf("read %d sessions, wrote %d", len(out.Sessions), len(in.Sessions))
+	}
+	for i, x := range out.Sessions {
+		if w := in.Sessions[i]; !sameSessionFields(x, w) {
+			t.Errorf("session %d: read %+v, wrote %+v", i, x, w)
+		}
+	}
+}
+
+func sameSessionFields(a, b *Session) bool {
+	return a.ID == b.ID && a.UserID == b.UserID && (a.Scopes == nil) == (b.Scopes == nil) && slices.Equal(a.Scopes, b.Scopes) &&
+		a.Generation == b.Generation && a.RotatedAt.Equal(b.RotatedAt) && a.CreatedAt.Equal(b.CreatedAt) &&
+		a.LastUsedAt.Equal(b.LastUsedAt) && a.ExpiresAt.Equal(b.ExpiresAt) && a.UserAgent == b.UserAgent && a.Address == b.Address
+}
+
+// TestReadExportVersion1: a file written before sessions (no session lines,
+// no "sessions" count) is still read.
+func TestReadExportVersion1(t *testing.T) {
+	const v1 = exportHeaderLine +
+		`{"kind":"user","id":"u1","username":"a","password_hash":"h","disabled":false,"allowed_scopes":null,"token_version":3,"created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:05Z","password_changed_at":"2026-01-02T03:04:05Z"}` + "\n" +
+		`{"kind":"secret","name":"hs256","value":"AAE="}` + "\n" +
+		`{"kind":"end","users":1,"secrets":1}` + "\n"
+	d, err := ReadExport(strings.NewReader(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Users) != 1 || d.Users[0].TokenVersion != 3 || len(d.Sessions) != 0 || !bytes.Equal(d.Secrets["hs256"], []byte{0, 1}) {
+		t.Errorf("version 1 file read as %+v", d)
+	}
 }
 
 // FuzzReadExport: the parser never panics, and whatever it accepts writes
@@ -92,13 +141,14 @@ func TestExportRoundTrip(t *testing.T) {
 func FuzzReadExport(f *testing.F) {
 	var buf bytes.Buffer
 	_ = WriteExport(&buf, &Dump{
-		Users:   []*User{{ID: "u1", Username: "a", AllowedScopes: []string{"x"}}, {ID: "u2", Username: "B", AllowedScopes: []string{}}},
-		Secrets: map[string][]byte{"hs256": []byte("k")},
+		Users:    []*User{{ID: "u1", Username: "a", AllowedScopes: []string{"x"}}, {ID: "u2", Username: "B", AllowedScopes: []string{}}},
+		Sessions: []*Session{{ID: "s1", UserID: "u2", Scopes: []string{}, Generation: 2, ExpiresAt: time.Unix(1e9, 5)}},
+		Secrets:  map[string][]byte{"hs256": []byte("k")},
 	})
 	f.Add(buf.Bytes())
 	f.Add([]byte(exportHeaderLine + `{"kind":"end","users":0,"secrets":0}`))
 	f.Add([]byte(exportHeaderLine + `{"kind":"secret","name":"k","value":"AA=="}` + "\n" + `{"kind":"end","users":0,"secrets":1}`))
-	f.Add([]byte(`{"format":"crudauth-export","version":2}`))
+	f.Add([]byte(`{"format":"crudauth-export","version":3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := ReadExport(bytes.NewReader(data))
 		if err != nil {
@@ -111,6 +161,14 @@ func FuzzReadExport(f *testing.F) {
 		d2, err := ReadExport(&out)
 		if err != nil {
 			t.Fatalf("ReadExport of WriteExport's output: %v\n%s", err, out.Bytes())
+		}
+		if len(d2.Sessions) != len(d.Sessions) {
+			t.Fatalf("round trip changed the session count: %d/%d", len(d.Sessions), len(d2.Sessions))
+		}
+		for i, x := range d.Sessions {
+			if !sameSessionFields(x, d2.Sessions[i]) {
+				t.Fatalf("session %d: %+v became %+v", i, x, d2.Sessions[i])
+			}
 		}
 		if len(d2.Users) != len(d.Users) || len(d2.Secrets) != len(d.Secrets) {
 			t.Fatalf("round trip changed the counts: %d/%d users, %d/%d secrets", len(d.Users), len(d2.Users), len(d.Secrets), len(d2.Secrets))

@@ -195,8 +195,8 @@ func BenchmarkUpdateSessionParallel(b *testing.B) {
 		delay time.Duration
 	}{
 		{"nowait", -1},
-		{"1ms", time.Millisecond},
 		{"default", 0},
+		{"2ms", 2 * time.Millisecond},
 		{"10ms", 10 * time.Millisecond},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
@@ -109,6 +110,16 @@ func TestExportAcrossBackends(t *testing.T) {
 	if err := src.CreateUser(ctx, &store.User{Username: "bob", AllowedScopes: []string{}, Disabled: true}); err != nil {
 		t.Fatal(err)
 	}
+	// A session rotated a few times: its generation comes along, so its
+	// refresh token keeps working after the move.
+	sess := &store.Session{UserID: u.ID, Scopes: []string{"me:read"}, Generation: 1, ExpiresAt: time.Now().Add(time.Hour),
+		UserAgent: "Mozilla/5.0", Address: "192.0.2.7"}
+	if _, err := src.CreateSession(ctx, sess, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.UpdateSession(ctx, u.ID, sess.ID, func(x *store.Session) error { x.Generation += 3; return nil }); err != nil {
+		t.Fatal(err)
+	}
 	key, err := src.Secret(ctx, "hs256", func() ([]byte, error) { return bytes.Repeat([]byte{0xa5, 0x00, 0x7f}, 11), nil })
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +150,9 @@ func TestExportAcrossBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.SameContent(t, src, mem)
+	if got, err := mem.GetSession(ctx, u.ID, sess.ID); err != nil || got.Generation != 4 {
+		t.Errorf("imported session = %+v, %v; want generation 4", got, err)
+	}
 
 	key2, err := mem.Secret(ctx, "hs256", nil)
 	if err != nil {

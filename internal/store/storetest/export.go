@@ -5,19 +5,42 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
 
 // testExportImport exports one store and imports it into another of the
-// same backend: every field of every user, and every secret, arrives as it
-// was (the cross-backend round trip lives with the backends' tests).
+// same backend: every field of every user, of every session that has not
+// expired, and every secret, arrives as it was (the cross-backend round
+// trip lives with the backends' tests).
 func testExportImport(t *testing.T, src, dst store.Store) {
 	ctx := t.Context()
-	mustCreate(t, src, &store.User{Username: "Alice", PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g", TokenVersion: 7, AllowedScopes: []string{"b", "a"}})
-	mustCreate(t, src, &store.User{Username: "bob", Disabled: true, AllowedScopes: []string{}})
+	alice := mustCreate(t, src, &store.User{Username: "Alice", PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g", TokenVersion: 7, AllowedScopes: []string{"b", "a"}})
+	bob := mustCreate(t, src, &store.User{Username: "bob", Disabled: true, AllowedScopes: []string{}})
 	gone := mustCreate(t, src, &store.User{Username: "carol"})
+	mustSession(t, src, newSession(gone.ID), 0)
 	if err := src.DeleteUser(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Two of Alice's sessions, one rotated, and one of Bob's with every
+	// field set apart from the defaults; an expired one stays behind.
+	a1, a2, b1 := newSession(alice.ID), newSession(alice.ID), newSession(bob.ID)
+	a2.Scopes = nil
+	at := time.Now().Add(-time.Hour).UTC().Truncate(time.Second).Add(123456789)
+	b1.Scopes, b1.Generation, b1.CreatedAt, b1.LastUsedAt, b1.RotatedAt = []string{}, 1<<40, at, at.Add(time.Minute), at.Add(2*time.Minute)
+	b1.UserAgent, b1.Address = "Mozilla/5.0 \"quoted\" <b>", "[2001:db8::1]:1234"
+	expired := newSession(bob.ID)
+	for _, x := range []*store.Session{a1, a2, b1, expired} {
+		mustSession(t, src, x, 0)
+	}
+	if _, err := src.UpdateSession(ctx, alice.ID, a1.ID, func(x *store.Session) error { x.Generation = 5; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.UpdateSession(ctx, bob.ID, expired.ID, func(x *store.Session) error {
+		x.ExpiresAt = time.Now().Add(-time.Second)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := src.Secret(ctx, "hs256", func() ([]byte, error) { return []byte{0, 1, 2, 0xff, '\n', '"'}, nil }); err != nil {
@@ -27,14 +50,14 @@ func testExportImport(t *testing.T, src, dst store.Store) {
 	if err := store.Export(ctx, src, &buf); err != nil {
 		t.Fatal(err)
 	}
-	if lines := strings.Count(buf.String(), "\n"); lines != 5 {
-		t.Errorf("export has %d lines, want header, 2 users, 1 secret, end:\n%s", lines, buf.String())
+	if lines := strings.Count(buf.String(), "\n"); lines != 8 {
+		t.Errorf("export has %d lines, want header, 2 users, 3 sessions, 1 secret, end:\n%s", lines, buf.String())
 	}
 	stats, err := store.Import(ctx, dst, bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Users != 2 || stats.Secrets != 1 || stats.SecretsKept != 0 {
+	if stats.Users != 2 || stats.Sessions != 3 || stats.Secrets != 1 || stats.SecretsKept != 0 {
 		t.Errorf("ImportStats = %+v", stats)
 	}
 	SameContent(t, src, dst)
@@ -78,8 +101,9 @@ func testImportConflicts(t *testing.T, s store.Store) {
 }
 
 // SameContent fails t unless a and b hold the same users (every field,
-// IDs and timestamps included, in the same order) and the same secrets.
-// Backends' tests use it for round trips across backends.
+// IDs and timestamps included, in the same order), the same sessions that
+// have not expired (every field) and the same secrets. Backends' tests use
+// it for round trips across backends.
 func SameContent(t *testing.T, a, b store.Store) {
 	t.Helper()
 	ctx := t.Context()
@@ -102,6 +126,27 @@ func SameContent(t *testing.T, a, b store.Store) {
 		if sa.TokenVersion != sb.TokenVersion || sa.Disabled != sb.Disabled || sa.Username != sb.Username ||
 			(sa.AllowedScopes == nil) != (sb.AllowedScopes == nil) {
 			t.Errorf("AuthState of %s: %+v, and %+v", ua[i].ID, sa, sb)
+		}
+		now := time.Now()
+		la, err := a.ListSessions(ctx, ua[i].ID, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb, err := b.ListSessions(ctx, ub[i].ID, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(la) != len(lb) {
+			t.Errorf("user %s: %d sessions, and %d", ua[i].ID, len(la), len(lb))
+			continue
+		}
+		for k := range la {
+			if !sameSession(la[k], lb[k]) {
+				t.Errorf("user %s, session %d: %+v, and %+v", ua[i].ID, k, la[k], lb[k])
+			}
+			if !sb.HasSession(lb[k].ID) {
+				t.Errorf("user %s: AuthState does not list session %s", ub[i].ID, lb[k].ID)
+			}
 		}
 	}
 	sa, err := a.Secrets(ctx)

@@ -102,7 +102,7 @@ func testSessionCreateGet(t *testing.T, s store.Store) {
 
 	// Explicit ID and times are kept (an import); nil and empty scopes
 	// stay apart.
-	at := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	at := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC) // before the others: CreateSession sweeps by CreatedAt
 	exp := time.Now().Add(24 * time.Hour).UTC()
 	explicit := &store.Session{ID: "sexplicit", UserID: u.ID, Scopes: []string{}, Generation: 7,
 		RotatedAt: at.Add(time.Minute), CreatedAt: at, LastUsedAt: at.Add(time.Hour), ExpiresAt: exp}
@@ -592,4 +592,24 @@ func testSessionRotationRace(t *testing.T, s store.Store) {
 			t.Errorf("refresh %d skipped but saw %q, not the winner's write", i, r.out.UserAgent)
 		}
 	}
+}
+
+// testSessionSweepByCallersClock: CreateSession removes the sessions that
+// expired by the new session's CreatedAt, the caller's clock, not the
+// store's: a session made on a clock far from the store's keeps its
+// siblings that are live on that clock.
+func testSessionSweepByCallersClock(t *testing.T, s store.Store) {
+	u := mustCreate(t, s, &store.User{Username: "clocked"})
+	then := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	mk := func(created, expires time.Time) *store.Session {
+		x := newSession(u.ID)
+		x.CreatedAt, x.LastUsedAt, x.RotatedAt, x.ExpiresAt = created, created, created, expires
+		mustSession(t, s, x, 0)
+		return x
+	}
+	a := mk(then, then.Add(time.Hour))
+	b := mk(then.Add(time.Minute), then.Add(time.Hour))
+	wantSessions(t, s, u.ID, a.ID, b.ID)
+	c := mk(then.Add(2*time.Hour), then.Add(3*time.Hour))
+	wantSessions(t, s, u.ID, c.ID)
 }

@@ -90,6 +90,7 @@ func Run(t *testing.T, b Backend) {
 		{"SessionsInAuthState", testSessionsInAuthState},
 		{"SessionMaxRemovesLeastRecentlyUsed", testSessionMax},
 		{"SessionExpiry", testSessionExpiry},
+		{"SessionSweepByCallersClock", testSessionSweepByCallersClock},
 		{"UpdateSession", testUpdateSession},
 		{"SessionNotFound", testSessionNotFound},
 		{"SessionRotationRace", testSessionRotationRace},

@@ -67,7 +67,8 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 				return err
 			}
 		case "refresh", "token_path", "refresh_path", "issuer", "audience",
-			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header", "password_path":
+			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header", "password_path",
+			"cookie_same_site":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -164,6 +165,8 @@ func (h *Handler) stringField(name string) *string {
 		return &h.ScopesHeader
 	case "password_path":
 		return &h.PasswordPath
+	case "cookie_same_site":
+		return &h.CookieSameSite
 	}
 	panic("crudauth: no string field " + name)
 }

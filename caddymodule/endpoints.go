@@ -166,12 +166,11 @@ func bodyMediaType(r *http.Request) (string, *oauthError) {
 // http://host:port (a plain-http page, which a network attacker can write)
 // or another port of the same host speak for the site.
 func (h *Handler) sameOrigin(r *http.Request) bool {
-	if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") {
-		return false
-	}
+	crossSite := strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site")
 	origins := r.Header.Values("Origin")
 	if len(origins) == 0 {
-		return true // not a browser, or a same-origin GET-like request
+		// not a browser, or a same-origin GET-like request
+		return !crossSite
 	}
 	if len(origins) > 1 {
 		return false
@@ -180,10 +179,13 @@ func (h *Handler) sameOrigin(r *http.Request) bool {
 	if !ok {
 		return false // includes "null"
 	}
-	for _, a := range h.AllowedOrigins {
-		if ao, ok := parseOrigin(a); ok && ao == o {
-			return true
-		}
+	// A listed origin may be on another site (cookie_same_site none), and
+	// the browser then says so in Sec-Fetch-Site: the list decides.
+	if h.isAllowedOrigin(o) {
+		return true
+	}
+	if crossSite {
+		return false
 	}
 	// The request's own origin. Behind a proxy that terminates TLS the
 	// request arrives over http and its origin is http: such a site lists

@@ -111,7 +111,7 @@ func TestIntegrationRecipeBodyMode(t *testing.T) {
 func TestIntegrationRecipeCookieMode(t *testing.T) {
 	g := startGateway(t, gwConfig{auth: `
 		default_scopes me:read
-		allowed_origins https://app.example
+		allowed_origins http://localhost:3000
 		public /public/*`})
 	alice := g.addUser(t, "alice", nil)
 	lr := g.mustLogin(t, "alice", "")
@@ -180,7 +180,7 @@ func TestIntegrationRecipeCookieMode(t *testing.T) {
 			{"no origin", nil, http.StatusOK},
 			{"same origin", []string{"Origin", gatewayURL}, http.StatusOK},
 			{"same origin, fetch metadata", []string{"Origin", gatewayURL, "Sec-Fetch-Site", "same-origin"}, http.StatusOK},
-			{"allowed origin", []string{"Origin", "https://app.example"}, http.StatusOK},
+			{"allowed origin", []string{"Origin", "http://localhost:3000", "Sec-Fetch-Site", "same-site"}, http.StatusOK},
 			{"cross-site origin", []string{"Origin", "https://evil.example"}, http.StatusForbidden},
 			{"other port", []string{"Origin", "http://localhost:9081"}, http.StatusForbidden},
 			{"null origin", []string{"Origin", "null"}, http.StatusForbidden},

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -68,9 +69,9 @@ type Handler struct {
 	// Lifetime of refresh tokens (and of the refresh cookie). Default: 720h.
 	RefreshTTL caddy.Duration `json:"refresh_ttl,omitempty"`
 
-	// Where the refresh token travels: "cookie" (an HttpOnly, Secure,
-	// SameSite=Strict cookie scoped to refresh_path) or "body" (the JSON
-	// response). Default: cookie.
+	// Where the refresh token travels: "cookie" (an HttpOnly, Secure
+	// cookie scoped to refresh_path, SameSite as cookie_same_site says) or
+	// "body" (the JSON response). Default: cookie.
 	Refresh string `json:"refresh,omitempty"`
 
 	// Scopes a login gets when it asks for none. Default: none. Must be a
@@ -102,8 +103,17 @@ type Handler struct {
 	// Name of the refresh cookie. Default: __Secure-crudauth_refresh.
 	CookieName string `json:"cookie_name,omitempty"`
 
+	// The refresh cookie's SameSite attribute: strict, lax or none.
+	// Default: strict. With strict or lax every allowed origin must be
+	// same-site with the gateway (the cookie never reaches another site);
+	// with none the Origin check against allowed_origins is what keeps
+	// other sites off the cookie endpoints.
+	CookieSameSite string `json:"cookie_same_site,omitempty"`
+
 	// Origins (scheme://host[:port]) besides the request's own that may call
-	// the token endpoints in cookie mode. Default: none.
+	// the gateway's own endpoints from a browser: they get CORS answers with
+	// credentials, preflights included, and in cookie mode they pass the
+	// Origin check. Default: none.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 
 	// Request header that carries the user's ID upstream. Default: X-User-Id.
@@ -149,6 +159,10 @@ type Handler struct {
 	identity   identityHeaders
 	challenges map[string]string // WWW-Authenticate by error code
 	now        func() time.Time
+
+	// the allowed origins already logged as cross-site (crossSiteCookie):
+	// one log line per origin, not one per request
+	crossSiteLogged *sync.Map
 }
 
 // Argon2Params are the argon2id parameters for new hashes.
@@ -197,6 +211,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.realmNamed = h.Realm != "" // before setDefaults gives it one
 	h.now = time.Now
+	h.crossSiteLogged = new(sync.Map)
 	if err := h.provisionRules(ctx); err != nil {
 		return err
 	}
@@ -402,6 +417,9 @@ func (h *Handler) checkStatic() error {
 	if err := checkCookieName(h.CookieName, h.cookiePath()); err != nil {
 		return fmt.Errorf("cookie_name: %w", err)
 	}
+	if err := h.checkCookieSameSite(); err != nil {
+		return err
+	}
 	for _, o := range h.AllowedOrigins {
 		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") || strings.HasSuffix(o, "/") {
 			return fmt.Errorf("allowed_origins: %q must be scheme://host[:port], with no path", o)
@@ -457,6 +475,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	h.identity.strip(r.Header)
 
 	ep, rule, err := h.route(r, nil)
+	if err == nil && ep != endpointRules {
+		if done, err := h.endpointCORS(w, r, ep); done {
+			return err
+		}
+	}
 	switch {
 	case isRefusal(err):
 		h.logDenial(r, http.StatusBadRequest, err)
@@ -477,6 +500,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// The refresh token is the gateway's own business.
 	stripCookie(r, h.CookieName)
+
+	// A browser sends a CORS preflight without credentials, so it can carry
+	// no token; it goes on without one, and without identity (cors.go).
+	if isPreflight(r) {
+		return next.ServeHTTP(w, r)
+	}
 
 	if rule != nil && rule.Public {
 		return next.ServeHTTP(w, r)

@@ -178,7 +178,7 @@ func (h *Handler) refreshCookieValue(value string, expires time.Time) *http.Cook
 		Path:     h.cookiePath(),
 		HttpOnly: true,
 		Secure:   true,
-		SameSite: http.SameSiteStrictMode,
+		SameSite: h.sameSiteMode(),
 		MaxAge:   -1, // Max-Age=0 on the wire
 	}
 	if value != "" {

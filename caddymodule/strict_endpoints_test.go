@@ -182,11 +182,13 @@ func TestAttackTwoContentTypes(t *testing.T) {
 
 // TestAttackOriginSchemeAndPort: in cookie mode the origin check compares
 // scheme and port as well as the host. An http site is not the https site
-// of the same name, nor is another port.
+// of the same name, nor is another port. The allowed origin is on another
+// site, which takes cookie_same_site none: the Origin check is then all
+// that guards the cookie.
 func TestAttackOriginSchemeAndPort(t *testing.T) {
 	t.Setenv("CRUDAUTH_ATTACK_SECRET", attackSecret)
 	g := startGateway(t, gwConfig{auth: strings.Replace(attackAuth, "refresh body", "refresh cookie", 1) +
-		"\n\t\tallowed_origins https://app.example"})
+		"\n\t\tcookie_same_site none\n\t\tallowed_origins https://app.example"})
 	g.addUser(t, "alice", nil)
 	la := g.mustLogin(t, "alice", "")
 

@@ -91,13 +91,18 @@ show localhost:8082/token -d username=alice -d password="$pw" -d 'scope=reports:
 at2=$(json access_token)
 show localhost:8082/reports/q3 -H "Authorization: Bearer $at2"
 
-step "refresh (body mode): the client sends the refresh token it stored"
+step "refresh (body mode): the client sends the refresh token it stored, and gets its successor (the one sent is spent)"
 show -X POST localhost:8082/refresh -H 'Content-Type: application/json' -d "{\"refresh_token\":\"$rt\"}"
+rt=$(json refresh_token)
 
 step "log in (cookie mode): the refresh token is an HttpOnly cookie, not in the body"
 show -c "$work/jar" localhost:8080/token -d username=alice -d password="$pw"
 
-step "refresh (cookie mode): the cookie rides along on its own"
+step "refresh (cookie mode): the cookie rides along on its own, and is replaced by its successor"
+show -b "$work/jar" -c "$work/jar" -X POST localhost:8080/refresh
+
+step "log out (cookie mode): the session ends and the cookie is cleared; a refresh then has nothing to send"
+show -b "$work/jar" -c "$work/jar" -X POST localhost:8080/logout
 show -b "$work/jar" -X POST localhost:8080/refresh
 
 step "a cross-site page cannot use the cookie"

@@ -1,6 +1,7 @@
 package browsertest
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -23,7 +24,7 @@ func TestBrowserSameOrigin(t *testing.T) {
 	if c == nil {
 		t.Fatalf("the browser did not keep the refresh cookie; it holds %v", p.cookies(t, gateway+"/refresh"))
 	}
-	if !c.HTTPOnly || !c.Secure || c.Path != "/refresh" || c.SameSite != "Strict" {
+	if !c.HTTPOnly || !c.Secure || c.Path != "/" || c.SameSite != "Strict" {
 		t.Errorf("cookie as the browser keeps it: HttpOnly %v, Secure %v, Path %q, SameSite %q", c.HTTPOnly, c.Secure, c.Path, c.SameSite)
 	}
 
@@ -120,6 +121,15 @@ func TestBrowserOtherSite(t *testing.T) {
 		wantBlocked(t, "refresh from another site", pg.refresh())
 		wantBlocked(t, "login from another site", pg.login())
 	})
+	t.Run("not listed, logout", func(t *testing.T) {
+		startCaddy(t, siteConfig{})
+		p := newProfile(t)
+		home := p.open(t, gateway+"/app/")
+		wantStatus(t, "login on the gateway's page", home.login(), 200)
+		wantBlocked(t, "logout from another site", p.open(t, crossSite+"/").logout())
+		// The session lives on: the other site ended nothing.
+		wantStatus(t, "refresh on the gateway's page after the other site's logout", home.refresh(), 200)
+	})
 	t.Run("listed, strict cookie", func(t *testing.T) {
 		startCaddy(t, siteConfig{allowedOrigins: crossSite})
 		p := newProfile(t)
@@ -128,7 +138,7 @@ func TestBrowserOtherSite(t *testing.T) {
 			t.Fatal("no refresh cookie")
 		}
 		pg := p.open(t, crossSite+"/")
-		for what, r := range map[string]fetchResult{"refresh": pg.refresh(), "login": pg.login()} {
+		for what, r := range map[string]fetchResult{"refresh": pg.refresh(), "login": pg.login(), "logout": pg.logout()} {
 			wantStatus(t, what+" from another site", r, 400)
 			if d := r.str("error_description"); !strings.Contains(d, "set cookie_same_site none, or serve the app from the gateway's site") {
 				t.Errorf("%s: error_description %q does not say what to change", what, d)
@@ -138,4 +148,56 @@ func TestBrowserOtherSite(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBrowserTwoTabsRefresh: two tabs of one browser refresh at the same
+// moment with the one cookie. Both succeed (the second gets the successor
+// the first caused, within the reuse grace), and the browser ends with a
+// cookie that still works: the session did not fork or die.
+func TestBrowserTwoTabsRefresh(t *testing.T) {
+	needBrowser(t)
+	startCaddy(t, siteConfig{})
+	p := newProfile(t)
+	a, b := p.open(t, gateway+"/app/"), p.open(t, gateway+"/app/")
+	wantStatus(t, "login", a.login(), 200)
+	before := p.refreshCookie(t)
+	if before == nil {
+		t.Fatal("no refresh cookie")
+	}
+	for round := range 3 {
+		// Both fetches are in flight before either is awaited.
+		a.start(gateway+"/refresh", `{method: "POST", credentials: "include"}`)
+		b.start(gateway+"/refresh", `{method: "POST", credentials: "include"}`)
+		ra, rb := a.wait(), b.wait()
+		wantStatus(t, fmt.Sprintf("round %d, tab A", round), ra, 200)
+		wantStatus(t, fmt.Sprintf("round %d, tab B", round), rb, 200)
+		for _, r := range []fetchResult{ra, rb} {
+			wantStatus(t, "protected route with a tab's token", a.api("/api/me", r.str("access_token")), 200)
+		}
+	}
+	after := p.refreshCookie(t)
+	if after == nil || after.Value == before.Value {
+		t.Fatalf("the cookie did not rotate: %v", after)
+	}
+	wantStatus(t, "refresh with the cookie the tabs left", b.refresh(), 200)
+}
+
+// TestBrowserLogout: logout ends the session and the cookie; the next
+// refresh has nothing to send, and the session's access token is refused
+// at once.
+func TestBrowserLogout(t *testing.T) {
+	needBrowser(t)
+	startCaddy(t, siteConfig{})
+	p := newProfile(t)
+	pg := p.open(t, gateway+"/app/")
+	lr := pg.login()
+	wantStatus(t, "login", lr, 200)
+	wantStatus(t, "refresh", pg.refresh(), 200)
+	wantStatus(t, "logout", pg.logout(), 204)
+	if c := p.refreshCookie(t); c != nil {
+		t.Errorf("the cookie outlived the logout: path %q", c.Path)
+	}
+	wantStatus(t, "refresh after logout", pg.refresh(), 400)
+	wantStatus(t, "the session's access token after logout", pg.api("/api/me", lr.str("access_token")), 401)
+	wantStatus(t, "logout again", pg.logout(), 204)
 }

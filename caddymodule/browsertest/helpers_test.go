@@ -286,6 +286,29 @@ func (pg *page) refresh() fetchResult {
 	return pg.fetch(gateway+"/refresh", `{method: "POST", credentials: "include"}`)
 }
 
+// logout posts to the gateway's /logout with nothing but the cookie.
+func (pg *page) logout() fetchResult {
+	pg.t.Helper()
+	return pg.fetch(gateway+"/logout", `{method: "POST", credentials: "include"}`)
+}
+
+// start begins fetch(url, init) in the page without waiting for it; wait
+// returns its result. Two pages can so have requests in flight at once.
+func (pg *page) start(url, init string) {
+	pg.t.Helper()
+	eval[bool](pg, fmt.Sprintf(`(window.__pending = fetch(%q, %s).then(
+		async r => { const text = await r.text(); let body = null;
+			try { body = JSON.parse(text); } catch (e) {}
+			if (body === null || typeof body !== "object" || Array.isArray(body)) body = null;
+			return {status: r.status, body, text, err: ""}; },
+		e => ({status: 0, body: null, text: "", err: String(e)})), true)`, url, init))
+}
+
+func (pg *page) wait() fetchResult {
+	pg.t.Helper()
+	return eval[fetchResult](pg, `window.__pending`)
+}
+
 // api calls a protected route of the gateway with the access token.
 func (pg *page) api(path, access string) fetchResult {
 	pg.t.Helper()

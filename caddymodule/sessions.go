@@ -89,13 +89,22 @@ func (h *Handler) checkSessions() error {
 		if p.path == "" {
 			continue
 		}
-		if !strings.HasPrefix(p.path, "/") || strings.ContainsAny(p.path, "?#*") || p.path != "/" && strings.HasSuffix(p.path, "/") {
-			return fmt.Errorf("%s: %q must be an absolute path without query, wildcard or trailing slash", p.name, p.path)
+		if err := checkSessionPath(p.name, p.path); err != nil {
+			return err
 		}
 		if other, ok := taken[p.path]; ok {
 			return fmt.Errorf("%s and %s must differ (both are %q)", p.name, other, p.path)
 		}
 		taken[p.path] = p.name
+	}
+	return nil
+}
+
+// checkSessionPath checks the form of an endpoint path: the Caddyfile
+// refuses a bad one at its line, Validate again for JSON configs.
+func checkSessionPath(name, p string) error {
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") || p != "/" && strings.HasSuffix(p, "/") {
+		return fmt.Errorf("%s: %q must be an absolute path without query, wildcard or trailing slash", name, p)
 	}
 	return nil
 }
@@ -123,8 +132,8 @@ func (s *SessionSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error
 		}
 	case "refresh_reuse_grace":
 		dur, err := caddy.ParseDuration(v)
-		if err != nil || dur < 0 {
-			return d.Errf("refresh_reuse_grace: %q is not a duration of 0s or more", v)
+		if err != nil || dur < 0 || dur > maxReuseGrace {
+			return d.Errf("refresh_reuse_grace: %q is not a duration from 0s to %s", v, maxReuseGrace)
 		}
 		if dur == 0 {
 			// 0 in JSON means the default; a grace of none is 1ns.
@@ -137,10 +146,15 @@ func (s *SessionSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error
 			return d.Errf("max_sessions: %q is not a positive number", v)
 		}
 		s.MaxSessions = n
-	case "logout_path":
-		s.LogoutPath = v
-	case "sessions_path":
-		s.SessionsPath = v
+	case "logout_path", "sessions_path":
+		if err := checkSessionPath(sub, v); err != nil {
+			return d.Err(err.Error())
+		}
+		if sub == "logout_path" {
+			s.LogoutPath = v
+		} else {
+			s.SessionsPath = v
+		}
 	default:
 		return d.Errf("unrecognized subdirective %q", sub)
 	}

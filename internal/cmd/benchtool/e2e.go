@@ -187,11 +187,23 @@ type e2e struct {
 	secret                 string
 	res                    e2eResult
 	smallIDs, bigIDs       []string
+	smallSIDs, bigSIDs     []string // a live session of each user, in the order of the IDs
 	upstream               *proc
 	upPort                 int
 	smallTokens, bigTokens string // files of tokens, one a line
-	oneToken, refreshToken string
-	set                    serverSet // the processes of the GC setting being measured
+	oneToken               string
+	// rotating holds refresh tokens of generation 1, each of its own
+	// session, never presented yet: a run of the rotating refresh case
+	// takes refreshConns() of them (takeRotating), since its sessions have
+	// moved on when the run ends, and a token presented again after the
+	// reuse grace would revoke its session. sanityRotate is one more per
+	// GC setting, for the sanity check.
+	rotating     []string
+	sanityRotate []string
+	// staticRefresh: refresh tokens of sessions for the case without
+	// rotation, presented in every run (they never change).
+	staticRefresh string
+	set           serverSet // the processes of the GC setting being measured
 }
 
 // serverSet is the processes compared under one GC setting.
@@ -204,6 +216,7 @@ type serverSet struct {
 	plainPort, fwdPort     int
 	plainAAPort            int
 	gwSmallPort, gwBigPort int
+	gwNoRotatePort         int // the gateway on the small database with rotate_refresh off
 }
 
 func logf(format string, a ...any) {
@@ -252,13 +265,41 @@ func (e *e2e) run() error {
 	if e.smallIDs, fr, err = fill(filepath.Join(e.work, "small.db"), cfg.SmallUsers, hash); err != nil {
 		return fmt.Errorf("fill small: %w", err)
 	}
-	e.res.Fill["small"] = fr
 	logf("filling %d users", cfg.BigUsers)
-	if e.bigIDs, fr, err = fill(filepath.Join(e.work, "big.db"), cfg.BigUsers, hash); err != nil {
+	var bigFill fillResult
+	if e.bigIDs, bigFill, err = fill(filepath.Join(e.work, "big.db"), cfg.BigUsers, hash); err != nil {
 		return fmt.Errorf("fill big: %w", err)
 	}
-	e.res.Fill["big"] = fr
-	logf("filled in %.1fs (%s, %.0f MB)", fr.Seconds, fr.Method, fr.FileMB)
+	logf("filled in %.1fs (%s, %.0f MB)", bigFill.Seconds, bigFill.Method, bigFill.FileMB)
+
+	// Sessions. Every access token carries the sid of a live session of
+	// its user (the gateway refuses one without), so every user gets one,
+	// as a login would have made. The refresh cases get sessions of their
+	// own on the small database: rotating ones for each run, and a fixed
+	// set for the case without rotation.
+	perRun := e.refreshConns()
+	runs := len(gcSettings(cfg.GoMemLimit)) * (cfg.Rounds + 1) // +1: each setting's warm-up
+	nRotating, nSanity, nStatic := runs*perRun, len(gcSettings(cfg.GoMemLimit)), perRun
+	refreshUsers := make([]string, nRotating+nSanity+nStatic)
+	for i := range refreshUsers {
+		refreshUsers[i] = e.smallIDs[i%len(e.smallIDs)]
+	}
+	logf("creating %d + %d sessions on the small database", len(e.smallIDs), len(refreshUsers))
+	smallSIDs, d, err := addSessions(filepath.Join(e.work, "small.db"), slices.Concat(e.smallIDs, refreshUsers), "")
+	if err != nil {
+		return fmt.Errorf("sessions small: %w", err)
+	}
+	e.smallSIDs = smallSIDs[:len(e.smallIDs)]
+	refreshSIDs := smallSIDs[len(e.smallIDs):]
+	fr.Sessions, fr.SessionSeconds = len(smallSIDs), d.Seconds()
+	e.res.Fill["small"] = fr
+	logf("creating %d sessions on the big database", len(e.bigIDs))
+	if e.bigSIDs, d, err = addSessions(filepath.Join(e.work, "big.db"), e.bigIDs, scratchDir()); err != nil {
+		return fmt.Errorf("sessions big: %w", err)
+	}
+	bigFill.Sessions, bigFill.SessionSeconds = len(e.bigSIDs), d.Seconds()
+	e.res.Fill["big"] = bigFill
+	logf("sessions created in %.1fs", d.Seconds())
 
 	// Tokens.
 	m, err := token.New(token.Config{Key: []byte(e.secret), Issuer: benchIssuer,
@@ -267,10 +308,11 @@ func (e *e2e) run() error {
 		return err
 	}
 	sc := scope.MustNew("api:read")
-	mintFor := func(ids []string, n int, stride int) ([]string, error) {
+	mintFor := func(ids, sids []string, n int, stride int) ([]string, error) {
 		toks := make([]string, n)
 		for i := range toks {
-			t, _, err := m.IssueAccess(token.Subject{UserID: ids[(i*stride)%len(ids)], Scopes: sc})
+			k := (i * stride) % len(ids)
+			t, _, err := m.IssueAccess(token.Subject{UserID: ids[k], SessionID: sids[k], Scopes: sc})
 			if err != nil {
 				return nil, err
 			}
@@ -278,20 +320,29 @@ func (e *e2e) run() error {
 		}
 		return toks, nil
 	}
-	one, err := mintFor(e.smallIDs, 1, 1)
+	one, err := mintFor(e.smallIDs, e.smallSIDs, 1, 1)
 	if err != nil {
 		return err
 	}
-	smallList, err := mintFor(e.smallIDs, cfg.ListLen, 1)
+	smallList, err := mintFor(e.smallIDs, e.smallSIDs, cfg.ListLen, 1)
 	if err != nil {
 		return err
 	}
-	bigList, err := mintFor(e.bigIDs, cfg.ListLen, 104729)
+	bigList, err := mintFor(e.bigIDs, e.bigSIDs, cfg.ListLen, 104729)
 	if err != nil {
 		return err
 	}
-	refreshTok, _, err := m.IssueRefresh(token.Subject{UserID: e.smallIDs[0], Scopes: sc})
-	if err != nil {
+	// A refresh token of generation 1 for each refresh session, as the
+	// login that made it would have handed out.
+	refreshToks := make([]string, len(refreshSIDs))
+	for i, sid := range refreshSIDs {
+		if refreshToks[i], _, err = m.IssueRefresh(token.Subject{UserID: refreshUsers[i], SessionID: sid, Generation: 1, Scopes: sc}); err != nil {
+			return err
+		}
+	}
+	e.rotating, e.sanityRotate = refreshToks[:nRotating], refreshToks[nRotating:nRotating+nSanity]
+	e.staticRefresh = filepath.Join(e.work, "refresh-static.txt")
+	if err := writeLines(e.staticRefresh, refreshToks[nRotating+nSanity:]); err != nil {
 		return err
 	}
 	smallFile, bigFile := filepath.Join(e.work, "tokens-small.txt"), filepath.Join(e.work, "tokens-big.txt")
@@ -302,7 +353,7 @@ func (e *e2e) run() error {
 		return err
 	}
 
-	e.smallTokens, e.bigTokens, e.oneToken, e.refreshToken = smallFile, bigFile, one[0], refreshTok
+	e.smallTokens, e.bigTokens, e.oneToken = smallFile, bigFile, one[0]
 
 	if err := e.startUpstream(); err != nil {
 		return err
@@ -320,7 +371,7 @@ func (e *e2e) run() error {
 				e.res.Cases = append(e.res.Cases, cases[k].info)
 			}
 		}
-		if err := e.sanity(e.oneToken, e.refreshToken); err != nil {
+		if err := e.sanity(i, smallList[0], bigList[0]); err != nil {
 			return err
 		}
 		if err := e.rounds(cases); err != nil {
@@ -339,10 +390,10 @@ func (e *e2e) run() error {
 	// Memory: a fresh gateway process for each database, with Go's
 	// default collector (see docs/dev/benchmarks.md).
 	e.res.MemGC = "default"
-	if e.res.Mem, err = e.memory(m, "small.db", e.smallIDs); err != nil {
+	if e.res.Mem, err = e.memory(m, "small.db", e.smallIDs, e.smallSIDs); err != nil {
 		return err
 	}
-	if e.res.MemUsers, err = e.memory(m, "big.db", e.bigIDs); err != nil {
+	if e.res.MemUsers, err = e.memory(m, "big.db", e.bigIDs, e.bigSIDs); err != nil {
 		return err
 	}
 
@@ -362,28 +413,59 @@ func (e *e2e) cases() []benchCase {
 	auth := "Authorization: Bearer " + e.oneToken
 	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/api/items", port) }
 	fresh := filepath.Join(e.scripts, "fresh.lua")
+	refreshLua := filepath.Join(e.scripts, "refresh.lua")
 	plainPids := func() []int { return []int{s.plainC.pid()} }
 	gwPids := func() []int { return []int{s.gwC.pid()} }
 	fwdPids := func() []int { return []int{s.fwdC.pid(), s.fwd.pid()} }
 	return []benchCase{
-		{caseInfo{Name: "plain", Desc: "plain reverse_proxy, one token (ignored)", CPUOf: "plain Caddy"},
-			wrkSpec{url: url(s.plainPort), headers: []string{auth}}, plainPids},
-		{caseInfo{Name: "plain_aa", Desc: "a second plain reverse_proxy process, identical to `plain` (A/A: how far two identical cases differ)", CPUOf: "second plain Caddy"},
-			wrkSpec{url: url(s.plainAAPort), headers: []string{auth}}, func() []int { return []int{s.plainAAC.pid()} }},
-		{caseInfo{Name: "gateway", Desc: "gateway, one token", CPUOf: "gateway Caddy"},
-			wrkSpec{url: url(s.gwSmallPort), headers: []string{auth}}, gwPids},
-		{caseInfo{Name: "forward_auth", Desc: "forward_auth to a token-checking service, one token", CPUOf: "forward_auth Caddy + auth service"},
-			wrkSpec{url: url(s.fwdPort), headers: []string{auth}}, fwdPids},
-		{caseInfo{Name: "plain_lua", Desc: "plain reverse_proxy, Lua token list (the baseline of the fresh cases)", CPUOf: "plain Caddy"},
-			wrkSpec{url: url(s.plainPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.smallTokens, threadsEnv}}, plainPids},
-		{caseInfo{Name: "gateway_fresh", Desc: fmt.Sprintf("gateway, a different token per request (%d tokens over %d users)", cfg.ListLen, cfg.SmallUsers), CPUOf: "gateway Caddy"},
-			wrkSpec{url: url(s.gwSmallPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.smallTokens, threadsEnv}}, gwPids},
-		{caseInfo{Name: "gateway_fresh_big", Desc: fmt.Sprintf("gateway on the %d-user database, a different token and user per request (%d tokens)", cfg.BigUsers, cfg.ListLen), CPUOf: "gateway Caddy"},
-			wrkSpec{url: url(s.gwBigPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.bigTokens, threadsEnv}}, gwPids},
-		{caseInfo{Name: "refresh", Desc: "gateway POST /refresh (refresh token in a JSON body)", CPUOf: "gateway Caddy"},
-			wrkSpec{url: fmt.Sprintf("http://127.0.0.1:%d/refresh", s.gwSmallPort), script: filepath.Join(e.scripts, "refresh.lua"),
-				env: []string{"BENCH_REFRESH=" + e.refreshToken}}, gwPids},
+		{info: caseInfo{Name: "plain", Desc: "plain reverse_proxy, one token (ignored)", CPUOf: "plain Caddy"},
+			spec: wrkSpec{url: url(s.plainPort), headers: []string{auth}}, pids: plainPids},
+		{info: caseInfo{Name: "plain_aa", Desc: "a second plain reverse_proxy process, identical to `plain` (A/A: how far two identical cases differ)", CPUOf: "second plain Caddy"},
+			spec: wrkSpec{url: url(s.plainAAPort), headers: []string{auth}}, pids: func() []int { return []int{s.plainAAC.pid()} }},
+		{info: caseInfo{Name: "gateway", Desc: "gateway, one token", CPUOf: "gateway Caddy"},
+			spec: wrkSpec{url: url(s.gwSmallPort), headers: []string{auth}}, pids: gwPids},
+		{info: caseInfo{Name: "forward_auth", Desc: "forward_auth to a token-checking service, one token", CPUOf: "forward_auth Caddy + auth service"},
+			spec: wrkSpec{url: url(s.fwdPort), headers: []string{auth}}, pids: fwdPids},
+		{info: caseInfo{Name: "plain_lua", Desc: "plain reverse_proxy, Lua token list (the baseline of the fresh cases)", CPUOf: "plain Caddy"},
+			spec: wrkSpec{url: url(s.plainPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.smallTokens, threadsEnv}}, pids: plainPids},
+		{info: caseInfo{Name: "gateway_fresh", Desc: fmt.Sprintf("gateway, a different token per request (%d tokens over %d users)", cfg.ListLen, cfg.SmallUsers), CPUOf: "gateway Caddy"},
+			spec: wrkSpec{url: url(s.gwSmallPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.smallTokens, threadsEnv}}, pids: gwPids},
+		{info: caseInfo{Name: "gateway_fresh_big", Desc: fmt.Sprintf("gateway on the %d-user database, a different token and user per request (%d tokens)", cfg.BigUsers, cfg.ListLen), CPUOf: "gateway Caddy"},
+			spec: wrkSpec{url: url(s.gwBigPort), script: fresh, env: []string{"BENCH_TOKENS=" + e.bigTokens, threadsEnv}}, pids: gwPids},
+		{info: caseInfo{Name: "refresh", Desc: fmt.Sprintf("gateway POST /refresh with rotation (the default; refresh token in a JSON body): every refresh spends the token it presents, and its session's next refresh presents the successor it returned; %d sessions per run, new ones each run", e.refreshConns()), CPUOf: "gateway Caddy"},
+			spec: wrkSpec{url: fmt.Sprintf("http://127.0.0.1:%d/refresh", s.gwSmallPort), script: refreshLua,
+				env: []string{"BENCH_ROTATE=1", threadsEnv}},
+			pids: gwPids, runEnv: e.takeRotating, countErrors: true},
+		{info: caseInfo{Name: "refresh_norotate", Desc: fmt.Sprintf("the same with `rotate_refresh off`: %d sessions, their tokens presented in turn", e.refreshConns()), CPUOf: "gateway Caddy"},
+			spec: wrkSpec{url: fmt.Sprintf("http://127.0.0.1:%d/refresh", s.gwNoRotatePort), script: refreshLua,
+				env: []string{"BENCH_ROTATE=0", threadsEnv, "BENCH_REFRESH_TOKENS=" + e.staticRefresh}},
+			pids: gwPids, countErrors: true},
 	}
+}
+
+// refreshConns is how many sessions a run of a refresh case uses: two per
+// wrk connection, so that the few a failed request takes out of a thread's
+// pool (see wrk/refresh.lua) leave it enough.
+func (e *e2e) refreshConns() int { return 2 * e.cfg.Conns }
+
+// takeRotating writes refreshConns() refresh tokens not presented yet to a
+// file and returns the refresh script's environment naming it.
+func (e *e2e) takeRotating() ([]string, error) {
+	n := e.refreshConns()
+	if len(e.rotating) < n {
+		return nil, fmt.Errorf("no fresh refresh sessions left for a rotating run")
+	}
+	toks := e.rotating[:n]
+	e.rotating = e.rotating[n:]
+	f, err := os.CreateTemp(e.work, "refresh-rotating-*.txt")
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	if err := writeLines(f.Name(), toks); err != nil {
+		return nil, err
+	}
+	return []string{"BENCH_REFRESH_TOKENS=" + f.Name()}, nil
 }
 
 // rounds runs every case once per round, the starting case rotated by one
@@ -506,6 +588,28 @@ type benchCase struct {
 	info caseInfo
 	spec wrkSpec
 	pids func() []int
+	// runEnv, when set, is called before each wrk run (the warm-up too)
+	// for more of the script's environment: what one run uses up.
+	runEnv func() ([]string, error)
+	// countErrors: a run with failed requests is recorded, its errors
+	// counted in the report, instead of stopping the bench. The refresh
+	// cases: a forked or revoked session answers 400, and that is a
+	// result to show.
+	countErrors bool
+}
+
+// specForRun is c.spec with the environment of one run added.
+func (c benchCase) specForRun() (wrkSpec, error) {
+	if c.runEnv == nil {
+		return c.spec, nil
+	}
+	env, err := c.runEnv()
+	if err != nil {
+		return wrkSpec{}, fmt.Errorf("%s: %w", c.info.Name, err)
+	}
+	s := c.spec
+	s.env = slices.Concat(s.env, env)
+	return s, nil
 }
 
 // measure runs one case: in the first round a warm-up run, then the measured
@@ -514,22 +618,33 @@ type benchCase struct {
 func (e *e2e) measure(c benchCase, round, pos int) (caseResult, error) {
 	cfg := e.cfg
 	if cfg.Warmup > 0 && round == 0 {
-		if _, out, err := runWrk(e.wrk, c.spec, cfg.Threads, cfg.Conns, cfg.Warmup); err != nil {
+		spec, err := c.specForRun()
+		if err != nil {
+			return caseResult{}, err
+		}
+		if _, out, err := runWrk(e.wrk, spec, cfg.Threads, cfg.Conns, cfg.Warmup); err != nil {
 			return caseResult{}, fmt.Errorf("%s warm-up: %w\n%s", c.info.Name, err, out)
 		}
+	}
+	spec, err := c.specForRun()
+	if err != nil {
+		return caseResult{}, err
 	}
 	pids := c.pids()
 	cpu0, up0 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
 	gc0, gcCPU0 := e.ps.gcStats(pids)
-	w, out, err := runWrk(e.wrk, c.spec, cfg.Threads, cfg.Conns, cfg.Duration)
+	w, out, err := runWrk(e.wrk, spec, cfg.Threads, cfg.Conns, cfg.Duration)
 	cpu1, up1 := cpuOf(pids), cpuOf([]int{e.upstream.pid()})
 	gc1, gcCPU1 := e.ps.gcStats(pids)
 	if err != nil {
 		return caseResult{}, fmt.Errorf("%s: %w", c.info.Name, err)
 	}
 	_ = os.WriteFile(filepath.Join(e.logs, fmt.Sprintf("wrk-%s-%s-r%d.txt", e.set.gc.Name, c.info.Name, round)), []byte(out), 0o600)
-	if w.Non2xx > 0 || w.SockErrs > 0 {
-		return caseResult{}, fmt.Errorf("%s: %d non-2xx responses and %d socket errors:\n%s", c.info.Name, w.Non2xx, w.SockErrs, out)
+	if w.Errors() > 0 {
+		if !c.countErrors {
+			return caseResult{}, fmt.Errorf("%s: %d non-2xx responses and %d socket errors:\n%s", c.info.Name, w.Non2xx, w.SockErrs, out)
+		}
+		logf("%s: %d errors (non-2xx %d, socket %d, 200 without a successor %d, starved %d)", c.info.Name, w.Errors(), w.Non2xx, w.SockErrs, w.NoSuccessor, w.Starved)
 	}
 	res := caseResult{Case: c.info.Name, Round: round, Pos: pos, GC: e.set.gc.Name, wrkResult: w, GCs: gc1 - gc0}
 	if w.Requests > 0 {
@@ -571,7 +686,11 @@ const (
 
 // gatewayBlock is the crudauth configuration the targets are about:
 // a valid token, a scope rule, the epoch check and the identity headers.
-func (e *e2e) gatewayBlock(db string) string {
+func (e *e2e) gatewayBlock(db string, extra ...string) string {
+	more := ""
+	for _, x := range extra {
+		more += "\t\t" + x + "\n"
+	}
 	return fmt.Sprintf(`	crudauth {
 		db %s
 		secret %s
@@ -583,8 +702,8 @@ func (e *e2e) gatewayBlock(db string) string {
 		default_scopes api:read
 		grantable_scopes api:read api:write
 		require /api/* api:read
-	}
-`, db, e.secret, benchIssuer, benchAudience)
+%s	}
+`, db, e.secret, benchIssuer, benchAudience, more)
 }
 
 func (e *e2e) startCaddy(name, caddyfile string, env []string, waitPort int) (*proc, error) {
@@ -634,13 +753,14 @@ func (e *e2e) startSet(gc gcSetting) error {
 		return err
 	}
 	s := serverSet{gc: gc}
-	ports := make([]int, 6)
+	ports := make([]int, 7)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return err
 		}
 	}
 	s.authPort, s.plainPort, s.fwdPort, s.gwSmallPort, s.gwBigPort, s.plainAAPort = ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+	s.gwNoRotatePort = ports[6]
 	env := e.goEnv(gc.Env)
 	name := func(base string) string { return base + "-" + gc.Name }
 	// Start everything, then wait for everything: starts overlap.
@@ -661,7 +781,8 @@ func (e *e2e) startSet(gc gcSetting) error {
 	}
 	gw := fmt.Sprintf(caddyGlobal, "off") +
 		site(s.gwSmallPort, e.gatewayBlock(filepath.Join(e.work, "small.db"))+"\treverse_proxy "+up+"\n") +
-		site(s.gwBigPort, e.gatewayBlock(filepath.Join(e.work, "big.db"))+"\treverse_proxy "+up+"\n")
+		site(s.gwBigPort, e.gatewayBlock(filepath.Join(e.work, "big.db"))+"\treverse_proxy "+up+"\n") +
+		site(s.gwNoRotatePort, e.gatewayBlock(filepath.Join(e.work, "small.db"), "rotate_refresh off")+"\treverse_proxy "+up+"\n")
 	if s.gwC, err = e.launchCaddy(name("caddy-gateway"), "caddy-gateway", gw, env); err != nil {
 		return err
 	}
@@ -694,10 +815,14 @@ func (e *e2e) stopSet() {
 	}
 }
 
-// sanity checks that every case answers as it should before timing it.
-func (e *e2e) sanity(tok, refreshTok string) error {
+// sanity checks that every case answers as it should before timing it:
+// 200 for the token (and the first token of each list) every case sends,
+// 401 without one or with a forged one, and for the refresh sites a
+// refresh that rotates (setting is the index of the GC setting, whose own
+// session it spends) and one that does not.
+func (e *e2e) sanity(setting int, smallFresh, bigFresh string) error {
 	c := httpClient(2)
-	check := func(method, url, auth, body, ctype string, want int) error {
+	call := func(method, url, auth, body, ctype string, want int) ([]byte, error) {
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))
 		if auth != "" {
 			req.Header.Set("Authorization", "Bearer "+auth)
@@ -707,16 +832,23 @@ func (e *e2e) sanity(tok, refreshTok string) error {
 		}
 		resp, err := c.Do(req)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != want {
-			return fmt.Errorf("%s %s: status %d, want %d: %s", method, url, resp.StatusCode, want, b)
+			return b, fmt.Errorf("%s %s: status %d, want %d: %s", method, url, resp.StatusCode, want, b)
 		}
-		return nil
+		return b, nil
 	}
 	u := func(port int, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", port, path) }
+	tok := e.oneToken
+	static, err := os.ReadFile(e.staticRefresh)
+	if err != nil {
+		return err
+	}
+	staticTok, _, _ := strings.Cut(string(static), "\n")
+	refreshBody := func(t string) string { return `{"refresh_token":"` + t + `"}` }
 	for _, t := range []struct {
 		method, url, auth, body, ctype string
 		want                           int
@@ -724,22 +856,48 @@ func (e *e2e) sanity(tok, refreshTok string) error {
 		{"GET", u(e.set.plainPort, "/api/items"), "", "", "", 200},
 		{"GET", u(e.set.plainAAPort, "/api/items"), "", "", "", 200},
 		{"GET", u(e.set.gwSmallPort, "/api/items"), tok, "", "", 200},
+		{"GET", u(e.set.gwSmallPort, "/api/items"), smallFresh, "", "", 200},
+		{"GET", u(e.set.gwBigPort, "/api/items"), bigFresh, "", "", 200},
 		{"GET", u(e.set.gwSmallPort, "/api/items"), "", "", "", 401},
 		{"GET", u(e.set.gwSmallPort, "/api/items"), tok[:len(tok)-4] + "AAAA", "", "", 401},
 		{"GET", u(e.set.fwdPort, "/api/items"), tok, "", "", 200},
 		{"GET", u(e.set.fwdPort, "/api/items"), "", "", "", 401},
-		{"POST", u(e.set.gwSmallPort, "/refresh"), "", `{"refresh_token":"` + refreshTok + `"}`, "application/json", 200},
+		{"POST", u(e.set.gwNoRotatePort, "/refresh"), "", refreshBody(staticTok), "application/json", 200},
+		{"POST", u(e.set.gwNoRotatePort, "/refresh"), "", refreshBody(staticTok), "application/json", 200},
 	} {
-		if err := check(t.method, t.url, t.auth, t.body, t.ctype, t.want); err != nil {
+		if _, err := call(t.method, t.url, t.auth, t.body, t.ctype, t.want); err != nil {
 			return fmt.Errorf("sanity check: %w", err)
 		}
+	}
+	// Rotation: the successor works, and so does the access token that
+	// came with it (it carries the session's sid).
+	if setting >= len(e.sanityRotate) {
+		return fmt.Errorf("sanity check: no refresh session left for GC setting %d", setting)
+	}
+	rt := e.sanityRotate[setting]
+	for step := range 2 {
+		b, err := call("POST", u(e.set.gwSmallPort, "/refresh"), "", refreshBody(rt), "application/json", 200)
+		if err != nil {
+			return fmt.Errorf("sanity check, refresh %d: %w", step+1, err)
+		}
+		var r struct {
+			AccessToken  string `json:"access_token"`
+			RefreshToken string `json:"refresh_token"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil || r.RefreshToken == "" || r.RefreshToken == rt {
+			return fmt.Errorf("sanity check, refresh %d: no new refresh_token in %s (rotation is off?)", step+1, b)
+		}
+		if _, err := call("GET", u(e.set.gwSmallPort, "/api/items"), r.AccessToken, "", "", 200); err != nil {
+			return fmt.Errorf("sanity check, access token of refresh %d: %w", step+1, err)
+		}
+		rt = r.RefreshToken
 	}
 	return nil
 }
 
 // memory runs a fresh gateway process on db and sends it MemTokens
 // requests, each with a new token for the next of users.
-func (e *e2e) memory(m *token.Manager, db string, users []string) (memResult, error) {
+func (e *e2e) memory(m *token.Manager, db string, users, sids []string) (memResult, error) {
 	cfg := e.cfg
 	port, err := freePort()
 	if err != nil {
@@ -758,7 +916,7 @@ func (e *e2e) memory(m *token.Manager, db string, users []string) (memResult, er
 	}
 	defer e.ps.stop(p)
 	logf("memory: %d distinct tokens over %d users (%s)", cfg.MemTokens, min(cfg.MemTokens, int64(len(users))), db)
-	res, err := memLoad(fmt.Sprintf("http://127.0.0.1:%d", port), m, users, cfg.MemTokens, cfg.MemConns, p.pid(), "http://"+admin)
+	res, err := memLoad(fmt.Sprintf("http://127.0.0.1:%d", port), m, users, sids, cfg.MemTokens, cfg.MemConns, p.pid(), "http://"+admin)
 	res.DB = db
 	logf("memory: RSS %d -> peak %d KiB (anon %d -> %d) in %.0fs", res.Before.VmRSS, res.Peak.VmRSS,
 		res.Before.RssAnon, res.Peak.RssAnon, res.Seconds)

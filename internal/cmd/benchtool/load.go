@@ -206,14 +206,15 @@ type memSample struct {
 }
 
 // memLoad sends n requests, each with a token minted just before it for
-// users[(i*stride) % len(users)], so that tokens (and, up to len(users),
-// users) are all distinct, and samples pid's memory as it goes.
-func memLoad(base string, m *token.Manager, users []string, n int64, conns, pid int, adminURL string) (memResult, error) {
+// users[(i*stride) % len(users)] and that user's session in sids, so that
+// tokens (and, up to len(users), users) are all distinct, and samples pid's
+// memory as it goes.
+func memLoad(base string, m *token.Manager, users, sids []string, n int64, conns, pid int, adminURL string) (memResult, error) {
 	c := httpClient(conns)
 	defer c.CloseIdleConnections()
 	res := memResult{Tokens: n, DistinctIDs: min(n, int64(len(users)))}
 	// warm: one token, enough requests to size pools and buffers
-	one, _, err := m.IssueAccess(token.Subject{UserID: users[0], Scopes: scope.MustNew("api:read")})
+	one, _, err := m.IssueAccess(token.Subject{UserID: users[0], SessionID: sids[0], Scopes: scope.MustNew("api:read")})
 	if err != nil {
 		return res, err
 	}
@@ -264,7 +265,7 @@ func memLoad(base string, m *token.Manager, users []string, n int64, conns, pid 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := pipeline(hostport, m, users, n, &next, stride); err != nil {
+			if err := pipeline(hostport, m, users, sids, n, &next, stride); err != nil {
 				errs.Add(1)
 				firstErr.CompareAndSwap(nil, err)
 			}
@@ -287,7 +288,7 @@ func memLoad(base string, m *token.Manager, users []string, n int64, conns, pid 
 // (HTTP/1.1 pipelining: Go's client does not pipeline, and one round trip
 // per request would make the client, not the gateway, the bottleneck). Each
 // request carries a token minted just before it.
-func pipeline(hostport string, m *token.Manager, users []string, n int64, next *atomic.Int64, stride int64) error {
+func pipeline(hostport string, m *token.Manager, users, sids []string, n int64, next *atomic.Int64, stride int64) error {
 	const depth = 16
 	conn, err := net.Dial("tcp", hostport)
 	if err != nil {
@@ -304,8 +305,8 @@ func pipeline(hostport string, m *token.Manager, users []string, n int64, next *
 			if i >= n {
 				break
 			}
-			u := users[(i*stride)%int64(len(users))]
-			tok, _, err := m.IssueAccess(token.Subject{UserID: u, Scopes: sc})
+			k := (i * stride) % int64(len(users))
+			tok, _, err := m.IssueAccess(token.Subject{UserID: users[k], SessionID: sids[k], Scopes: sc})
 			if err != nil {
 				return err
 			}

@@ -403,8 +403,31 @@ func render(in reportInput) string {
 	add(target{what: fmt.Sprintf("resident memory (VmRSS) over %d distinct tokens for %d distinct users", e.MemUsers.Tokens, e.MemUsers.DistinctIDs), goal: "grows < 50 MB",
 		measured: fmt.Sprintf("%+.1f MB: anonymous (heap, caches) %+.1f MB, file-backed (the bbolt mmap) %+.1f MB", usersGrowMB, usersAnonMB, usersFileMB),
 		ok:       usersGrowMB < 50, doc: "memory-distinct-users"})
+	// A refresh that fails (a 400 from a forked or revoked session, a
+	// chain the load generator lost) is fast and would flatter the
+	// throughput: a run with any does not meet the target.
+	refreshFailures := func(name string) (string, bool) {
+		var bad, all int64
+		for _, r := range head {
+			if r.Case == name {
+				bad += r.Errors()
+				all += r.Requests
+			}
+		}
+		return fmt.Sprintf("; failed requests %d of %d", bad, all), bad == 0
+	}
 	m, v, a = ratioFig("refresh", "plain", rps)
-	add(target{what: "/refresh throughput", goal: "≥ 1.0 × plain reverse_proxy", measured: m, alt: a, ok: v >= 1.0, doc: "refresh-throughput"})
+	fails, clean := refreshFailures("refresh")
+	add(target{what: "/refresh throughput with rotation (each refresh a durable, group-committed write)", goal: "≥ 0.5 × plain reverse_proxy, no failed refresh",
+		measured: m + fails, alt: a, ok: v >= 0.5 && clean, doc: "refresh-throughput-with-rotation"})
+	m, _, a = ratioFig("refresh", "plain", p99)
+	add(target{what: "/refresh p99 latency with rotation, ratio to plain reverse_proxy (reported, no target)", goal: "—",
+		measured: fmt.Sprintf("%s; median p99 %.2f ms (plain %.2f ms)", m, median(caseValues(head, "refresh", p99))/1000, median(caseValues(head, "plain", p99))/1000),
+		alt:      a, ok: true})
+	m, v, a = ratioFig("refresh_norotate", "plain", rps)
+	fails, clean = refreshFailures("refresh_norotate")
+	add(target{what: "/refresh throughput, `rotate_refresh off`", goal: "≥ 1.0 × plain reverse_proxy, no failed refresh",
+		measured: m + fails, alt: a, ok: v >= 1.0 && clean, doc: "refresh-throughput"})
 	loginsMeasured := func(xs []float64) string {
 		return fmt.Sprintf("%.2f (rounds: %s); cap %d, one argon2.IDKey per round %s ms → %s logins/s", median(xs), fmtList(xs, "%.2f"),
 			e.HashCap, fmtList(e.FloodHashMs, "%.1f"), fmtList(capsOf(e.FloodHashMs, e.HashCap), "%.1f"))
@@ -455,7 +478,7 @@ func render(in reportInput) string {
 	p("## End-to-end (wrk)\n\n")
 	p("%d rounds per GC setting; each case once per round for %s with `wrk -t%d -c%d --latency`, the starting case rotated by one each round, an unrecorded %s warm-up before a case's first round. Each compared configuration is its own process; CPU is utime+stime from `/proc/<pid>/stat` per completed request; GC from `GODEBUG=gctrace=1`.\n\n",
 		cfg.Rounds, cfg.Duration, cfg.Threads, cfg.Conns, cfg.Warmup)
-	p("| case | median req/s | ratio to plain | ratio, default GC | median p99 | p99 ratio | p99 ratio, default GC | CPU µs/req | of which GC | GC cycles/s | GC cycles/s, default GC | upstream CPU µs/req |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| case | median req/s | ratio to plain | ratio, default GC | median p99 | p99 ratio | p99 ratio, default GC | CPU µs/req | of which GC | GC cycles/s | GC cycles/s, default GC | upstream CPU µs/req | failed requests, all rounds |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	gcRate := func(r caseResult) float64 { return float64(r.GCs) / cfg.Duration.Seconds() }
 	for _, c := range e.Cases {
 		base := "plain"
@@ -468,21 +491,27 @@ func render(in reportInput) string {
 			altP = fmt.Sprintf("%.2f", median(ratioOf(alt, c.Name, base, p99)))
 			altGC = fmt.Sprintf("%.1f", median(caseValues(alt, c.Name, gcRate)))
 		}
-		p("| `%s`: %s | %.0f | %.3f (vs `%s`) | %s | %.2f ms | %.2f | %s | %.1f | %.1f | %.1f | %s | %.1f |\n", c.Name, c.Desc,
+		var failed int64
+		for _, r := range e.Runs {
+			if r.Case == c.Name {
+				failed += r.Errors()
+			}
+		}
+		p("| `%s`: %s | %.0f | %.3f (vs `%s`) | %s | %.2f ms | %.2f | %s | %.1f | %.1f | %.1f | %s | %.1f | %d |\n", c.Name, c.Desc,
 			median(caseValues(head, c.Name, rps)), median(ratioOf(head, c.Name, base, rps)), base, altR,
 			median(caseValues(head, c.Name, p99))/1000, median(ratioOf(head, c.Name, base, p99)), altP,
 			median(caseValues(head, c.Name, cpu)), median(caseValues(head, c.Name, gcUs)),
 			median(caseValues(head, c.Name, gcRate)), altGC,
-			median(caseValues(head, c.Name, func(r caseResult) float64 { return r.UpstreamUs })))
+			median(caseValues(head, c.Name, func(r caseResult) float64 { return r.UpstreamUs })), failed)
 	}
 	p("\nFresh-token cases: %d tokens cycling against a verified-token cache of %d; `gateway_fresh_big` spreads them over %d users of the %s database against an AuthState cache of %d.\n\n",
 		cfg.ListLen, token.DefaultCacheSize, min(cfg.ListLen, cfg.BigUsers), bigName, bolt.DefaultCacheSize)
 
-	p("<details><summary>Every run</summary>\n\n| GC | round | pos | case | req/s | p50 | p99 | CPU µs/req | GC cycles | requests |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	p("<details><summary>Every run</summary>\n\n| GC | round | pos | case | req/s | p50 | p99 | CPU µs/req | GC cycles | requests | failed |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range e.Runs {
-		p("| %s | %d | %d | %s | %.0f | %.2f ms | %.2f ms | %.1f | %d | %d |\n", r.GC, r.Round+1, r.Pos+1, r.Case, r.RPS, r.P50us/1000, r.P99us/1000, r.CPUus, r.GCs, r.Requests)
+		p("| %s | %d | %d | %s | %.0f | %.2f ms | %.2f ms | %.1f | %d | %d | %d |\n", r.GC, r.Round+1, r.Pos+1, r.Case, r.RPS, r.P50us/1000, r.P99us/1000, r.CPUus, r.GCs, r.Requests, r.Errors())
 	}
-	p("\n</details>\n\n")
+	p("\n</details>\n\nFailed requests: non-2xx answers and socket errors as wrk counts them, and for the refresh cases 200s that carried no successor and requests sent with no token left (`wrk/refresh.lua`).\n\n")
 
 	// --- logins
 	p("## Logins and the login flood\n\n")
@@ -515,10 +544,10 @@ func render(in reportInput) string {
 	p("\nSerial logins (one at a time), alternating between the %d-user and the %s database: medians %.1f ms and %.1f ms.\n\n", cfg.SmallUsers, bigName, median(e.LoginSmallMs), median(e.LoginBigMs))
 
 	// --- databases
-	p("## Databases\n\n| database | users | how filled | single-user CreateUser | whole fill | file |\n|---|---|---|---|---|---|\n")
+	p("## Databases\n\n| database | users | how filled | single-user CreateUser | whole fill | file | sessions (`CreateSession`, one per user, and on the small one the refresh cases') |\n|---|---|---|---|---|---|---|\n")
 	for _, k := range []string{"small", "big"} {
 		f := e.Fill[k]
-		p("| %s | %d | %s | %.1f ms/user (the last %d users, into the filled database) | %.1f s | %.0f MB |\n", k, f.Users, fillMethod(f.Method), f.CreateUserMs, f.SingleUsers, f.Seconds, f.FileMB)
+		p("| %s | %d | %s | %.1f ms/user (the last %d users, into the filled database) | %.1f s | %.0f MB | %d in %.1f s |\n", k, f.Users, fillMethod(f.Method), f.CreateUserMs, f.SingleUsers, f.Seconds, f.FileMB, f.Sessions, f.SessionSeconds)
 	}
 	if f := e.Fill["big"]; f.CreateUserMs > 0 {
 		p("\nAt the single-user rate, %d users through `CreateUser` would take about %.0f minutes.\n", f.Users, f.CreateUserMs*float64(f.Users)/60000)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +106,92 @@ func TestGCSettingsOverrideInherited(t *testing.T) {
 		if last["GOGC"] != want[0] || last["GOMEMLIMIT"] != want[1] {
 			t.Errorf("%s: GOGC=%s GOMEMLIMIT=%s, want %s %s", gc.Name, last["GOGC"], last["GOMEMLIMIT"], want[0], want[1])
 		}
+	}
+}
+
+// refreshRuns makes three rounds of plain and the two refresh cases under
+// the GC setting gc: the rotating case at ratio × plain's requests per
+// second with failed requests in its second round, the case without
+// rotation at 1.2 × plain.
+func refreshRuns(gc string, ratio float64, failed int64) []caseResult {
+	var out []caseResult
+	for r := range 3 {
+		rot := caseResult{Case: "refresh", Round: r, GC: gc, wrkResult: wrkResult{RPS: 10000 * ratio, P99us: 3000, Requests: int64(20000 * ratio)}}
+		if r == 1 {
+			rot.Non2xx = failed
+		}
+		out = append(out,
+			caseResult{Case: "plain", Round: r, GC: gc, wrkResult: wrkResult{RPS: 10000, P99us: 1000, Requests: 20000}},
+			rot,
+			caseResult{Case: "refresh_norotate", Round: r, GC: gc, wrkResult: wrkResult{RPS: 12000, P99us: 1000, Requests: 24000}})
+	}
+	return out
+}
+
+// TestReportRefreshRotation: the rotating /refresh is judged against 0.5 ×
+// plain and reported with its p99; a run in which refreshes failed (a
+// forked or revoked session answers a fast 400) does not meet the target
+// whatever its throughput; the case without rotation keeps its own row.
+func TestReportRefreshRotation(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ratio   float64
+		failed  int64
+		verdict string
+	}{
+		{"met", 0.6, 0, "**met**"},
+		{"too slow", 0.4, 0, "**not met**"},
+		{"failed refreshes", 0.9, 7, "**not met**"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e2eResult{
+				Config:   e2eConfig{Mode: "quick", Rounds: 3, Duration: 2 * time.Second},
+				Finished: time.Now(),
+				GC:       gcSettings("300MiB"),
+				Cases:    []caseInfo{{Name: "plain"}, {Name: "refresh"}, {Name: "refresh_norotate"}},
+				Runs:     refreshRuns("limit", tc.ratio, tc.failed),
+			}
+			report := render(reportInput{e2e: e, mode: "quick", machine: map[string]string{}})
+			row := targetRow(t, report, "/refresh throughput with rotation (each refresh a durable, group-committed write)")
+			if row[1] != "≥ 0.5 × plain reverse_proxy, no failed refresh" {
+				t.Errorf("goal %q", row[1])
+			}
+			want := fmt.Sprintf("%.3f", tc.ratio)
+			if !strings.HasPrefix(row[2], want) || row[3] != tc.verdict {
+				t.Errorf("cell %q, verdict %q; want %s..., %s", row[2], row[3], want, tc.verdict)
+			}
+			if !strings.Contains(row[2], fmt.Sprintf("failed requests %d of", tc.failed)) {
+				t.Errorf("cell %q does not count the %d failed requests", row[2], tc.failed)
+			}
+			p := targetRow(t, report, "/refresh p99 latency with rotation, ratio to plain reverse_proxy (reported, no target)")
+			if !strings.HasPrefix(p[2], "3.000") || !strings.Contains(p[2], "median p99 3.00 ms") {
+				t.Errorf("p99 cell %q, want 3.000 and 3.00 ms", p[2])
+			}
+			off := targetRow(t, report, "/refresh throughput, `rotate_refresh off`")
+			if !strings.HasPrefix(off[2], "1.200") || off[3] != "**met**" {
+				t.Errorf("rotation-off cell %q, verdict %q; want 1.200, met", off[2], off[3])
+			}
+		})
+	}
+}
+
+// TestParseWrkRefreshChains: the refresh script's summary line is read, and
+// its broken chains count as failed requests.
+func TestParseWrkRefreshChains(t *testing.T) {
+	out := `Running 2s test @ http://127.0.0.1:1/refresh
+  Latency Distribution
+     50%    1.00ms
+     99%    5.00ms
+  1000 requests in 2.00s, 1.00MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:    500.00
+refresh chains: non-200 3, 200 without a successor 2, starved 1
+`
+	r, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Non2xx != 3 || r.NoSuccessor != 2 || r.Starved != 1 || r.Errors() != 6 {
+		t.Errorf("got non-2xx %d, no successor %d, starved %d, errors %d; want 3, 2, 1, 6", r.Non2xx, r.NoSuccessor, r.Starved, r.Errors())
 	}
 }

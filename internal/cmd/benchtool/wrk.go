@@ -20,7 +20,16 @@ type wrkResult struct {
 	P99us    float64 `json:"p99_us"`
 	Non2xx   int64   `json:"non2xx"`
 	SockErrs int64   `json:"socket_errors"`
+	// From the refresh script (wrk/refresh.lua): 200s that carried no
+	// successor although rotation is on, and requests sent with no token
+	// left in the thread's pool. Each is a broken chain.
+	NoSuccessor int64 `json:"no_successor,omitempty"`
+	Starved     int64 `json:"starved,omitempty"`
 }
+
+// Errors is every request of the run that did not do what it should: a
+// non-2xx answer, a socket error, a broken refresh chain.
+func (r wrkResult) Errors() int64 { return r.Non2xx + r.SockErrs + r.NoSuccessor + r.Starved }
 
 type wrkSpec struct {
 	url     string
@@ -51,6 +60,9 @@ func (s wrkSpec) commandLine(threads, conns int, d time.Duration) string {
 		}
 		if k == "BENCH_TOKENS" {
 			v = "<token list>"
+		}
+		if k == "BENCH_REFRESH_TOKENS" {
+			v = "<refresh token list, one session each>"
 		}
 		fmt.Fprintf(&b, "%s=%s ", k, v)
 	}
@@ -85,6 +97,7 @@ var (
 	reLat    = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$`)
 	reNon2xx = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	reSock   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	reChains = regexp.MustCompile(`refresh chains: non-200 (\d+), 200 without a successor (\d+), starved (\d+)`)
 )
 
 func unitSeconds(v float64, unit string) float64 {
@@ -128,6 +141,10 @@ func parseWrk(out string) (wrkResult, error) {
 			n, _ := strconv.ParseInt(s, 10, 64)
 			r.SockErrs += n
 		}
+	}
+	if m := reChains.FindStringSubmatch(out); m != nil {
+		r.NoSuccessor, _ = strconv.ParseInt(m[2], 10, 64)
+		r.Starved, _ = strconv.ParseInt(m[3], 10, 64)
 	}
 	if r.P99us == 0 {
 		return r, fmt.Errorf("no latency distribution in wrk output:\n%s", out)

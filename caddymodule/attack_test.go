@@ -801,7 +801,7 @@ func TestAttackCookieMode(t *testing.T) {
 		if c == nil {
 			t.Fatal("no refresh cookie")
 		}
-		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" ||
+		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/refresh" ||
 			c.Domain != "" || c.MaxAge <= 0 || !strings.HasPrefix(c.Name, "__Secure-") {
 			t.Errorf("cookie attributes: %+v", c)
 		}

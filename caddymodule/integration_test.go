@@ -105,8 +105,8 @@ func TestIntegrationRecipeBodyMode(t *testing.T) {
 }
 
 // TestIntegrationRecipeCookieMode covers the default refresh mode: the
-// refresh token in an HttpOnly cookie scoped to / (the deepest path that
-// holds /refresh and /logout, which both read it), the origin checks
+// refresh token in an HttpOnly cookie scoped to /refresh (and the same
+// token in the logout cookie scoped to /logout), the origin checks
 // that make that safe, and the cookie never reaching the backend.
 func TestIntegrationRecipeCookieMode(t *testing.T) {
 	g := startGateway(t, gwConfig{auth: `
@@ -125,11 +125,11 @@ func TestIntegrationRecipeCookieMode(t *testing.T) {
 		if c == nil {
 			t.Fatalf("no refresh cookie in %q", lr.resp.header.Values("Set-Cookie"))
 		}
-		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" ||
+		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/refresh" ||
 			c.MaxAge < 2592000-5 || c.MaxAge > 2592000 || c.Domain != "" {
 			t.Errorf("cookie attributes: %q", lr.resp.header.Values("Set-Cookie"))
 		}
-		wantLegacyCookieCleared(t, lr.resp)
+		wantLogoutCookie(t, lr.resp, c)
 	})
 
 	t.Run("refresh with the cookie", func(t *testing.T) {
@@ -140,11 +140,11 @@ func TestIntegrationRecipeCookieMode(t *testing.T) {
 		// attributes.
 		var next *http.Cookie
 		for _, line := range r.header.Values("Set-Cookie") {
-			if c, err := http.ParseSetCookie(line); err == nil && c.Path == "/" {
+			if c, err := http.ParseSetCookie(line); err == nil && c.Name == DefaultCookieName {
 				next = c
 			}
 		}
-		if next == nil || next.Name != DefaultCookieName || next.Value == "" || next.Value == lr.refresh ||
+		if next == nil || next.Path != "/refresh" || next.Value == "" || next.Value == lr.refresh ||
 			!next.HttpOnly || !next.Secure || next.SameSite != http.SameSiteStrictMode || next.MaxAge <= 0 {
 			t.Errorf("refresh did not rotate the cookie: %q", r.header.Values("Set-Cookie"))
 		}
@@ -1007,16 +1007,21 @@ func TestIntegrationOAuth2Client(t *testing.T) {
 	get(nt)
 }
 
-// wantLegacyCookieCleared checks that a response setting the refresh cookie
-// at / also clears one an earlier version set at /refresh: browsers would
-// send both, and two refresh cookies are refused.
-func wantLegacyCookieCleared(t *testing.T, r *response) {
+// wantLogoutCookie checks that a response setting the refresh cookie rc
+// also sets the logout cookie: the same token and attributes, scoped to
+// /logout.
+func wantLogoutCookie(t *testing.T, r *response, rc *http.Cookie) {
 	t.Helper()
 	for _, line := range r.header.Values("Set-Cookie") {
-		if c, err := http.ParseSetCookie(line); err == nil && c.Name == DefaultCookieName && c.Path == "/refresh" &&
-			c.MaxAge < 0 && c.Value == "" {
-			return
+		c, err := http.ParseSetCookie(line)
+		if err != nil || c.Name != DefaultCookieName+"_logout" {
+			continue
 		}
+		if c.Path != "/logout" || c.Value != rc.Value || !c.HttpOnly || !c.Secure || c.SameSite != rc.SameSite ||
+			c.MaxAge != rc.MaxAge || c.Domain != "" {
+			t.Errorf("logout cookie %q, refresh cookie %+v", line, rc)
+		}
+		return
 	}
-	t.Errorf("the cookie at /refresh is not cleared: %q", r.header.Values("Set-Cookie"))
+	t.Errorf("no logout cookie: %q", r.header.Values("Set-Cookie"))
 }

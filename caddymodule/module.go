@@ -414,7 +414,7 @@ func (h *Handler) checkStatic() error {
 	if err := h.checkHostile(); err != nil {
 		return err
 	}
-	if err := checkCookieName(h.CookieName, h.cookiePath()); err != nil {
+	if err := checkCookieName(h.CookieName, h.RefreshPath); err != nil {
 		return fmt.Errorf("cookie_name: %w", err)
 	}
 	if err := h.checkCookieSameSite(); err != nil {
@@ -500,6 +500,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// The refresh token is the gateway's own business.
 	stripCookie(r, h.CookieName)
+	stripCookie(r, h.logoutCookieName())
 
 	// A browser sends a CORS preflight without credentials, so it can carry
 	// no token; it goes on without one, and without identity (cors.go).

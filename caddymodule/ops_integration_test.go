@@ -491,7 +491,7 @@ func TestIntegrationPasswordEndpoint(t *testing.T) {
 			cookie = c
 		}
 	}
-	if cookie == nil || !cookie.HttpOnly || !cookie.Secure || cookie.Path != "/" {
+	if cookie == nil || !cookie.HttpOnly || !cookie.Secure || cookie.Path != "/refresh" {
 		t.Errorf("no proper refresh cookie: %q", r.header.Values("Set-Cookie"))
 	}
 	g.backend.wantNone(t)

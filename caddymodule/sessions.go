@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,8 +103,10 @@ func (h *Handler) checkSessions() error {
 // checkSessionPath checks the form of an endpoint path: the Caddyfile
 // refuses a bad one at its line, Validate again for JSON configs.
 func checkSessionPath(name, p string) error {
-	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") || p != "/" && strings.HasSuffix(p, "/") {
-		return fmt.Errorf("%s: %q must be an absolute path without query, wildcard or trailing slash", name, p)
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") || strings.HasSuffix(p, "/") {
+		// "/" itself included: sessions_path / would take every path
+		// starting with // from the backend.
+		return fmt.Errorf("%s: %q must be an absolute path other than /, without query, wildcard or trailing slash", name, p)
 	}
 	return nil
 }
@@ -165,31 +167,39 @@ func (s *SessionSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error
 var sessionSubdirectives = []string{"rotate_refresh", "refresh_reuse_grace", "refresh_sliding", "max_sessions",
 	"logout_path", "sessions_path"}
 
-// cookiePath is the Path of the refresh cookie: the deepest directory that
-// holds both the refresh and the logout endpoint, which both read it (with
-// the defaults, /). The cookie is removed from every request the gateway
-// passes on, so a wider path never shows it to a backend.
-func (h *Handler) cookiePath() string {
-	a, b := h.RefreshPath, h.LogoutPath
-	if a == b || b == "" {
-		return a
+// The refresh token travels in two cookies in cookie mode, both HttpOnly,
+// Secure and of the same SameSite: the refresh cookie, scoped to
+// refresh_path as it always was, and the logout cookie, the same token
+// scoped to logout_path, so that a logout reads it without the refresh
+// cookie being sent to every path of the host (a cookie at / would reach
+// every route and every other service on the host that is not behind the
+// gateway). Any generation of a session's refresh token ends the session,
+// so the logout cookie needs no rotation of its own; it is replaced with
+// the refresh cookie all the same, so that it never outlives it.
+
+// logoutCookieName is the logout cookie's name: cookie_name with
+// "_logout" added. A __Host- cookie must have Path=/, so under a
+// __Host- name the logout cookie takes the __Secure- prefix.
+func (h *Handler) logoutCookieName() string {
+	if rest, ok := strings.CutPrefix(h.CookieName, "__Host-"); ok {
+		return "__Secure-" + rest + "_logout"
 	}
-	for !strings.HasPrefix(b, strings.TrimSuffix(a, "/")+"/") {
-		if a == "/" {
-			return a
-		}
-		a = path.Dir(a)
-	}
-	return a
+	return h.CookieName + "_logout"
 }
 
-// refreshCookieValue is the refresh cookie carrying value until expires;
-// an empty value with a zero time clears it (Max-Age=0).
-func (h *Handler) refreshCookieValue(value string, expires time.Time) *http.Cookie {
+// hasLogoutCookie reports whether the logout cookie is set: there is a
+// logout path the refresh cookie does not reach.
+func (h *Handler) hasLogoutCookie() bool {
+	return h.LogoutPath != "" && h.LogoutPath != h.RefreshPath
+}
+
+// tokenCookie is one of the two cookies carrying value until expires; an
+// empty value clears it (Max-Age=0).
+func (h *Handler) tokenCookie(name, path, value string, expires time.Time) *http.Cookie {
 	c := &http.Cookie{
-		Name:     h.CookieName,
+		Name:     name,
 		Value:    value,
-		Path:     h.cookiePath(),
+		Path:     path,
 		HttpOnly: true,
 		Secure:   true,
 		SameSite: h.sameSiteMode(),
@@ -202,16 +212,12 @@ func (h *Handler) refreshCookieValue(value string, expires time.Time) *http.Cook
 }
 
 // setRefreshCookie sets (or, with an empty value, clears) the refresh
-// cookie. Where the cookie's path is not refresh_path, a cookie set by an
-// earlier version at refresh_path is cleared too: browsers would send
-// both, and two refresh cookies are refused.
+// cookie and the logout cookie.
 func (h *Handler) setRefreshCookie(w http.ResponseWriter, value string, expires time.Time) {
-	if h.cookiePath() != h.RefreshPath {
-		old := h.refreshCookieValue("", time.Time{})
-		old.Path = h.RefreshPath
-		http.SetCookie(w, old)
+	http.SetCookie(w, h.tokenCookie(h.CookieName, h.RefreshPath, value, expires))
+	if h.hasLogoutCookie() {
+		http.SetCookie(w, h.tokenCookie(h.logoutCookieName(), h.LogoutPath, value, expires))
 	}
-	http.SetCookie(w, h.refreshCookieValue(value, expires))
 }
 
 // serveLogout handles POST logout_path: it ends the session of the refresh
@@ -245,11 +251,21 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	tok, oerr := h.refreshCookie(r)
-	if oerr != nil {
-		return h.writeError(w, r, oerr)
+	// Every token the cookies carry: a cookie planted by a sibling
+	// subdomain beside the user's own must not keep the user's session
+	// alive after they pressed "sign out", and ending the planter's own
+	// session harms no one.
+	var toks []string
+	if h.Refresh == RefreshModeCookie {
+		for _, name := range []string{h.logoutCookieName(), h.CookieName} {
+			for _, c := range r.CookiesNamed(name) {
+				if c.Value != "" && !slices.Contains(toks, c.Value) {
+					toks = append(toks, c.Value)
+				}
+			}
+		}
 	}
-	if tok == "" && r.ContentLength != 0 {
+	if len(toks) == 0 && r.ContentLength != 0 {
 		mt, oerr := bodyMediaType(r)
 		if oerr != nil {
 			return h.writeError(w, r, oerr)
@@ -261,20 +277,38 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		if oerr != nil {
 			return h.writeError(w, r, oerr)
 		}
-		if tok, oerr = parseRefreshBody(body); oerr != nil {
+		tok, oerr := parseRefreshBody(body)
+		if oerr != nil {
 			return h.writeError(w, r, oerr)
 		}
+		if tok != "" {
+			toks = append(toks, tok)
+		}
 	}
-	if tok == "" {
+	if len(toks) == 0 {
 		if h.Refresh == RefreshModeCookie {
-			// No cookie: nothing to end, and the cookie is cleared.
+			// No cookie: nothing to end, and the cookies are cleared.
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
 		return h.writeError(w, r, badRequest("invalid_request", "no refresh token: send a JSON body with refresh_token"))
 	}
-	if err := h.auth.Logout(r.Context(), tok, cl); err != nil {
-		return h.writeError(w, r, h.oauthError(err))
+	var refused error
+	ended := 0
+	for _, tok := range toks {
+		err := h.auth.Logout(r.Context(), tok, cl)
+		var ae *auth.Error
+		switch {
+		case err == nil:
+			ended++
+		case errors.As(err, &ae) && ae.Code == auth.CodeInvalidGrant:
+			refused = err
+		default:
+			return h.writeError(w, r, h.oauthError(err))
+		}
+	}
+	if ended == 0 {
+		return h.writeError(w, r, h.oauthError(refused))
 	}
 	logoutsTotal.WithLabelValues("session").Inc()
 	w.WriteHeader(http.StatusNoContent)

@@ -211,3 +211,31 @@ func TestAttackSessionForgedSID(t *testing.T) {
 	wantLive(t, g, accessOf(t, g.refreshJSON(t, la.refresh)))
 	wantLive(t, g, accessOf(t, g.refreshJSON(t, lb.refresh)))
 }
+
+// TestAttackSessionLogoutWithPlantedCookie: a sibling subdomain planted
+// its own logout and refresh cookies beside the user's. The user's logout
+// must still end the user's session: every token the cookies carry is
+// ended, the planter's own session included, which harms no one.
+func TestAttackSessionLogoutWithPlantedCookie(t *testing.T) {
+	t.Setenv("CRUDAUTH_ATTACK_SECRET", attackSecret)
+	g := startGateway(t, gwConfig{auth: strings.Replace(attackAuth, "refresh body", "refresh cookie", 1) + "\n\t\t" + sessionAttackAuth})
+	g.addUser(t, "alice", nil)
+	g.addUser(t, "mallory", nil)
+	victim := g.mustLogin(t, "alice", "")
+	planted := g.mustLogin(t, "mallory", "")
+
+	cookie := DefaultCookieName + "_logout=" + planted.refresh + "; " + DefaultCookieName + "_logout=" + victim.refresh +
+		"; " + DefaultCookieName + "=" + planted.refresh
+	r := g.do(t, http.MethodPost, "/logout", nil, "Cookie", cookie, "Origin", gatewayURL)
+	wantStatus(t, r, http.StatusNoContent)
+	wantCookieCleared(t, r)
+	wantRevoked(t, g, victim.access)
+	wantOAuthError(t, g.refreshCookie(t, victim.refresh), http.StatusBadRequest, "invalid_grant")
+	// A garbage value beside a real token does not stop the logout either.
+	again := g.mustLogin(t, "alice", "")
+	r = g.do(t, http.MethodPost, "/logout", nil, "Cookie",
+		DefaultCookieName+"_logout=not.a.token; "+DefaultCookieName+"_logout="+again.refresh, "Origin", gatewayURL)
+	wantStatus(t, r, http.StatusNoContent)
+	wantRevoked(t, g, again.access)
+	g.backend.wantNone(t)
+}

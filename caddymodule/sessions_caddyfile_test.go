@@ -80,6 +80,8 @@ func TestCaddyfileSessionErrors(t *testing.T) {
 		{"logout_path with two arguments", "logout_path /a /b", "wrong argument count"},
 		{"logout_path with a trailing slash", "logout_path /auth/logout/", "logout_path"},
 		{"sessions_path with a trailing slash", "sessions_path /sessions/", "sessions_path"},
+		{"sessions_path /", "sessions_path /", "sessions_path"},
+		{"logout_path /", "logout_path /", "logout_path"},
 		{"logout_path relative", "logout_path logout", "logout_path"},
 		{"sessions_path with a wildcard", "sessions_path /sessions/*", "sessions_path"},
 		{"logout_path with a query", "logout_path /logout?x=1", "logout_path"},

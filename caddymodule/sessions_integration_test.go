@@ -42,11 +42,12 @@ func (m sessionMode) refresh(t *testing.T, g *gateway, rt string, hdr ...string)
 	return g.refreshJSON(t, rt, hdr...)
 }
 
-// logout posts rt to /logout the way a client in mode m does.
+// logout posts rt to /logout the way a client in mode m does: a browser
+// sends the logout cookie, the one cookie scoped to /logout.
 func (m sessionMode) logout(t *testing.T, g *gateway, rt string, hdr ...string) *response {
 	t.Helper()
 	if m.cookie() {
-		return g.do(t, http.MethodPost, "/logout", nil, append([]string{"Cookie", DefaultCookieName + "=" + rt}, hdr...)...)
+		return g.do(t, http.MethodPost, "/logout", nil, append([]string{"Cookie", DefaultCookieName + "_logout=" + rt}, hdr...)...)
 	}
 	b, _ := json.Marshal(map[string]string{"refresh_token": rt})
 	return g.do(t, http.MethodPost, "/logout", strings.NewReader(string(b)),
@@ -89,7 +90,7 @@ func refreshCookieSet(t *testing.T, r *response) *http.Cookie {
 		if err != nil {
 			t.Fatalf("bad Set-Cookie %q: %v", line, err)
 		}
-		if c.Name == DefaultCookieName && c.Path == "/" && c.Value != "" {
+		if c.Name == DefaultCookieName && c.Path == "/refresh" && c.Value != "" {
 			if found != nil {
 				t.Errorf("the refresh cookie is set twice: %q", r.header.Values("Set-Cookie"))
 			}
@@ -99,22 +100,27 @@ func refreshCookieSet(t *testing.T, r *response) *http.Cookie {
 	return found
 }
 
-// wantCookieCleared asserts that r clears the refresh cookie with the
-// attributes it was set with, and Max-Age=0.
+// wantCookieCleared asserts that r clears the refresh cookie and the
+// logout cookie with the attributes they were set with, and Max-Age=0.
 func wantCookieCleared(t *testing.T, r *response) {
 	t.Helper()
-	for _, line := range r.header.Values("Set-Cookie") {
-		c, err := http.ParseSetCookie(line)
-		if err != nil || c.Name != DefaultCookieName || c.Path != "/" {
-			continue
+	for name, path := range map[string]string{DefaultCookieName: "/refresh", DefaultCookieName + "_logout": "/logout"} {
+		cleared := false
+		for _, line := range r.header.Values("Set-Cookie") {
+			c, err := http.ParseSetCookie(line)
+			if err != nil || c.Name != name || c.Path != path {
+				continue
+			}
+			if c.Value != "" || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Domain != "" ||
+				!strings.Contains(line, "Max-Age=0") {
+				t.Errorf("the cookie is not cleared with its attributes and Max-Age=0: %q", line)
+			}
+			cleared = true
 		}
-		if c.Value != "" || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Domain != "" ||
-			!strings.Contains(line, "Max-Age=0") {
-			t.Errorf("the cookie is not cleared with its attributes and Max-Age=0: %q", line)
+		if !cleared {
+			t.Errorf("cookie %s at %s is not cleared: %q", name, path, r.header.Values("Set-Cookie"))
 		}
-		return
 	}
-	t.Errorf("the refresh cookie at / is not cleared: %q", r.header.Values("Set-Cookie"))
 }
 
 // claims decodes the payload of a JWT.

@@ -55,7 +55,7 @@ func TestConfigRefusedAtStart(t *testing.T) {
 		{"rule scope with a control character", `{"grantable_scopes":["x"],"rules":[{"scopes":["x\u0007"]}]}`, []string{"rules[0].scopes"}},
 		{"default scopes outside grantable", `{"default_scopes":["read","admin"],"grantable_scopes":["read"]}`, []string{"default_scopes", "grantable_scopes", "admin"}},
 		{"access longer than refresh", `{"access_ttl":7200000000000,"refresh_ttl":3600000000000}`, []string{"access_ttl", "refresh_ttl"}},
-		{"__Host- cookie with a path", `{"cookie_name":"__Host-rt","refresh_path":"/auth/refresh","logout_path":"/auth/logout"}`, []string{"cookie_name", "__Host-", "Path=/"}},
+		{"__Host- cookie with a path", `{"cookie_name":"__Host-rt"}`, []string{"cookie_name", "__Host-", "Path=/"}},
 		{"cookie name with a separator", `{"cookie_name":"rt;x"}`, []string{"cookie_name"}},
 		{"identity header Connection", `{"user_id_header":"Connection"}`, []string{"user_id_header", "hop-by-hop"}},
 		{"identity header X-Forwarded-For", `{"user_name_header":"x_forwarded_for"}`, []string{"user_name_header"}},

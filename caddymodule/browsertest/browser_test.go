@@ -24,7 +24,7 @@ func TestBrowserSameOrigin(t *testing.T) {
 	if c == nil {
 		t.Fatalf("the browser did not keep the refresh cookie; it holds %v", p.cookies(t, gateway+"/refresh"))
 	}
-	if !c.HTTPOnly || !c.Secure || c.Path != "/" || c.SameSite != "Strict" {
+	if !c.HTTPOnly || !c.Secure || c.Path != "/refresh" || c.SameSite != "Strict" {
 		t.Errorf("cookie as the browser keeps it: HttpOnly %v, Secure %v, Path %q, SameSite %q", c.HTTPOnly, c.Secure, c.Path, c.SameSite)
 	}
 

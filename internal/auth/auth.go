@@ -493,7 +493,10 @@ func (s *Service) endSession(ctx context.Context, userID, sid string) {
 // startSession creates a session for a login (or a password change) and
 // issues its first pair of tokens.
 func (s *Service) startSession(ctx context.Context, user *store.User, granted scope.Set, cl Client) (*Tokens, error) {
-	now := s.c.Now().UTC().Truncate(time.Second)
+	// Not truncated: max_sessions picks the least recently used session by
+	// these times, and a login must not look older than a refresh made in
+	// the same second. Tokens carry whole seconds of them.
+	now := s.c.Now().UTC()
 	ua := cl.UserAgent
 	if len(ua) > store.MaxUserAgentLen {
 		ua = strings.ToValidUTF8(ua[:store.MaxUserAgentLen], "")

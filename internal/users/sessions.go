@@ -3,6 +3,7 @@ package users
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
@@ -23,11 +24,14 @@ type SessionView struct {
 	Address   string `json:"address"`
 }
 
-// SessionViewOf returns the view of s, its times in UTC.
+// SessionViewOf returns the view of s, its times in UTC. A byte of the
+// user agent or address that is not UTF-8 becomes U+FFFD here, as JSON
+// would carry it, so that a view read from a file and one read through the
+// admin API are the same.
 func SessionViewOf(s *store.Session) SessionView {
 	return SessionView{
 		ID: s.ID, CreatedAt: s.CreatedAt.UTC(), LastUsedAt: s.LastUsedAt.UTC(), ExpiresAt: s.ExpiresAt.UTC(),
-		UserAgent: s.UserAgent, Address: s.Address,
+		UserAgent: strings.ToValidUTF8(s.UserAgent, "\ufffd"), Address: strings.ToValidUTF8(s.Address, "\ufffd"),
 	}
 }
 

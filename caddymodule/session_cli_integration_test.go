@@ -68,12 +68,22 @@ func TestIntegrationSessionCLI(t *testing.T) {
 		before[s] = metricValue(t, s)
 	}
 
-	// Online: both sessions listed, one row each, the escape escaped.
+	// Online: both sessions listed, one row each, the controls escaped.
+	// Both logins may fall in the same second, so the rows are matched by
+	// sid, not by order.
 	c := runCLIAgainst(t, g.db, "", "session", "list", "alice").must(t, "session list")
 	rows := strings.Split(strings.TrimSuffix(c.out, "\n"), "\n")
+	rowOf := func(sid string) string {
+		for _, r := range rows {
+			if strings.HasPrefix(r, sid+" ") {
+				return r
+			}
+		}
+		return ""
+	}
 	if len(rows) != 3 || !strings.HasPrefix(rows[0], "SID") ||
-		!strings.HasPrefix(rows[1], sid1+" ") || !strings.HasSuffix(rows[1], "  laptop browser/1.0") ||
-		!strings.HasPrefix(rows[2], sid2+" ") || !strings.HasSuffix(rows[2], `  phone app/2.0 \u009b2J\tx`) {
+		!strings.HasSuffix(rowOf(sid1), "  laptop browser/1.0") ||
+		!strings.HasSuffix(rowOf(sid2), `  phone app/2.0 \u009b2J\tx`) {
 		t.Errorf("session list:\n%s", c.out)
 	}
 	if strings.ContainsAny(c.out, "\u009b\t") {
@@ -81,8 +91,12 @@ func TestIntegrationSessionCLI(t *testing.T) {
 	}
 	c = runCLIAgainst(t, g.db, "", "session", "list", "alice", "--json").must(t, "session list --json")
 	var views []users.SessionView
-	if err := json.Unmarshal([]byte(c.out), &views); err != nil || len(views) != 2 || views[1].UserAgent != "phone app/2.0 \u009b2J\tx" || strings.Contains(c.out, "\u009b") {
-		t.Errorf("session list --json = %q (%v)", c.out, err)
+	if err := json.Unmarshal([]byte(c.out), &views); err != nil || len(views) != 2 || strings.Contains(c.out, "\u009b") {
+		t.Fatalf("session list --json = %q (%v)", c.out, err)
+	}
+	agents := map[string]string{views[0].ID: views[0].UserAgent, views[1].ID: views[1].UserAgent}
+	if agents[sid1] != "laptop browser/1.0" || agents[sid2] != "phone app/2.0 \u009b2J\tx" {
+		t.Errorf("session list --json: user agents %q", agents)
 	}
 
 	// Another user's name does not reach alice's session; an unknown sid

@@ -18,11 +18,12 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "crudauth",
-		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | backup <file> | restore <file> | explain --config <file> <METHOD> <target>",
+		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | session <list|revoke> ... | backup <file> | restore <file> | explain --config <file> <METHOD> <target>",
 		Short: "Manages the users of the crudauth gateway and explains its rules",
 		Long: `
-Manages the users in a crudauth database, takes backups of it and restores
-them; explain shows how a config's rules judge one request.
+Manages the users in a crudauth database and their sessions, takes backups
+of it and restores them; explain shows how a config's rules judge one
+request.
 
 When no process holds the database file, the commands open it directly.
 When a running Caddy holds it (or --address is given), they go through that
@@ -39,7 +40,7 @@ Passwords are read from a prompt that does not echo, or from standard input
 with --password-stdin; never from a flag.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			env := &cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-			cmd.AddCommand(userCommand(env), backupCommand(env), restoreCommand(env), explainCommand(env))
+			cmd.AddCommand(userCommand(env), sessionCommand(env), backupCommand(env), restoreCommand(env), explainCommand(env))
 			requireSubcommand(cmd)
 			cmd.SilenceUsage = true
 		},
@@ -119,6 +120,52 @@ func userCommand(env *cli.Env) *cobra.Command {
 		c.SilenceUsage = true
 	}
 	return user
+}
+
+// sessionCommand: caddy crudauth session list <username> | revoke <username> <sid>
+func sessionCommand(env *cli.Env) *cobra.Command {
+	session := &cobra.Command{
+		Use:   "session",
+		Short: "Lists and ends the sessions (logins) of a user",
+		Long: `A session is one login of a user on one device: its refresh token and the
+access tokens issued from it. 'session list' shows the user's live sessions;
+'session revoke' ends one of them, which refuses its refresh token and its
+access tokens from the next request on while the user's other sessions go on.
+'caddy crudauth user revoke' ends all of them.`,
+	}
+	addTargetFlags(env, session)
+	requireSubcommand(session)
+	session.SilenceUsage = true
+
+	list := withJSONFlag(env, &cobra.Command{
+		Use:   "list <username>",
+		Short: "Lists a user's live sessions: sid, created, last used, expiry (UTC), address, user agent",
+		Long: `Lists a user's live sessions, oldest first: the session ID (sid), when it
+began, when it was last refreshed and when it expires (RFC 3339, UTC), and
+the client's address and user agent at login. The user agent is the client's
+own text: characters a terminal could act on are printed escaped ().`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.ListSessions(ctx, ops, args[0])
+			})
+		},
+	})
+	revoke := &cobra.Command{
+		Use:   "revoke <username> <sid>",
+		Short: "Ends one session of a user; its tokens are refused from the next request",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.RevokeSession(ctx, ops, args[0], args[1])
+			})
+		},
+	}
+	session.AddCommand(list, revoke)
+	for _, c := range session.Commands() {
+		c.SilenceUsage = true
+	}
+	return session
 }
 
 // hostEnv gives env what the CLI needs of Caddy: the default database,

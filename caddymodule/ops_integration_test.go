@@ -80,7 +80,7 @@ type cliResult struct {
 	err         error
 }
 
-// runCLIAgainst runs `caddy crudauth <args>` (user ... or backup ...) the way
+// runCLIAgainst runs `caddy crudauth <args>` (user ..., session ..., backup ...) the way
 // an operator would, with the running test Caddy's admin address as the
 // default: the file is held by this process's Caddy, so the command must
 // find its way through the admin API by itself.
@@ -98,6 +98,8 @@ func runCLIAgainst(t *testing.T, db, stdin string, args ...string) cliResult {
 		cmd, args = backupCommand(env), args[1:]
 	case "restore":
 		cmd, args = restoreCommand(env), args[1:]
+	case "session":
+		cmd, args = sessionCommand(env), args[1:]
 	}
 	if db != "" {
 		args = append(args, "--db", db)

@@ -22,11 +22,13 @@
 //	POST   /crudauth/users/<name>/disable         disable
 //	POST   /crudauth/users/<name>/enable          enable
 //	PUT    /crudauth/users/<name>/scopes          set {"allowed_scopes": [...] or null}
+//	GET    /crudauth/users/<name>/sessions        the user's live sessions, oldest first
+//	DELETE /crudauth/users/<name>/sessions/<sid>  end one session of the user
 //	POST   /crudauth/import                       add users with existing hashes, all or none
 //	GET    /crudauth/backup[?format=export|bolt]  the portable export (default) or the bbolt file
 //	POST   /crudauth/restore                      import an export: all its users or none
 //
-// <name> is path-escaped. Which store a request is about is the
+// <name> and <sid> are path-escaped. Which store a request is about is the
 // Resolver's to say, from the query (?realm=, ?db=).
 package admin
 
@@ -183,6 +185,8 @@ var routes = []route{
 	{method: http.MethodPost, pattern: "users/*/enable", op: "enable", serve: viewChange("user enabled", http.StatusOK,
 		func(c *call) (users.View, error) { return c.svc.Enable(c.ctx, c.username) })},
 	{method: http.MethodPut, pattern: "users/*/scopes", op: "scopes", serve: viewChange("allowed scopes changed", http.StatusOK, setScopes)},
+	{method: http.MethodGet, pattern: "users/*/sessions", op: "session_list", read: true, serve: serveSessions},
+	{method: http.MethodDelete, pattern: "users/*/sessions/*", op: "session_revoke", serve: serveSessionRevoke},
 	{method: http.MethodPost, pattern: "import", op: "import", serve: serveImport},
 	{method: http.MethodGet, pattern: "backup", op: "backup", serve: serveBackup},
 	{method: http.MethodPost, pattern: "restore", op: "restore", serve: serveRestore},
@@ -217,7 +221,8 @@ type call struct {
 	ctx      context.Context // the request's, not cancelled when the client leaves
 	t        Target
 	svc      *users.Service
-	username string // the user the request is about, for the logs
+	username string   // the user the request is about, for the logs
+	args     []string // the path segments the route's wildcards stand for
 }
 
 // ServeHTTP implements http.Handler: a refusal (*Error) is answered as
@@ -275,8 +280,9 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request) error {
 		return Errorf(http.StatusNotFound, "unknown endpoint %s", r.URL.Path)
 	}
 	c.rt = rt
-	if args, _ := rt.match(segs); len(args) > 0 {
-		c.username = args[0]
+	c.args, _ = rt.match(segs)
+	if len(c.args) > 0 {
+		c.username = c.args[0]
 	}
 	return rt.serve(c)
 }

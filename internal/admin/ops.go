@@ -67,6 +67,28 @@ func serveShow(c *call) error {
 	return writeJSON(c.w, http.StatusOK, view)
 }
 
+func serveSessions(c *call) error {
+	views, err := c.svc.ListSessions(c.ctx, c.username)
+	c.observe(err)
+	if err != nil {
+		return c.fail(err)
+	}
+	return writeJSON(c.w, http.StatusOK, views)
+}
+
+// serveSessionRevoke ends one session and answers the user's view, as the
+// other changes of one user do.
+func serveSessionRevoke(c *call) error {
+	sid := c.args[1]
+	v, err := c.svc.RevokeSession(c.ctx, c.username, sid)
+	c.observe(err)
+	if err != nil {
+		return c.fail(err)
+	}
+	c.h.logChange(c.r, "session revoked", c.rt.op, c.t.Name, v, zap.String("sid", sid))
+	return writeJSON(c.w, http.StatusOK, v)
+}
+
 func setScopes(c *call) (users.View, error) {
 	var req map[string]json.RawMessage
 	if err := readJSON(c.r, &req, maxBody); err != nil {
@@ -181,7 +203,7 @@ func serveBackup(c *call) error {
 }
 
 // logChange writes the one log line of an admin change.
-func (h *Handler) logChange(r *http.Request, msg, op, path string, u users.View) {
+func (h *Handler) logChange(r *http.Request, msg, op, path string, u users.View, extra ...zap.Field) {
 	fields := []zap.Field{
 		zap.String("username", u.Username),
 		zap.String("user_id", u.ID),
@@ -192,7 +214,7 @@ func (h *Handler) logChange(r *http.Request, msg, op, path string, u users.View)
 	if op == "scopes" || op == "add" {
 		fields = append(fields, zap.Strings("allowed_scopes", u.AllowedScopes))
 	}
-	h.Logger.Info(msg, fields...)
+	h.Logger.Info(msg, append(fields, extra...)...)
 }
 
 // errorStatus returns the status and kind (empty for an error that does not

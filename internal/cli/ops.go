@@ -40,6 +40,10 @@ type Ops interface {
 	Import(ctx context.Context, records []users.Record) (int, error)
 	Backup(ctx context.Context, w io.Writer, format string) (int64, error)
 	Restore(ctx context.Context, d *store.Dump) (store.ImportStats, error)
+	// ListSessions returns the user's live sessions, oldest first.
+	ListSessions(ctx context.Context, username string) ([]users.SessionView, error)
+	// RevokeSession ends the user's session sid.
+	RevokeSession(ctx context.Context, username, sid string) (users.View, error)
 }
 
 // defaultLockWait is how long the CLI waits for the file lock before it
@@ -235,6 +239,12 @@ func (l *Local) Backup(ctx context.Context, w io.Writer, format string) (int64, 
 }
 func (l *Local) Restore(ctx context.Context, d *store.Dump) (store.ImportStats, error) {
 	return backup.Restore(ctx, l.st, d)
+}
+func (l *Local) ListSessions(ctx context.Context, name string) ([]users.SessionView, error) {
+	return l.svc.ListSessions(ctx, name)
+}
+func (l *Local) RevokeSession(ctx context.Context, name, sid string) (users.View, error) {
+	return l.svc.RevokeSession(ctx, name, sid)
 }
 
 // Remote goes through the admin API of a running Caddy. Before its first
@@ -439,10 +449,12 @@ func (o *Remote) json(ctx context.Context, method, path string, body, out any) e
 	return nil
 }
 
+// userPath is the path of the user name, or of an action on them; each
+// segment is path-escaped.
 func userPath(name string, action ...string) string {
 	p := "/crudauth/users/" + url.PathEscape(name)
 	for _, a := range action {
-		p += "/" + a
+		p += "/" + url.PathEscape(a)
 	}
 	return p
 }
@@ -523,4 +535,13 @@ func (o *Remote) Backup(ctx context.Context, w io.Writer, format string) (int64,
 		return n, fmt.Errorf("backup transfer from %s broke off after %d bytes: %w", o.addr, n, err)
 	}
 	return n, nil
+}
+
+func (o *Remote) ListSessions(ctx context.Context, name string) ([]users.SessionView, error) {
+	var vs []users.SessionView
+	err := o.json(ctx, http.MethodGet, userPath(name, "sessions"), nil, &vs)
+	return vs, err
+}
+func (o *Remote) RevokeSession(ctx context.Context, name, sid string) (users.View, error) {
+	return o.view(ctx, http.MethodDelete, userPath(name, "sessions", sid), nil)
 }

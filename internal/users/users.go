@@ -250,14 +250,22 @@ func (s *Service) Revoke(ctx context.Context, username string) (View, error) {
 }
 
 // Disable refuses the user's logins, refreshes and tokens. It also bumps
-// the epoch, so that enabling the user again does not bring back the tokens
-// issued before (a stolen one among them).
+// the epoch and ends every session of the user, so that enabling the user
+// again brings back none of the tokens or sessions from before (a stolen
+// one among them).
 func (s *Service) Disable(ctx context.Context, username string) (View, error) {
-	return s.update(ctx, username, func(u *store.User) error {
+	v, err := s.update(ctx, username, func(u *store.User) error {
 		u.Disabled = true
 		u.TokenVersion++
 		return nil
 	})
+	if err != nil {
+		return v, err
+	}
+	if _, err := s.st.DeleteSessions(ctx, v.ID); err != nil {
+		return v, internal(fmt.Errorf("disabled, but ending the sessions failed: %w", err))
+	}
+	return v, nil
 }
 
 // Enable lets a disabled user log in again; earlier tokens stay refused.

@@ -469,3 +469,40 @@ func TestKindOf(t *testing.T) {
 		t.Errorf("empty error text %q", s)
 	}
 }
+
+// TestChangesEndSessions: revoking, setting a password and disabling end
+// every session of the user; enabling and changing scopes end none.
+func TestChangesEndSessions(t *testing.T) {
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		op    func(svc *Service) (View, error)
+		ended bool
+	}{
+		"revoke":   {func(s *Service) (View, error) { return s.Revoke(ctx, "alice") }, true},
+		"password": {func(s *Service) (View, error) { return s.SetPassword(ctx, "alice", "another-password-9") }, true},
+		"disable":  {func(s *Service) (View, error) { return s.Disable(ctx, "alice") }, true},
+		"enable":   {func(s *Service) (View, error) { return s.Enable(ctx, "alice") }, false},
+		"scopes":   {func(s *Service) (View, error) { return s.SetScopes(ctx, "alice", []string{"a"}) }, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			svc, st := newTestService(t)
+			v := mustAdd(t, svc, "alice")
+			for range 2 {
+				s := &store.Session{UserID: v.ID, Generation: 1, ExpiresAt: time.Now().Add(time.Hour)}
+				if _, err := st.CreateSession(ctx, s, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := tc.op(svc); err != nil {
+				t.Fatal(err)
+			}
+			left, err := st.ListSessions(ctx, v.ID, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ended := len(left) == 0; ended != tc.ended || !tc.ended && len(left) != 2 {
+				t.Errorf("%d sessions left, want ended=%v", len(left), tc.ended)
+			}
+		})
+	}
+}

@@ -224,7 +224,34 @@ func (s *Store) UpdateSession(ctx context.Context, userID, sid string, fn func(s
 		out    *store.Session
 		result error
 	)
-	err := mapErr(s.db.Batch(func(tx *bolt.Tx) error {
+	// fn runs first in a read transaction: when it wants no write (a
+	// refresh without rotation, a spent token within its grace, a
+	// refusal) no write transaction is opened, and so no commit and disk
+	// sync are spent on it. Only a wanted write goes to the batch, where
+	// fn runs again on the then current session (the contract allows it).
+	err := mapErr(s.db.View(func(tx *bolt.Tx) error {
+		cur, err := getSession(tx, userID, sid)
+		if err != nil {
+			result = err
+			if errors.Is(err, store.ErrSessionNotFound) {
+				return nil
+			}
+			return err
+		}
+		if err := fn(cur); errors.Is(err, store.ErrSkipWrite) {
+			out = cur
+		} else if err != nil {
+			result = err
+		}
+		return nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	if result != nil || out != nil {
+		return out, result
+	}
+	err = mapErr(s.db.Batch(func(tx *bolt.Tx) error {
 		out, result = nil, nil
 		cur, err := getSession(tx, userID, sid)
 		if err != nil {

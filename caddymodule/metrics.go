@@ -113,7 +113,8 @@ func observeBearer(status int, err error) {
 	case errors.Is(err, auth.ErrInsufficientScope):
 		bearerInsufficientScope.Inc()
 	case errors.Is(err, auth.ErrRevoked), errors.Is(err, auth.ErrDisabledUser),
-		errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrScopeNotAllowed):
+		errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrScopeNotAllowed),
+		errors.Is(err, auth.ErrSessionEnded):
 		// The token itself checks out; the user's state revoked it.
 		bearerRevoked.Inc()
 	default:

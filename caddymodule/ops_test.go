@@ -203,7 +203,7 @@ func TestCLIFileModeOps(t *testing.T) {
 	}
 	restored := filepath.Join(dir, "restored.db")
 	out, _, err = runCLIFile(t, restored, "", "restore", export)
-	if err != nil || !strings.Contains(out, "restored 3 users and 0 secrets") {
+	if err != nil || !strings.Contains(out, "restored 3 users, 0 sessions and 0 secrets") {
 		t.Fatalf("restore: %q %v", out, err)
 	}
 	for _, name := range []string{"alice", "bob", "carol"} {

@@ -82,6 +82,7 @@ type ExistsResult struct {
 // RestoreResult is the answer of POST /crudauth/restore.
 type RestoreResult struct {
 	Users       int `json:"users"`
+	Sessions    int `json:"sessions"`
 	Secrets     int `json:"secrets"`
 	SecretsKept int `json:"secrets_kept"`
 }

@@ -139,9 +139,10 @@ func serveRestore(c *call) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	c.h.Logger.Info("export restored", zap.Int("users", stats.Users), zap.Int("secrets", stats.Secrets),
+	c.h.Logger.Info("export restored", zap.Int("users", stats.Users), zap.Int("sessions", stats.Sessions), zap.Int("secrets", stats.Secrets),
 		zap.Int("secrets_kept", stats.SecretsKept), zap.String("db", c.t.Name), zap.String("client_ip", clientIP(c.r)))
-	return writeJSON(c.w, http.StatusOK, RestoreResult{Users: stats.Users, Secrets: stats.Secrets, SecretsKept: stats.SecretsKept})
+	return writeJSON(c.w, http.StatusOK, RestoreResult{Users: stats.Users, Sessions: stats.Sessions, Secrets: stats.Secrets,
+		SecretsKept: stats.SecretsKept})
 }
 
 // serveBackup streams a consistent snapshot of the store: the portable

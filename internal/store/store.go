@@ -33,6 +33,12 @@ var (
 	ErrExists = errors.New("username already exists")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store is closed")
+	// ErrUnavailable: the backend cannot answer now (a distributed store
+	// that lost its quorum or its connection, or whose local state it
+	// cannot confirm as current within its staleness bound). Callers
+	// answer 503 with Retry-After rather than risk a stale answer; the
+	// request may succeed when retried.
+	ErrUnavailable = errors.New("store is unavailable")
 )
 
 // User is one account. The zero value of AllowedScopes (nil) means the user

@@ -134,10 +134,10 @@ func syncAuthSessions(tx *bolt.Tx, userID string) error {
 
 // fillAuthSessions is the upgrade from schema version 4, whose auth records
 // list no sessions: it sets the sid list of every user with sessions. The
-// sessions bucket's keys come grouped by user and in sid order, and the
-// users in ID order (an ID is a prefix of the next's key only if it sorts
-// first, since 0x00 sorts before every byte an ID holds), so the records
-// are rewritten in key order and their pages can be packed.
+// sessions bucket's keys come grouped by user, each user's in sid order,
+// and the users in the auth bucket's order (the separator 0x00 sorts
+// before every byte of an ID), so the records are rewritten in key order
+// and their pages can be packed.
 func fillAuthSessions(tx *bolt.Tx) error {
 	auth := tx.Bucket(bucketAuth)
 	auth.FillPercent = bulkFillPercent

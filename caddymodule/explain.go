@@ -183,6 +183,17 @@ func (x explainer) explain(r *http.Request, tokenScopes *scope.Set) explain.Expl
 	case ep == endpoints.Password:
 		e.Decision = "password_endpoint"
 		return e
+	case ep == endpoints.Logout:
+		e.Decision = "logout_endpoint"
+		return e
+	case ep == endpoints.Sessions:
+		e.Decision = "sessions_endpoint"
+		return e
+	case endpoints.IsPreflight(r):
+		// As ServeHTTP: a CORS preflight carries no token and goes on
+		// without one and without identity.
+		e.Decision = "preflight"
+		return e
 	case rule != nil && rule.Public:
 		e.Decision = "public"
 	case rule != nil && len(rule.scopes) > 0:

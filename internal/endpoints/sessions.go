@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
-	"github.com/crudauth/caddy-crudauth/internal/reqbody"
+	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
 // The refresh token travels in two cookies in cookie mode, both HttpOnly,
@@ -110,18 +110,7 @@ func (s *Server) ServeLogout(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if len(toks) == 0 && r.ContentLength != 0 {
-		mt, oerr := bodyMediaType(r)
-		if oerr != nil {
-			return s.writeError(w, r, oerr)
-		}
-		if mt != "application/json" {
-			return s.writeError(w, r, badRequest("invalid_request", "the body must be application/json"))
-		}
-		body, oerr := readBody(w, r)
-		if oerr != nil {
-			return s.writeError(w, r, oerr)
-		}
-		tok, oerr := parseRefreshBody(body)
+		tok, oerr := readRefreshJSON(w, r)
 		if oerr != nil {
 			return s.writeError(w, r, oerr)
 		}
@@ -159,16 +148,6 @@ func (s *Server) ServeLogout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// parseRefreshBody reads refresh_token from a JSON body strictly
-// (internal/reqbody, where it is fuzzed).
-func parseRefreshBody(body []byte) (string, *oauthError) {
-	rt, err := reqbody.ParseRefreshJSON(body)
-	if err != nil {
-		return "", badRequest("invalid_request", err.Error())
-	}
-	return rt, nil
-}
-
 // bearerError is the answer, in the endpoints' error format, to a failed
 // bearer check (Config.Bearer) on one of the endpoints; what names the
 // endpoint in the log line of a server error.
@@ -189,13 +168,8 @@ func (s *Server) bearerError(w http.ResponseWriter, r *http.Request, what string
 
 // sessionView is one session as the signed-in user sees it.
 type sessionView struct {
-	ID         string    `json:"id"`
-	Current    bool      `json:"current"`
-	CreatedAt  time.Time `json:"created_at"`
-	LastUsedAt time.Time `json:"last_used_at"`
-	ExpiresAt  time.Time `json:"expires_at"`
-	UserAgent  string    `json:"user_agent"`
-	Address    string    `json:"address"`
+	users.SessionView
+	Current bool `json:"current"`
 }
 
 // ServeSessions handles sessions_path: GET lists the signed-in user's
@@ -234,8 +208,7 @@ func (s *Server) ServeSessions(w http.ResponseWriter, r *http.Request) error {
 	}
 	views := make([]sessionView, 0, len(list))
 	for _, se := range list {
-		views = append(views, sessionView{ID: se.ID, Current: se.ID == p.SessionID, CreatedAt: se.CreatedAt,
-			LastUsedAt: se.LastUsedAt, ExpiresAt: se.ExpiresAt, UserAgent: se.UserAgent, Address: se.Address})
+		views = append(views, sessionView{SessionView: users.SessionViewOf(se), Current: se.ID == p.SessionID})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"sessions": views})
 }

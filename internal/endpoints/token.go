@@ -319,29 +319,37 @@ func (s *Server) ServeRefresh(w http.ResponseWriter, r *http.Request) error {
 		return s.writeError(w, r, oerr)
 	}
 	if tok == "" && r.ContentLength != 0 {
-		mt, oerr := bodyMediaType(r)
-		if oerr != nil {
+		if tok, oerr = readRefreshJSON(w, r); oerr != nil {
 			return s.writeError(w, r, oerr)
 		}
-		if mt != "application/json" {
-			return s.writeError(w, r, badRequest("invalid_request", "the body must be application/json"))
-		}
-		body, oerr := readBody(w, r)
-		if oerr != nil {
-			return s.writeError(w, r, oerr)
-		}
-		// Strict JSON (no repeated refresh_token in any case, no trailing
-		// data) lives in internal/reqbody, where it is fuzzed.
-		rt, err := reqbody.ParseRefreshJSON(body)
-		if err != nil {
-			return s.writeError(w, r, badRequest("invalid_request", err.Error()))
-		}
-		tok = rt
 	}
 	if tok == "" {
 		return s.writeError(w, r, badRequest("invalid_request", "no refresh token: send the cookie or a JSON body with refresh_token"))
 	}
 	return s.refreshGrant(w, r, tok, nil)
+}
+
+// readRefreshJSON reads refresh_token from the request's JSON body, for
+// the refresh and logout endpoints. Strict JSON (no repeated refresh_token
+// in any case, no trailing data) lives in internal/reqbody, where it is
+// fuzzed.
+func readRefreshJSON(w http.ResponseWriter, r *http.Request) (string, *oauthError) {
+	mt, oerr := bodyMediaType(r)
+	if oerr != nil {
+		return "", oerr
+	}
+	if mt != "application/json" {
+		return "", badRequest("invalid_request", "the body must be application/json")
+	}
+	body, oerr := readBody(w, r)
+	if oerr != nil {
+		return "", oerr
+	}
+	rt, err := reqbody.ParseRefreshJSON(body)
+	if err != nil {
+		return "", badRequest("invalid_request", err.Error())
+	}
+	return rt, nil
 }
 
 // refreshCookie returns the refresh cookie's value, "" when there is none.

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/crudauth/caddy-crudauth/internal/cli"
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/explain"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 )
@@ -173,14 +174,25 @@ func (x explainer) explain(r *http.Request, tokenScopes *scope.Set) explain.Expl
 	case err != nil:
 		e.Decision, e.Status, e.Reason = "error", http.StatusInternalServerError, err.Error()
 		return e
-	case ep == endpointToken:
+	case ep == endpoints.Token:
 		e.Decision = "token_endpoint"
 		return e
-	case ep == endpointRefresh:
+	case ep == endpoints.Refresh:
 		e.Decision = "refresh_endpoint"
 		return e
-	case ep == endpointPassword:
+	case ep == endpoints.Password:
 		e.Decision = "password_endpoint"
+		return e
+	case ep == endpoints.Logout:
+		e.Decision = "logout_endpoint"
+		return e
+	case ep == endpoints.Sessions:
+		e.Decision = "sessions_endpoint"
+		return e
+	case endpoints.IsPreflight(r):
+		// As ServeHTTP: a CORS preflight carries no token and goes on
+		// without one and without identity.
+		e.Decision = "preflight"
 		return e
 	case rule != nil && rule.Public:
 		e.Decision = "public"

@@ -109,6 +109,31 @@ decision for scopes "me:read": denied (403 insufficient_scope: needs admin)
 			},
 		},
 		{
+			name:   "logout endpoint",
+			config: site,
+			args:   []string{"POST", "/logout"},
+			lines:  []string{`decision: logout endpoint`},
+		},
+		{
+			name:   "sessions endpoint",
+			config: explainSite("localhost", explainRules+"\n\t\tsessions_path /sessions"),
+			args:   []string{"DELETE", "/sessions/s1"},
+			lines:  []string{`decision: sessions endpoint`},
+		},
+		{
+			name:   "preflight to a protected route",
+			config: site,
+			args:   []string{"OPTIONS", "/admin/users", "--header", "Origin: https://app.example", "--header", "Access-Control-Request-Method: DELETE"},
+			lines:  []string{`decision: CORS preflight: passed on without a token and without identity headers`},
+		},
+		{
+			name:    "OPTIONS that is no preflight",
+			config:  site,
+			args:    []string{"OPTIONS", "/admin/users", "--header", "Origin: https://app.example"},
+			lines:   []string{`decision: needs a valid token with scopes: admin`},
+			notLine: []string{`decision: CORS preflight: passed on without a token and without identity headers`},
+		},
+		{
 			name:   "dot segment refused",
 			config: site,
 			args:   []string{"GET", "/admin/../public/x", "--scopes", "admin"},

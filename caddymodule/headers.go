@@ -31,5 +31,4 @@ var (
 	checkIdentityHeaderName = headers.CheckIdentityName
 	checkHeaderToken        = headers.CheckToken
 	checkCookieName         = headers.CheckCookieName
-	stripCookie             = headers.StripCookie
 )

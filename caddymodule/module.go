@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
@@ -158,11 +158,7 @@ type Handler struct {
 	ceiling    scope.Set
 	identity   identityHeaders
 	challenges map[string]string // WWW-Authenticate by error code
-	now        func() time.Time
-
-	// the allowed origins already logged as cross-site (crossSiteCookie):
-	// one log line per origin, not one per request
-	crossSiteLogged *sync.Map
+	own        *endpoints.Server // the gateway's own endpoints
 }
 
 // Argon2Params are the argon2id parameters for new hashes.
@@ -210,8 +206,6 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.realmNamed = h.Realm != "" // before setDefaults gives it one
-	h.now = time.Now
-	h.crossSiteLogged = new(sync.Map)
 	if err := h.provisionRules(ctx); err != nil {
 		return err
 	}
@@ -348,6 +342,7 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		Sessions:  h.SessionSettings.policy(),
 		OnReuse:   refreshReuseTotal.Inc,
 	})
+	h.own = h.newEndpoints()
 
 	h.logger.Info("crudauth ready",
 		zap.String("realm", h.realm.name),
@@ -475,8 +470,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	h.identity.strip(r.Header)
 
 	ep, rule, err := h.route(r, nil)
-	if err == nil && ep != endpointRules {
-		if done, err := h.endpointCORS(w, r, ep); done {
+	if err == nil && ep != endpoints.None {
+		if done, err := h.own.CORS(w, r, ep); done {
 			return err
 		}
 	}
@@ -486,25 +481,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	case err != nil:
 		return caddyhttp.Error(http.StatusInternalServerError, err)
-	case ep == endpointToken:
-		return h.serveToken(w, r)
-	case ep == endpointRefresh:
-		return h.serveRefresh(w, r)
-	case ep == endpointPassword:
-		return h.servePassword(w, r)
-	case ep == endpointLogout:
-		return h.serveLogout(w, r)
-	case ep == endpointSessions:
-		return h.serveSessions(w, r)
+	case ep == endpoints.Token:
+		return h.own.ServeToken(w, r)
+	case ep == endpoints.Refresh:
+		return h.own.ServeRefresh(w, r)
+	case ep == endpoints.Password:
+		return h.own.ServePassword(w, r)
+	case ep == endpoints.Logout:
+		return h.own.ServeLogout(w, r)
+	case ep == endpoints.Sessions:
+		return h.own.ServeSessions(w, r)
 	}
 
-	// The refresh token is the gateway's own business.
-	stripCookie(r, h.CookieName)
-	stripCookie(r, h.logoutCookieName())
+	h.own.StripCookies(r)
 
 	// A browser sends a CORS preflight without credentials, so it can carry
-	// no token; it goes on without one, and without identity (cors.go).
-	if isPreflight(r) {
+	// no token; it goes on without one, and without identity
+	// (internal/endpoints/cors.go).
+	if endpoints.IsPreflight(r) {
 		return next.ServeHTTP(w, r)
 	}
 
@@ -552,7 +546,7 @@ func (h *Handler) matchRule(r *http.Request) (*Rule, error) {
 // looked at; the others are internal/auth's. Their text goes to logs and
 // to handle_errors through {http.error.message}, never a token.
 var (
-	errNoToken      = errors.New("no bearer token")
+	errNoToken      = endpoints.ErrNoToken
 	errMultipleAuth = errors.New("more than one Authorization header")
 )
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/paths"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 )
@@ -16,19 +17,6 @@ import (
 // query), and lists the other readings of the rest; the rules are judged
 // under every reading and the strictest outcome applies.
 
-// endpoint is what the gateway does with a request: serve one of its own
-// endpoints, or judge it by the rules and pass it on.
-type endpoint int
-
-const (
-	endpointRules endpoint = iota
-	endpointToken
-	endpointRefresh
-	endpointPassword
-	endpointLogout
-	endpointSessions
-)
-
 // reading is one way a backend may read a request.
 type reading struct{ method, path string }
 
@@ -37,25 +25,25 @@ type reading struct{ method, path string }
 // internal/paths refusals), picks the gateway's own endpoint, or returns
 // the rule in force (nil: none matched, any valid token passes). trace,
 // when not nil, is told the rule each reading selected.
-func (h *Handler) route(r *http.Request, trace func(reading, *Rule)) (endpoint, *Rule, error) {
+func (h *Handler) route(r *http.Request, trace func(reading, *Rule)) (endpoints.Endpoint, *Rule, error) {
 	escaped := r.URL.EscapedPath()
 	if err := paths.Check(r.Method, escaped, r.URL.Path, r.URL.RawQuery); err != nil {
-		return endpointRules, nil, err
+		return endpoints.None, nil, err
 	}
 	switch {
 	case r.URL.Path == h.TokenPath:
-		return endpointToken, nil, nil
+		return endpoints.Token, nil, nil
 	case r.URL.Path == h.RefreshPath:
-		return endpointRefresh, nil, nil
+		return endpoints.Refresh, nil, nil
 	case h.PasswordPath != "" && r.URL.Path == h.PasswordPath:
-		return endpointPassword, nil, nil
+		return endpoints.Password, nil, nil
 	case h.LogoutPath != "" && r.URL.Path == h.LogoutPath:
-		return endpointLogout, nil, nil
+		return endpoints.Logout, nil, nil
 	case h.SessionsPath != "" && (r.URL.Path == h.SessionsPath || strings.HasPrefix(r.URL.Path, h.SessionsPath+"/")):
-		return endpointSessions, nil, nil
+		return endpoints.Sessions, nil, nil
 	}
 	rule, err := h.matchRuleStrict(r, escaped, trace)
-	return endpointRules, rule, err
+	return endpoints.None, rule, err
 }
 
 // isRefusal reports whether err is one of the refusals of route, answered

@@ -93,7 +93,16 @@ func invalidToken(cause error) *Error {
 
 func badRequest(code, desc string) *Error { return &Error{Code: code, Description: desc} }
 
+// serverError is a failure of the store or of token issuing. A store that
+// cannot answer now (store.ErrUnavailable: a distributed store without
+// quorum, or not sure its state is current) is temporarily_unavailable with
+// a Retry-After, not an internal error: the request may succeed when
+// retried, and nothing was decided on stale state.
 func serverError(what string, err error) *Error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return &Error{Code: CodeTemporarilyUnavailable, Description: "the user store is unavailable, retry shortly",
+			RetryAfter: time.Second, Err: fmt.Errorf("%s: %w", what, err)}
+	}
 	return &Error{Code: CodeServerError, Description: "internal error", Err: fmt.Errorf("%s: %w", what, err)}
 }
 

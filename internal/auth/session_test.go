@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -347,6 +348,43 @@ func TestRefreshWithoutRotation(t *testing.T) {
 		re, err := s.Refresh(t.Context(), toks.Refresh, nil, Client{})
 		if err != nil || re.Refresh != "" {
 			t.Fatalf("refresh %d without rotation = %+v, %v", i, re, err)
+		}
+	}
+}
+
+// unavailableStore answers every call with store.ErrUnavailable, as a
+// distributed store without quorum does.
+type unavailableStore struct{ store.Store }
+
+func (unavailableStore) AuthState(context.Context, string) (store.AuthState, error) {
+	return store.AuthState{}, store.ErrUnavailable
+}
+
+func (unavailableStore) GetUserByName(context.Context, string) (*store.User, error) {
+	return nil, store.ErrUnavailable
+}
+
+func (unavailableStore) HashClasses(context.Context) ([]string, error) {
+	return nil, store.ErrUnavailable
+}
+
+// TestStoreUnavailable: a store that cannot answer gives
+// temporarily_unavailable with a Retry-After, for a bearer check, a refresh
+// and a login alike: never a decision on state it could not read.
+func TestStoreUnavailable(t *testing.T) {
+	s, _, _, _ := sessionService(t, nil)
+	toks := login(t, s)
+	s.c.Store = unavailableStore{s.c.Store}
+	ctx := t.Context()
+	for name, call := range map[string]func() error{
+		"authenticate": func() error { _, err := s.Authenticate(ctx, toks.Access); return err },
+		"refresh":      func() error { _, err := s.Refresh(ctx, toks.Refresh, nil, Client{}); return err },
+		"login":        func() error { _, err := s.Login(ctx, "alice", testPassword, nil, Client{}); return err },
+	} {
+		err := call()
+		var ae *Error
+		if !errors.As(err, &ae) || ae.Code != CodeTemporarilyUnavailable || ae.RetryAfter <= 0 || !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s with the store unavailable: %v", name, err)
 		}
 	}
 }

@@ -39,7 +39,8 @@ type Explanation struct {
 	Handler
 	Readings []Reading `json:"readings"`
 	// Decision is one of refused, error, token_endpoint, refresh_endpoint,
-	// password_endpoint, public, scopes, any_token.
+	// password_endpoint, logout_endpoint, sessions_endpoint, preflight,
+	// public, scopes, any_token.
 	Decision string        `json:"decision"`
 	Status   int           `json:"status,omitempty"` // refused, error
 	Reason   string        `json:"reason,omitempty"` // refused, error
@@ -113,6 +114,12 @@ func (e Explanation) decisionText() string {
 		return "refresh endpoint"
 	case "password_endpoint":
 		return "password endpoint"
+	case "logout_endpoint":
+		return "logout endpoint"
+	case "sessions_endpoint":
+		return "sessions endpoint"
+	case "preflight":
+		return "CORS preflight: passed on without a token and without identity headers"
 	case "public":
 		return "public"
 	case "scopes":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -15,32 +16,53 @@ import (
 // a million users' records fit in a few dozen MB of pages instead of the
 // whole file.
 //
+// The record also lists the user's session IDs, so that a miss needs
+// nothing else: scanning the user's keys in the sessions bucket instead
+// would page in the leaves that hold their JSON records (hundreds of bytes
+// each) on every miss, and a gateway serving many distinct users would
+// end up with the whole sessions bucket resident.
+//
 // Format 1, in order:
 //
 //	format        1 byte, authFormat1
-//	flags         1 byte: authFlagDisabled | authFlagScoped; other bits must be 0
+//	flags         1 byte: authFlagDisabled | authFlagScoped | authFlagSessions;
+//	              other bits must be 0
 //	token_version uvarint
 //	username      uvarint length, then that many bytes
 //	scopes        only when authFlagScoped: uvarint count, then count times
 //	              (uvarint length, bytes)
+//	sessions      only when authFlagSessions: uvarint count (at least 1), then
+//	              count times (uvarint length, bytes), the session IDs in
+//	              strictly ascending byte order, none empty or holding 0x00
 //
 // authFlagScoped distinguishes a nil AllowedScopes (flag clear: unrestricted)
 // from a non-nil one, empty included (flag set, count 0: no scope at all).
+// Sessions has no such distinction: a user without sessions has the flag
+// clear and decodes to a nil Sessions.
 // Uvarints must be minimal, and nothing may follow the last field, so every
 // state has exactly one encoding and decodeAuthRecord(b) succeeding implies
 // appendAuthRecord(nil, state) == b.
+//
+// authFlagSessions came with schema version 5: records written under
+// schema 4 never have it, whatever sessions their user had, and Open's
+// upgrade to 5 rewrites the record of every user with sessions. Builds
+// that know only schema 4 refuse a schema 5 file, so no reader ever meets
+// the flag without knowing it.
 const (
 	authFormat1 = 1
 
 	authFlagDisabled = 1 << 0
 	authFlagScoped   = 1 << 1
-	authFlagsKnown   = authFlagDisabled | authFlagScoped
+	authFlagSessions = 1 << 2
+	authFlagsKnown   = authFlagDisabled | authFlagScoped | authFlagSessions
 )
 
 // errAuthRecord is wrapped by every decoding error.
 var errAuthRecord = errors.New("malformed auth record")
 
-// appendAuthRecord appends the format-1 encoding of st to dst.
+// appendAuthRecord appends the format-1 encoding of st to dst. st.Sessions
+// must be sorted, without duplicates, empty IDs or 0x00 bytes, as the
+// sessions bucket's keys give them.
 func appendAuthRecord(dst []byte, st store.AuthState) []byte {
 	var flags byte
 	if st.Disabled {
@@ -49,12 +71,21 @@ func appendAuthRecord(dst []byte, st store.AuthState) []byte {
 	if st.AllowedScopes != nil {
 		flags |= authFlagScoped
 	}
+	if len(st.Sessions) > 0 {
+		flags |= authFlagSessions
+	}
 	dst = append(dst, authFormat1, flags)
 	dst = binary.AppendUvarint(dst, st.TokenVersion)
 	dst = appendLenString(dst, st.Username)
 	if st.AllowedScopes != nil {
 		dst = binary.AppendUvarint(dst, uint64(len(st.AllowedScopes)))
 		for _, s := range st.AllowedScopes {
+			dst = appendLenString(dst, s)
+		}
+	}
+	if len(st.Sessions) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(st.Sessions)))
+		for _, s := range st.Sessions {
 			dst = appendLenString(dst, s)
 		}
 	}
@@ -68,7 +99,8 @@ func appendLenString(dst []byte, s string) []byte {
 
 // decodeAuthRecord decodes a format-1 record. The result shares no memory
 // with data (which may point into the mmap): all strings are substrings of
-// one copy of data, so a decode costs one allocation, two with scopes.
+// one copy of data, so a decode costs one allocation, plus one for scopes
+// and one for sessions.
 func decodeAuthRecord(data []byte) (store.AuthState, error) {
 	var st store.AuthState
 	if len(data) < 2 {
@@ -99,6 +131,30 @@ func decodeAuthRecord(data []byte) (store.AuthState, error) {
 				for k := range st.AllowedScopes {
 					st.AllowedScopes[k] = d.str()
 				}
+			}
+		}
+	}
+	if flags&authFlagSessions != 0 {
+		n := d.uvarint()
+		switch {
+		case d.err != nil:
+		case n == 0:
+			d.fail("session flag with no session")
+		case n > uint64(len(d.b)-d.i):
+			// As for scopes: garbage must not size an allocation.
+			d.fail("session count %d exceeds the record", n)
+		default:
+			st.Sessions = make([]string, n)
+			for k := range st.Sessions {
+				sid := d.str()
+				switch {
+				case d.err != nil:
+				case sid == "" || strings.IndexByte(sid, 0) >= 0:
+					d.fail("session id %q cannot name a session", sid)
+				case k > 0 && sid <= st.Sessions[k-1]:
+					d.fail("session ids not strictly ascending")
+				}
+				st.Sessions[k] = sid
 			}
 		}
 	}
@@ -163,8 +219,10 @@ func (d *authDecoder) str() string {
 }
 
 // sameAuthState reports whether a and b are equal, telling a nil
-// AllowedScopes from an empty one.
+// AllowedScopes from an empty one (but not a nil Sessions from an empty
+// one: both mean no session).
 func sameAuthState(a, b store.AuthState) bool {
 	return a.Username == b.Username && a.TokenVersion == b.TokenVersion && a.Disabled == b.Disabled &&
-		(a.AllowedScopes == nil) == (b.AllowedScopes == nil) && slices.Equal(a.AllowedScopes, b.AllowedScopes)
+		(a.AllowedScopes == nil) == (b.AllowedScopes == nil) && slices.Equal(a.AllowedScopes, b.AllowedScopes) &&
+		slices.Equal(a.Sessions, b.Sessions)
 }

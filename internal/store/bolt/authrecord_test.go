@@ -3,7 +3,9 @@ package bolt
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,6 +30,19 @@ var authRecordCases = []struct {
 	{"unicode and bytes", store.AuthState{Username: "Zoë\x00\xff", AllowedScopes: []string{"é", "\x00"}}, nil},
 	{"long", store.AuthState{Username: strings.Repeat("n", 300), AllowedScopes: []string{strings.Repeat("s", 200), "t"}}, nil},
 	{"many scopes", store.AuthState{Username: "g", AllowedScopes: strings.Split(strings.Repeat("a,", 199)+"z", ",")}, nil},
+	{"one session", store.AuthState{Username: "h", Sessions: []string{"sa"}}, []byte{1, 4, 0, 1, 'h', 1, 2, 's', 'a'}},
+	{"sessions and scopes", store.AuthState{Username: "i", TokenVersion: 2, Disabled: true, AllowedScopes: []string{}, Sessions: []string{"a", "ab", "b"}},
+		[]byte{1, 7, 2, 1, 'i', 0, 3, 1, 'a', 2, 'a', 'b', 1, 'b'}},
+	{"many sessions", store.AuthState{Username: "j", AllowedScopes: []string{"x"}, Sessions: manySessions(300)}, nil},
+}
+
+// manySessions returns n distinct session IDs in ascending order.
+func manySessions(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("s%05d%s", i, strings.Repeat("z", 20))
+	}
+	return out
 }
 
 func TestAuthRecordRoundTrip(t *testing.T) {
@@ -80,7 +95,7 @@ func TestAuthRecordRejects(t *testing.T) {
 		{"format only", "1 bytes", []byte{1}},
 		{"unknown format", "unknown format 2", []byte{2, 0, 0, 0}},
 		{"format zero", "unknown format 0", []byte{0, 0, 0, 0}},
-		{"unknown flag", "unknown flags 0x4", []byte{1, 4, 0, 0}},
+		{"unknown flag", "unknown flags 0x8", []byte{1, 8, 0, 0}},
 		{"high flag", "unknown flags 0x80", []byte{1, 0x80, 0, 0}},
 		{"no version", "truncated uvarint", []byte{1, 0}},
 		{"truncated version", "truncated uvarint", []byte{1, 0, 0x80}},
@@ -99,6 +114,18 @@ func TestAuthRecordRejects(t *testing.T) {
 		{"trailing", "1 trailing bytes", []byte{1, 0, 0, 0, 0}},
 		{"scopes without flag", "2 trailing bytes", []byte{1, 0, 0, 0, 1, 0}},
 		{"trailing after scopes", "1 trailing bytes", []byte{1, 2, 0, 0, 1, 0, 'x'}},
+		{"sessions flag, no count", "truncated uvarint", []byte{1, 4, 0, 0}},
+		{"sessions flag, count 0", "session flag with no session", []byte{1, 4, 0, 0, 0}},
+		{"huge session count", "session count", []byte{1, 4, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
+		{"short session", "exceeds the record", []byte{1, 4, 0, 0, 1, 2, 'a'}},
+		{"missing session", "truncated uvarint", []byte{1, 4, 0, 0, 2, 1, 'a'}},
+		{"empty session id", "cannot name a session", []byte{1, 4, 0, 0, 1, 0}},
+		{"separator in session id", "cannot name a session", []byte{1, 4, 0, 0, 1, 2, 'a', 0}},
+		{"duplicate session", "not strictly ascending", []byte{1, 4, 0, 0, 2, 1, 'a', 1, 'a'}},
+		{"unsorted sessions", "not strictly ascending", []byte{1, 4, 0, 0, 2, 1, 'b', 1, 'a'}},
+		{"sessions without flag", "3 trailing bytes", []byte{1, 0, 0, 0, 1, 1, 'a'}},
+		{"both flags, one list", "truncated uvarint", []byte{1, 6, 0, 0, 1, 1, 'a'}},
+		{"trailing after sessions", "1 trailing bytes", []byte{1, 4, 0, 0, 1, 1, 'a', 'x'}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, err := decodeAuthRecord(tc.rec)
@@ -118,12 +145,13 @@ func TestAuthRecordRejects(t *testing.T) {
 func FuzzAuthRecord(f *testing.F) {
 	for _, tc := range authRecordCases {
 		rec := appendAuthRecord(nil, tc.st)
-		f.Add(rec, tc.st.Username, tc.st.TokenVersion, tc.st.Disabled, tc.st.AllowedScopes != nil, strings.Join(tc.st.AllowedScopes, "\x00"))
-		f.Add(rec[:len(rec)-1], "", uint64(0), false, false, "")
-		f.Add(append(rec, 0), "", uint64(0), false, false, "")
+		f.Add(rec, tc.st.Username, tc.st.TokenVersion, tc.st.Disabled, tc.st.AllowedScopes != nil, strings.Join(tc.st.AllowedScopes, "\x00"), strings.Join(tc.st.Sessions, "\x00"))
+		f.Add(rec[:len(rec)-1], "", uint64(0), false, false, "", "")
+		f.Add(append(rec, 0), "", uint64(0), false, false, "", "")
 	}
-	f.Add([]byte{1, 2, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, "", uint64(0), false, true, "")
-	f.Fuzz(func(t *testing.T, data []byte, username string, version uint64, disabled, scoped bool, scopes string) {
+	f.Add([]byte{1, 2, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, "", uint64(0), false, true, "", "")
+	f.Add([]byte{1, 4, 0, 0, 2, 1, 'b', 1, 'a'}, "", uint64(0), false, false, "", "b\x00a\x00a")
+	f.Fuzz(func(t *testing.T, data []byte, username string, version uint64, disabled, scoped bool, scopes, sessions string) {
 		if st, err := decodeAuthRecord(data); err == nil {
 			if again := appendAuthRecord(nil, st); !bytes.Equal(again, data) {
 				t.Fatalf("decode(% x) = %#v re-encodes as % x", data, st, again)
@@ -138,6 +166,12 @@ func FuzzAuthRecord(f *testing.F) {
 			if scopes != "" {
 				st.AllowedScopes = strings.Split(scopes, "\x00")
 			}
+		}
+		// As the sessions bucket's keys give them: sorted, distinct, none
+		// empty, no 0x00 (the separator here).
+		if sessions != "" {
+			st.Sessions = slices.Compact(slices.Sorted(slices.Values(strings.Split(sessions, "\x00"))))
+			st.Sessions = slices.DeleteFunc(st.Sessions, func(s string) bool { return s == "" })
 		}
 		rec := appendAuthRecord(nil, st)
 		got, err := decodeAuthRecord(rec)

@@ -1,21 +1,25 @@
 // Package bolt implements store.Store on an embedded bbolt file.
 //
-// Layout (schema version 4), all buckets created once at Open:
+// Layout (schema version 5), all buckets created once at Open:
 //
 //	users         id -> JSON of userRecord (see record.go)
-//	auth          id -> the user's store.AuthState, a compact binary record (see authrecord.go)
+//	auth          id -> the user's store.AuthState, its session IDs included,
+//	              a compact binary record (see authrecord.go)
 //	usernames     store.NormalizeUsername(name) -> id
 //	deleted_ids   id -> RFC 3339 deletion time (tombstone: the ID is never handed out again)
 //	hash_classes  password.Class of a stored hash -> RFC 3339 time it was first stored
 //	sessions      user id 0x00 session id -> JSON of sessionRecord (see sessions.go)
-//	meta          "schema_version" -> "4"; "secret:<name>" -> secret bytes
+//	meta          "schema_version" -> "5"; "secret:<name>" -> secret bytes
 //
 // users and auth have the same keys, and every write that changes a user
-// writes both in the same transaction. AuthState reads only auth: a record
-// of a few dozen bytes instead of the whole JSON user with its password
-// hash, so a gateway serving many distinct users touches (and keeps
-// resident) the auth bucket's pages, a small part of the file, instead of
-// all of it. Check verifies that auth matches users.
+// writes both in the same transaction; every write that adds or removes a
+// session rewrites the user's auth record, whose sid list is the user's
+// keys in sessions, in the same transaction too. AuthState reads only
+// auth: a record of a few dozen bytes instead of the whole JSON user with
+// its password hash and the JSON of its sessions, so a gateway serving many
+// distinct users touches (and keeps resident) the auth bucket's pages, a
+// small part of the file, instead of all of it. Check verifies that auth
+// matches users and sessions.
 //
 // hash_classes holds the class of every password hash stored (see
 // HashClasses): every write that stores a hash adds its class in the same
@@ -23,12 +27,15 @@
 // holds any more; that is safe, it makes failed logins pad more, never less.
 //
 // Schema version 1 was version 2 without auth, version 2 was version 3
-// without hash_classes, and version 3 is this one without sessions. Open
+// without hash_classes, version 3 was version 4 without sessions, and
+// version 4 is this one with auth records that list no sessions. Open
 // upgrades such a file in place, in one transaction: it builds what is
-// missing from users (a file without sessions starts with none) and sets
-// the version to 4. Builds that know only an older version refuse to open
-// the upgraded file (they would write users without auth records or
-// without their hash classes, or delete users and leave their sessions),
+// missing from users (a file without sessions starts with none), fills
+// the sid lists of a version 4 file's auth records from its sessions
+// bucket, and sets the version to 5. Builds that know only an older
+// version refuse to open the upgraded file (they would write users without
+// auth records or without their hash classes, delete users and leave their
+// sessions, or add and remove sessions without updating the sid lists),
 // and this one refuses versions it does not know.
 //
 // bbolt itself advises the kernel (madvise MADV_RANDOM) on every mapping it
@@ -49,6 +56,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -78,13 +86,15 @@ const (
 	DefaultBatchDelay = time.Millisecond
 
 	// schemaVersion is the layout described in the package comment.
-	schemaVersion = "4"
+	schemaVersion = "5"
 	// schemaVersion1 is the layout before the auth bucket, schemaVersion2
-	// the one before hash_classes, schemaVersion3 the one before sessions;
-	// Open upgrades them all.
+	// the one before hash_classes, schemaVersion3 the one before sessions,
+	// schemaVersion4 the one whose auth records list no sessions; Open
+	// upgrades them all.
 	schemaVersion1 = "1"
 	schemaVersion2 = "2"
 	schemaVersion3 = "3"
+	schemaVersion4 = "4"
 	// bulkFillPercent is how full CreateUsers packs the pages of users and
 	// auth when a batch only appends keys after the last one stored (see
 	// appendsOnly), and the upgrade packs auth. bbolt's default, 0.5,
@@ -93,8 +103,8 @@ const (
 	// pages per user, against 460 B and 60 B at 1.0 (0.9: 518 B and 67 B).
 	// 1.0 is what `bbolt compact` uses. A later write that grows a record
 	// of a full page splits that page in two, as an insert into any page
-	// does; auth records only grow on a rename or a token version crossing
-	// 128, 16384, ...
+	// does; auth records grow on a rename, a token version crossing 128,
+	// 16384, ..., and a user's first session (and each further one).
 	bulkFillPercent = 1.0
 	// maxIDTries bounds the (astronomically unlikely) retries when NewID
 	// collides with a live or deleted ID.
@@ -241,6 +251,16 @@ func initialize(tx *bolt.Tx) error {
 			}
 		}
 		return nil
+	case v == schemaVersion4:
+		for _, name := range [][]byte{bucketAuth, bucketClasses, bucketSessions} {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("schema version %s file has no %s bucket", v, name)
+			}
+		}
+		if err := fillAuthSessions(tx); err != nil {
+			return fmt.Errorf("upgrade to schema version %s: %w", schemaVersion, err)
+		}
+		return meta.Put(keySchemaVersion, []byte(schemaVersion))
 	case meta.Get(keySchemaVersion) == nil, v == schemaVersion1, v == schemaVersion2, v == schemaVersion3:
 		// A new file, or one written before the auth, hash_classes or
 		// sessions bucket.
@@ -268,8 +288,8 @@ func initialize(tx *bolt.Tx) error {
 		}
 		return meta.Put(keySchemaVersion, []byte(schemaVersion))
 	default:
-		return fmt.Errorf("unsupported schema version %q (this build understands %q and upgrades %q, %q and %q)",
-			v, schemaVersion, schemaVersion1, schemaVersion2, schemaVersion3)
+		return fmt.Errorf("unsupported schema version %q (this build understands %q and upgrades %q, %q, %q and %q)",
+			v, schemaVersion, schemaVersion1, schemaVersion2, schemaVersion3, schemaVersion4)
 	}
 }
 
@@ -646,9 +666,13 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User
 		}
 		// Most updates that are not revocations (a password change bumps
 		// the version) leave the auth record as it is: then its page is
-		// not rewritten.
+		// not rewritten. The sid list is taken from the sessions bucket,
+		// which it mirrors, rather than from the old record, so that a
+		// damaged record is rebuilt whole.
 		auth := tx.Bucket(bucketAuth)
-		if rec := appendAuthRecord(nil, u.State()); !bytes.Equal(auth.Get([]byte(id)), rec) {
+		st := u.State()
+		st.Sessions = sessionIDs(tx, id)
+		if rec := appendAuthRecord(nil, st); !bytes.Equal(auth.Get([]byte(id)), rec) {
 			return auth.Put([]byte(id), rec)
 		}
 		return nil
@@ -736,9 +760,9 @@ type authFields struct {
 
 // AuthState implements store.Store. It is served from an in-memory cache
 // that every write invalidates before returning; a miss reads the user's
-// record in the auth bucket and the keys of the user's sessions, in one
-// read transaction. The AllowedScopes and Sessions slices of the result are
-// shared with the cache and other callers: they must not be modified.
+// record in the auth bucket, sid list included, and nothing else. The
+// AllowedScopes and Sessions slices of the result are shared with the
+// cache and other callers: they must not be modified.
 func (s *Store) AuthState(ctx context.Context, id string) (store.AuthState, error) {
 	if s.closed.Load() {
 		return store.AuthState{}, store.ErrClosed
@@ -768,7 +792,6 @@ func (s *Store) AuthState(ctx context.Context, id string) (store.AuthState, erro
 		if st, err = decodeAuthRecord(data); err != nil {
 			return fmt.Errorf("decode auth record of user %s: %w", id, err)
 		}
-		st.Sessions = sessionIDs(tx, id)
 		return nil
 	})
 	if err != nil {
@@ -880,9 +903,10 @@ func (s *Store) SnapshotFile(ctx context.Context, w io.Writer) (int64, error) {
 // package's invariants (every user decodes and is indexed under its
 // normalized username, every index entry points to its user, no live ID is
 // tombstoned, auth has a record for exactly the users and each equals its
-// user's State(), hash_classes holds the class of every user's hash, every
-// session decodes, is stored under its own user and ID, and belongs to a
-// live user). It returns the first problem found, or nil.
+// user's State() with the user's keys in sessions as its sid list,
+// hash_classes holds the class of every user's hash, every session decodes,
+// is stored under its own user and ID, and belongs to a live user). It
+// returns the first problem found, or nil.
 func (s *Store) Check() error {
 	return s.view(func(tx *bolt.Tx) error {
 		var first error
@@ -901,6 +925,11 @@ func (s *Store) Check() error {
 		}
 		if classes == nil {
 			return fmt.Errorf("bucket %s is missing", bucketClasses)
+		}
+		// Sessions first: the users' sid lists are compared with keys
+		// known to be well formed.
+		if err := checkSessions(tx); err != nil {
+			return err
 		}
 		err := users.ForEach(func(id, data []byte) error {
 			u, err := decodeUser(data)
@@ -924,7 +953,12 @@ func (s *Store) Check() error {
 			if err != nil {
 				return fmt.Errorf("decode auth record of user %s: %w", id, err)
 			}
-			if want := u.State(); !sameAuthState(st, want) {
+			want := u.State()
+			want.Sessions = sessionIDs(tx, u.ID)
+			if !slices.Equal(st.Sessions, want.Sessions) {
+				return fmt.Errorf("auth record of user %s lists sessions %q, the sessions bucket holds %q", id, st.Sessions, want.Sessions)
+			}
+			if !sameAuthState(st, want) {
 				return fmt.Errorf("auth record of user %s is %+v, the user says %+v", id, st, want)
 			}
 			if c := password.Class(u.PasswordHash); c != "" && classes.Get([]byte(c)) == nil {
@@ -944,16 +978,12 @@ func (s *Store) Check() error {
 		if err != nil {
 			return err
 		}
-		err = names.ForEach(func(name, id []byte) error {
+		return names.ForEach(func(name, id []byte) error {
 			if users.Get(id) == nil {
 				return fmt.Errorf("username index for %q points to missing user %s", name, id)
 			}
 			return nil
 		})
-		if err != nil {
-			return err
-		}
-		return checkSessions(tx)
 	})
 }
 

@@ -213,12 +213,13 @@ func TestOpenRefusesAndLeavesFileAlone(t *testing.T) {
 		users         []store.User
 		want          []string
 	}{
-		{"newer schema", "5", nil, []string{`unsupported schema version "5"`, `understands "4"`}},
+		{"newer schema", "6", nil, []string{`unsupported schema version "6"`, `understands "5"`}},
 		{"unknown schema", "2-beta", nil, []string{`unsupported schema version "2-beta"`}},
 		{"schema 2 without auth", "2", nil, []string{"has no auth bucket"}},
 		{"schema 3 without auth", "3", nil, []string{"has no auth bucket"}},
 		{"schema 4 without auth", "4", nil, []string{"has no auth bucket"}},
-		{"undecodable user", "1", bad, []string{"upgrade to schema version 4", "decode user u00001"}},
+		{"schema 5 without auth", "5", nil, []string{"has no auth bucket"}},
+		{"undecodable user", "1", bad, []string{"upgrade to schema version 5", "decode user u00001"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "x.db")
@@ -270,6 +271,9 @@ func TestCheckAuthBucket(t *testing.T) {
 		{"nil vs empty scopes", func(a *bolt.Bucket, id []byte) error {
 			return a.Put(id, appendAuthRecord(nil, store.AuthState{Username: "victim", TokenVersion: 1, AllowedScopes: []string{}}))
 		}, "the user says"},
+		{"sid list without the session", func(a *bolt.Bucket, id []byte) error {
+			return a.Put(id, appendAuthRecord(nil, store.AuthState{Username: "victim", TokenVersion: 1, Sessions: []string{"sghost"}}))
+		}, `lists sessions ["sghost"], the sessions bucket holds []`},
 		{"orphan record", func(a *bolt.Bucket, _ []byte) error {
 			return a.Put([]byte("unobody"), appendAuthRecord(nil, store.AuthState{Username: "nobody"}))
 		}, "auth record unobody has no user"},
@@ -526,7 +530,7 @@ func TestCheckHashClasses(t *testing.T) {
 // TestUpgradeFromSchema3 opens a file as the schema 3 code left it (users,
 // auth, hash_classes, no sessions): its users, tombstones and secret come
 // through unchanged, sessions work at once and survive a reopen, and the
-// file says schema 4.
+// file says schema 5.
 func TestUpgradeFromSchema3(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "v3.db")
@@ -594,5 +598,173 @@ func TestUpgradeFromSchema3(t *testing.T) {
 	}
 	if st, err := s.AuthState(ctx, u); err != nil || !slices.Equal(st.Sessions, []string{sess.ID}) {
 		t.Errorf("AuthState after reopen = %+v, %v", st, err)
+	}
+}
+
+// writeSchema4 writes a file the way the schema version 4 code left it:
+// users, auth records without sid lists (the flag did not exist), hash
+// classes, and sessions, all with raw bbolt.
+func writeSchema4(t testing.TB, path string, users []store.User, sessions []*store.Session) {
+	t.Helper()
+	writeSchema1(t, path, "4", users, []string{"ugone"})
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := buildAuth(tx); err != nil {
+			return err
+		}
+		if err := buildClasses(tx); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketSessions)
+		if err != nil {
+			return err
+		}
+		for _, x := range sessions {
+			data, err := encodeSession(x)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(sessionKey(x.UserID, x.ID), data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpgradeFromSchema4 opens a file as the schema 4 code left it, with
+// sessions but auth records that list none: the upgrade fills each user's
+// sid list from the sessions bucket (users whose ID is a prefix of
+// another's included), so that bearer tokens of sessions started before
+// the upgrade stay valid; the rest of the file comes through, and a reopen
+// does not rewrite auth again.
+func TestUpgradeFromSchema4(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "v4.db")
+	users := schema1Users(30)
+	users = append(users, store.User{ID: "u1", Username: "prefix"}, store.User{ID: "u10", Username: "prefixed"})
+	at := time.Now().UTC().Truncate(time.Second)
+	want := map[string][]string{}
+	var sessions []*store.Session
+	add := func(uid, sid string) {
+		sessions = append(sessions, &store.Session{
+			ID: sid, UserID: uid, Generation: 1, Scopes: []string{"me:read"},
+			CreatedAt: at, LastUsedAt: at, RotatedAt: at, ExpiresAt: at.Add(time.Hour),
+			UserAgent: strings.Repeat("Mozilla ", 40),
+		})
+		want[uid] = append(want[uid], sid)
+	}
+	for i := range 30 {
+		for k := range i % 3 { // users with 0, 1 and 2 sessions
+			add(users[i].ID, fmt.Sprintf("s%02d%d", i, k))
+		}
+	}
+	add("u1", "sone")
+	add("u10", "sten")
+	add("u10", "sthree")
+	writeSchema4(t, path, users, sessions)
+
+	s, err := Open(path, Options{CacheSize: -1})
+	if err != nil {
+		t.Fatalf("Open of a schema 4 file: %v", err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check after the upgrade: %v", err)
+	}
+	for i := range users {
+		id := users[i].ID
+		st, err := s.AuthState(ctx, id)
+		w := users[i].State()
+		w.Sessions = want[id]
+		if err != nil || !sameAuthState(st, w) {
+			t.Fatalf("AuthState(%s) after the upgrade = %#v, %v; want %#v", id, st, err, w)
+		}
+	}
+	if st, _ := s.AuthState(ctx, "u10"); !st.HasSession("sten") || !st.HasSession("sthree") || st.HasSession("sone") {
+		t.Errorf("AuthState(u10) = %+v", st)
+	}
+	if got, err := s.GetSession(ctx, "u1", "sone"); err != nil || got.UserAgent != sessions[len(sessions)-3].UserAgent {
+		t.Errorf("GetSession after the upgrade = %+v, %v", got, err)
+	}
+	if err := s.CreateUser(ctx, &store.User{ID: "ugone", Username: "x"}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("tombstone lost in the upgrade: %v", err)
+	}
+	if sec, err := s.Secret(ctx, "hmac", nil); err != nil || string(sec) != "old-secret" {
+		t.Errorf("secret after upgrade = %q, %v", sec, err)
+	}
+	// Writes after the upgrade keep the lists in step.
+	if err := s.DeleteSession(ctx, "u10", "sten"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.AuthState(ctx, "u10"); err != nil || !slices.Equal(st.Sessions, []string{"sthree"}) {
+		t.Errorf("AuthState after DeleteSession = %+v, %v", st, err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check after a write: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v, has, root := rawState(t, path)
+	if v != schemaVersion || !has {
+		t.Fatalf("after upgrade: schema %q, auth bucket %v", v, has)
+	}
+	s = openAt(t, path, Options{})
+	if st, err := s.AuthState(ctx, "u1"); err != nil || !slices.Equal(st.Sessions, []string{"sone"}) {
+		t.Errorf("AuthState after reopen = %+v, %v", st, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v2, _, root2 := rawState(t, path); v2 != schemaVersion || root2 != root {
+		t.Errorf("reopen changed the file: schema %q, auth root %d -> %d", v2, root, root2)
+	}
+}
+
+// TestUpgradeFromSchema4Refused: a schema 4 file whose sessions cannot be
+// listed in an auth record (a session of a missing user, a malformed key)
+// fails Open and is left as it was.
+func TestUpgradeFromSchema4Refused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		key  []byte
+		want string
+	}{
+		{"orphan session", sessionKey("unobody", "sx"), "session sx belongs to missing user unobody"},
+		{"malformed key", []byte("nokey"), "is not user id 0x00 session id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "v4.db")
+			users := schema1Users(3)
+			writeSchema4(t, path, users, []*store.Session{{ID: "sa", UserID: users[0].ID, ExpiresAt: time.Now().Add(time.Hour)}})
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSessions).Put(tc.key, []byte("{}")) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(path, Options{Timeout: time.Second})
+			if err == nil {
+				_ = s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), "upgrade to schema version 5") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Open = %v, want an upgrade error mentioning %q", err, tc.want)
+			}
+			if v, _, _ := rawState(t, path); v != "4" {
+				t.Errorf("refused file was modified: schema %q", v)
+			}
+		})
 	}
 }

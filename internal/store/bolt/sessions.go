@@ -15,17 +15,21 @@ import (
 )
 
 // Sessions live in their own bucket under userID 0x00 sid, so that a
-// user's sessions are one prefix scan (AuthState's sid list, ListSessions,
-// the removals of CreateSession, DeleteSessions and DeleteUser) and one
-// session is one Get. Neither IDs nor sids may hold a 0x00 byte, so keys of
-// different users never mix.
+// user's sessions are one prefix scan (ListSessions, the removals of
+// CreateSession, DeleteSessions and DeleteUser) and one session is one Get.
+// Neither IDs nor sids may hold a 0x00 byte, so keys of different users
+// never mix.
 //
-// AuthState lists a user's sids: a cache miss reads the auth record and
-// scans the user's keys in the same read transaction, and every write that
-// adds or removes a session invalidates the user's cache entry after its
-// commit, as user writes do. UpdateSession (a refresh) changes no sid, so
-// it leaves the cache alone; it goes through bbolt's Batch, so that
-// concurrent refreshes share a commit and its disk sync.
+// AuthState lists a user's sids, and a cache miss reads them from the
+// user's auth record, not from this bucket: a prefix scan here reads the
+// leaf pages that hold the sessions' JSON, hundreds of bytes each, and
+// with many distinct users each miss would page in a different one. So
+// every write that adds or removes a session rewrites the auth record's
+// sid list from the user's keys here (syncAuthSessions) in its
+// transaction, and invalidates the user's cache entry after its commit, as
+// user writes do. UpdateSession (a refresh) changes no sid, so it touches
+// neither the auth record nor the cache; it goes through bbolt's Batch, so
+// that concurrent refreshes share a commit and its disk sync.
 
 // errSessionIDChanged is returned by UpdateSession when fn changed the
 // session's ID or user.
@@ -105,6 +109,81 @@ func deleteSessions(tx *bolt.Tx, userID string) (int, error) {
 	return len(keys), nil
 }
 
+// syncAuthSessions sets the sid list of the user's auth record to the
+// user's keys in the sessions bucket, in the write transaction that added
+// or removed some. A user without an auth record is left alone (Check
+// reports any session of theirs). The record is rewritten only when the
+// list changed.
+func syncAuthSessions(tx *bolt.Tx, userID string) error {
+	auth := tx.Bucket(bucketAuth)
+	old := auth.Get([]byte(userID))
+	if old == nil {
+		return nil
+	}
+	st, err := decodeAuthRecord(old)
+	if err != nil {
+		return fmt.Errorf("decode auth record of user %s: %w", userID, err)
+	}
+	st.Sessions = sessionIDs(tx, userID)
+	rec := appendAuthRecord(nil, st)
+	if bytes.Equal(rec, old) {
+		return nil
+	}
+	return auth.Put([]byte(userID), rec)
+}
+
+// fillAuthSessions is the upgrade from schema version 4, whose auth records
+// list no sessions: it sets the sid list of every user with sessions. The
+// sessions bucket's keys come grouped by user, each user's in sid order,
+// and the users in the auth bucket's order (the separator 0x00 sorts
+// before every byte of an ID), so the records are rewritten in key order
+// and their pages can be packed.
+func fillAuthSessions(tx *bolt.Tx) error {
+	auth := tx.Bucket(bucketAuth)
+	auth.FillPercent = bulkFillPercent
+	var (
+		user string
+		sids []string
+		buf  []byte
+	)
+	flush := func() error {
+		if sids == nil {
+			return nil
+		}
+		old := auth.Get([]byte(user))
+		if old == nil {
+			return fmt.Errorf("session %s belongs to missing user %s", sids[0], user)
+		}
+		st, err := decodeAuthRecord(old)
+		if err != nil {
+			return fmt.Errorf("decode auth record of user %s: %w", user, err)
+		}
+		if st.Sessions != nil {
+			return fmt.Errorf("auth record of user %s already lists sessions", user)
+		}
+		st.Sessions = sids
+		var rec []byte
+		buf, rec = appendRecord(buf, st)
+		sids = nil
+		return auth.Put([]byte(user), rec)
+	}
+	c := tx.Bucket(bucketSessions).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		i := bytes.IndexByte(k, 0)
+		if i <= 0 || i == len(k)-1 || bytes.IndexByte(k[i+1:], 0) >= 0 {
+			return fmt.Errorf("session key %q is not user id 0x00 session id", k)
+		}
+		if uid := string(k[:i]); uid != user {
+			if err := flush(); err != nil {
+				return err
+			}
+			user = uid
+		}
+		sids = append(sids, string(k[i+1:]))
+	}
+	return flush()
+}
+
 // userExists reports whether the user has an auth record: the cheapest
 // sign of a live user.
 func userExists(tx *bolt.Tx, userID string) bool {
@@ -158,7 +237,10 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session, max int)
 		if err != nil {
 			return fmt.Errorf("encode session: %w", err)
 		}
-		return b.Put(sessionKey(ns.UserID, ns.ID), data)
+		if err := b.Put(sessionKey(ns.UserID, ns.ID), data); err != nil {
+			return err
+		}
+		return syncAuthSessions(tx, ns.UserID)
 	})
 	// After the commit and before returning: from here on AuthState lists
 	// the new session (and not the removed ones).
@@ -306,7 +388,10 @@ func (s *Store) DeleteSession(ctx context.Context, userID, sid string) error {
 		if b.Get(key) == nil {
 			return store.ErrSessionNotFound
 		}
-		return b.Delete(key)
+		if err := b.Delete(key); err != nil {
+			return err
+		}
+		return syncAuthSessions(tx, userID)
 	})
 	s.cache.invalidate(userID)
 	return err
@@ -323,8 +408,10 @@ func (s *Store) DeleteSessions(ctx context.Context, userID string) (int, error) 
 			return store.ErrNotFound
 		}
 		var err error
-		n, err = deleteSessions(tx, userID)
-		return err
+		if n, err = deleteSessions(tx, userID); err != nil || n == 0 {
+			return err
+		}
+		return syncAuthSessions(tx, userID)
 	})
 	s.cache.invalidate(userID)
 	if err != nil {
@@ -398,6 +485,11 @@ func (s *Store) SweepSessions(ctx context.Context, now time.Time) (int, error) {
 		// Deleting while a cursor walks the bucket would skip keys.
 		for _, k := range expired {
 			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, id := range users {
+			if err := syncAuthSessions(tx, id); err != nil {
 				return err
 			}
 		}

@@ -1,4 +1,4 @@
-package caddymodule
+package endpoints
 
 import (
 	"encoding/json"
@@ -19,13 +19,9 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
 
-// Limits on the token endpoints. Everything past them is refused before it
-// reaches a password hash or the database.
-const (
-	maxEndpointBody = 8 << 10 // bytes of a /token or /refresh body
-	maxUsernameLen  = 256     // bytes
-	maxTokenLen     = 4096    // bytes of a refresh token
-)
+// MaxBody is the most bytes of a request body the endpoints read; a
+// larger one is refused before it reaches a password hash or the database.
+const MaxBody = 8 << 10
 
 // oauthError is an RFC 6749 section 5.2 error response.
 type oauthError struct {
@@ -41,10 +37,6 @@ func badRequest(code, desc string) *oauthError {
 	return &oauthError{status: http.StatusBadRequest, code: code, description: desc}
 }
 
-// errInvalidCredentials is the one answer to an unknown user, a wrong
-// password and a disabled user alike, so the endpoint tells nothing apart.
-var errInvalidCredentials = badRequest("invalid_grant", "invalid username or password")
-
 // tokenResponse is the body of a successful /token or /refresh response.
 type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
@@ -54,43 +46,43 @@ type tokenResponse struct {
 	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
-// serveToken handles the login endpoint: the OAuth 2.0 password grant
+// ServeToken handles the login endpoint: the OAuth 2.0 password grant
 // (RFC 6749 section 4.3) and, for standard client libraries, the
 // refresh_token grant (section 6).
-func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) ServeToken(w http.ResponseWriter, r *http.Request) error {
 	noStore(w)
-	form, oerr := h.readTokenRequest(w, r)
+	form, oerr := s.readTokenRequest(w, r)
 	if oerr != nil {
-		return h.writeError(w, r, oerr)
+		return s.writeError(w, r, oerr)
 	}
 	switch form.Get("grant_type") {
 	case "", "password":
-		return h.passwordGrant(w, r, form)
+		return s.passwordGrant(w, r, form)
 	case "refresh_token":
 		requested, err := scope.Parse(form.Get("scope"))
 		if err != nil {
-			return h.writeError(w, r, badRequest("invalid_scope", err.Error()))
+			return s.writeError(w, r, badRequest("invalid_scope", err.Error()))
 		}
-		tok, oerr := h.refreshCookie(r)
+		tok, oerr := s.refreshCookie(r)
 		if oerr != nil {
-			return h.writeError(w, r, oerr)
+			return s.writeError(w, r, oerr)
 		}
 		if tok == "" {
 			tok = form.Get("refresh_token")
 		}
 		if tok == "" {
-			return h.writeError(w, r, badRequest("invalid_request", "refresh_token is required"))
+			return s.writeError(w, r, badRequest("invalid_request", "refresh_token is required"))
 		}
-		return h.refreshGrant(w, r, tok, requested)
+		return s.refreshGrant(w, r, tok, requested)
 	default:
-		return h.writeError(w, r, badRequest("unsupported_grant_type", "grant_type must be password or refresh_token"))
+		return s.writeError(w, r, badRequest("unsupported_grant_type", "grant_type must be password or refresh_token"))
 	}
 }
 
 // readTokenRequest applies the method, origin, size and syntax checks of
 // the token endpoint and returns the parsed form.
-func (h *Handler) readTokenRequest(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
-	if oerr := h.checkEndpointRequest(w, r); oerr != nil {
+func (s *Server) readTokenRequest(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
+	if oerr := s.checkEndpointRequest(w, r); oerr != nil {
 		return nil, oerr
 	}
 	if q := r.URL.Query(); q.Has("password") || q.Has("username") || q.Has("refresh_token") {
@@ -120,12 +112,12 @@ func (h *Handler) readTokenRequest(w http.ResponseWriter, r *http.Request) (url.
 // in cookie mode, that the request comes from the gateway's own origin (or
 // an allowed one): a cookie that rides along on its own must not be usable
 // by another site.
-func (h *Handler) checkEndpointRequest(w http.ResponseWriter, r *http.Request) *oauthError {
+func (s *Server) checkEndpointRequest(w http.ResponseWriter, r *http.Request) *oauthError {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return &oauthError{status: http.StatusMethodNotAllowed, code: "invalid_request", description: "use POST"}
 	}
-	if h.Refresh == RefreshModeCookie && !h.sameOrigin(r) {
+	if s.cfg.CookieMode && !s.sameOrigin(r) {
 		return &oauthError{status: http.StatusForbidden, code: "invalid_request", description: "cross-site requests are refused"}
 	}
 	// Checked here, before any branch decides whether the body is read, so
@@ -165,7 +157,7 @@ func bodyMediaType(r *http.Request) (string, *oauthError) {
 // default port made explicit. Comparing the host alone would let
 // http://host:port (a plain-http page, which a network attacker can write)
 // or another port of the same host speak for the site.
-func (h *Handler) sameOrigin(r *http.Request) bool {
+func (s *Server) sameOrigin(r *http.Request) bool {
 	crossSite := strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site")
 	origins := r.Header.Values("Origin")
 	if len(origins) == 0 {
@@ -181,7 +173,7 @@ func (h *Handler) sameOrigin(r *http.Request) bool {
 	}
 	// A listed origin may be on another site (cookie_same_site none), and
 	// the browser then says so in Sec-Fetch-Site: the list decides.
-	if h.isAllowedOrigin(o) {
+	if s.isAllowedOrigin(o) {
 		return true
 	}
 	if crossSite {
@@ -234,10 +226,10 @@ func portOrDefault(port, scheme string) string {
 }
 
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *oauthError) {
-	if r.ContentLength > maxEndpointBody {
+	if r.ContentLength > MaxBody {
 		return nil, &oauthError{status: http.StatusRequestEntityTooLarge, code: "invalid_request", description: "request body too large"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEndpointBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -249,35 +241,35 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *oauthError) {
 }
 
 // passwordGrant logs a user in (internal/auth).
-func (h *Handler) passwordGrant(w http.ResponseWriter, r *http.Request, form url.Values) error {
+func (s *Server) passwordGrant(w http.ResponseWriter, r *http.Request, form url.Values) error {
 	requested, err := scope.Parse(form.Get("scope"))
 	if err != nil {
-		return h.writeError(w, r, badRequest("invalid_scope", err.Error()))
+		return s.writeError(w, r, badRequest("invalid_scope", err.Error()))
 	}
-	toks, err := h.auth.Login(r.Context(), form.Get("username"), form.Get("password"), requested, clientOf(r))
+	toks, err := s.cfg.Auth.Login(r.Context(), form.Get("username"), form.Get("password"), requested, s.clientOf(r))
 	if err != nil {
 		var ae *auth.Error
 		switch {
 		case !errors.As(err, &ae):
 		case ae.Throttled:
-			loginThrottled.Inc()
+			s.cfg.Metrics.LoginThrottled()
 		case ae.Code == auth.CodeTemporarilyUnavailable:
-			loginBusy.Inc()
+			s.cfg.Metrics.LoginBusy()
 		case ae.Code == auth.CodeInvalidGrant:
-			loginFailure.Inc()
+			s.cfg.Metrics.LoginFailure()
 		}
-		return h.writeError(w, r, h.oauthError(err))
+		return s.writeError(w, r, s.oauthError(err))
 	}
-	loginSuccess.Inc()
-	return h.writeTokens(w, toks)
+	s.cfg.Metrics.LoginSuccess()
+	return s.writeTokens(w, toks)
 }
 
 // oauthError turns an internal/auth failure into its RFC 6749 section 5.2
 // response; anything else is a server error, logged here.
-func (h *Handler) oauthError(err error) *oauthError {
+func (s *Server) oauthError(err error) *oauthError {
 	var ae *auth.Error
 	if !errors.As(err, &ae) || ae.Code == auth.CodeServerError {
-		return h.serverError("token endpoint", err)
+		return s.serverError("token endpoint", err)
 	}
 	e := &oauthError{status: http.StatusBadRequest, code: ae.Code, description: ae.Description}
 	switch {
@@ -298,58 +290,66 @@ func (h *Handler) oauthError(err error) *oauthError {
 
 // writeTokens writes a token response (RFC 6749 section 5.1), with the
 // refresh token, if any, where the configuration says.
-func (h *Handler) writeTokens(w http.ResponseWriter, toks *auth.Tokens) error {
+func (s *Server) writeTokens(w http.ResponseWriter, toks *auth.Tokens) error {
 	resp := &tokenResponse{
 		AccessToken: toks.Access,
 		TokenType:   "bearer",
-		ExpiresIn:   int64(time.Duration(h.AccessTTL) / time.Second),
+		ExpiresIn:   int64(s.cfg.AccessTTL / time.Second),
 		Scope:       toks.Scopes.String(),
 	}
 	switch {
 	case toks.Refresh == "":
-	case h.Refresh == RefreshModeBody:
+	case !s.cfg.CookieMode:
 		resp.RefreshToken = toks.Refresh
 	default:
-		h.setRefreshCookie(w, toks.Refresh, toks.RefreshExpires)
+		s.setRefreshCookie(w, toks.Refresh, toks.RefreshExpires)
 	}
 	return writeJSON(w, http.StatusOK, resp)
 }
 
-// serveRefresh handles the refresh endpoint: the refresh token comes from
+// ServeRefresh handles the refresh endpoint: the refresh token comes from
 // the cookie first, then from the JSON body's refresh_token field.
-func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) ServeRefresh(w http.ResponseWriter, r *http.Request) error {
 	noStore(w)
-	if oerr := h.checkEndpointRequest(w, r); oerr != nil {
-		return h.writeError(w, r, oerr)
+	if oerr := s.checkEndpointRequest(w, r); oerr != nil {
+		return s.writeError(w, r, oerr)
 	}
-	tok, oerr := h.refreshCookie(r)
+	tok, oerr := s.refreshCookie(r)
 	if oerr != nil {
-		return h.writeError(w, r, oerr)
+		return s.writeError(w, r, oerr)
 	}
 	if tok == "" && r.ContentLength != 0 {
-		mt, oerr := bodyMediaType(r)
-		if oerr != nil {
-			return h.writeError(w, r, oerr)
+		if tok, oerr = readRefreshJSON(w, r); oerr != nil {
+			return s.writeError(w, r, oerr)
 		}
-		if mt != "application/json" {
-			return h.writeError(w, r, badRequest("invalid_request", "the body must be application/json"))
-		}
-		body, oerr := readBody(w, r)
-		if oerr != nil {
-			return h.writeError(w, r, oerr)
-		}
-		// Strict JSON (no repeated refresh_token in any case, no trailing
-		// data) lives in internal/reqbody, where it is fuzzed.
-		rt, err := reqbody.ParseRefreshJSON(body)
-		if err != nil {
-			return h.writeError(w, r, badRequest("invalid_request", err.Error()))
-		}
-		tok = rt
 	}
 	if tok == "" {
-		return h.writeError(w, r, badRequest("invalid_request", "no refresh token: send the cookie or a JSON body with refresh_token"))
+		return s.writeError(w, r, badRequest("invalid_request", "no refresh token: send the cookie or a JSON body with refresh_token"))
 	}
-	return h.refreshGrant(w, r, tok, nil)
+	return s.refreshGrant(w, r, tok, nil)
+}
+
+// readRefreshJSON reads refresh_token from the request's JSON body, for
+// the refresh and logout endpoints. Strict JSON (no repeated refresh_token
+// in any case, no trailing data) lives in internal/reqbody, where it is
+// fuzzed.
+func readRefreshJSON(w http.ResponseWriter, r *http.Request) (string, *oauthError) {
+	mt, oerr := bodyMediaType(r)
+	if oerr != nil {
+		return "", oerr
+	}
+	if mt != "application/json" {
+		return "", badRequest("invalid_request", "the body must be application/json")
+	}
+	body, oerr := readBody(w, r)
+	if oerr != nil {
+		return "", oerr
+	}
+	rt, err := reqbody.ParseRefreshJSON(body)
+	if err != nil {
+		return "", badRequest("invalid_request", err.Error())
+	}
+	return rt, nil
 }
 
 // refreshCookie returns the refresh cookie's value, "" when there is none.
@@ -366,11 +366,11 @@ func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) error {
 // their name as written, and the lookup here matches it so, so a case
 // variant is another cookie that is never read and cannot stand in for
 // this one.
-func (h *Handler) refreshCookie(r *http.Request) (string, *oauthError) {
-	if h.Refresh != RefreshModeCookie {
+func (s *Server) refreshCookie(r *http.Request) (string, *oauthError) {
+	if !s.cfg.CookieMode {
 		return "", nil
 	}
-	cs := r.CookiesNamed(h.CookieName)
+	cs := r.CookiesNamed(s.cfg.CookieName)
 	switch len(cs) {
 	case 0:
 		return "", nil
@@ -382,30 +382,30 @@ func (h *Handler) refreshCookie(r *http.Request) (string, *oauthError) {
 
 // refreshGrant mints a new access token from a refresh token
 // (internal/auth).
-func (h *Handler) refreshGrant(w http.ResponseWriter, r *http.Request, tok string, requested scope.Set) error {
-	toks, err := h.auth.Refresh(r.Context(), tok, requested, clientOf(r))
+func (s *Server) refreshGrant(w http.ResponseWriter, r *http.Request, tok string, requested scope.Set) error {
+	toks, err := s.cfg.Auth.Refresh(r.Context(), tok, requested, s.clientOf(r))
 	if err != nil {
-		refreshFailure.Inc()
-		return h.writeError(w, r, h.oauthError(err))
+		s.cfg.Metrics.RefreshFailure()
+		return s.writeError(w, r, s.oauthError(err))
 	}
-	refreshSuccess.Inc()
-	return h.writeTokens(w, toks)
+	s.cfg.Metrics.RefreshSuccess()
+	return s.writeTokens(w, toks)
 }
 
-func (h *Handler) serverError(what string, err error) *oauthError {
-	h.logger.Error(what, zap.Error(err))
+func (s *Server) serverError(what string, err error) *oauthError {
+	s.cfg.Logger.Error(what, zap.Error(err))
 	return &oauthError{status: http.StatusInternalServerError, code: "server_error", description: "internal error"}
 }
 
 // writeError writes an RFC 6749 section 5.2 error. The token endpoints are
 // API endpoints with their own error format, so these responses do not go
 // through handle_errors.
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *oauthError) error {
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *oauthError) error {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
-	if c := h.logger.Check(zap.DebugLevel, "token endpoint error"); c != nil {
-		c.Write(zap.Int("status", e.status), zap.String("error", e.code), zap.String("path", r.URL.Path), zap.String("client_ip", clientIP(r)))
+	if c := s.cfg.Logger.Check(zap.DebugLevel, "token endpoint error"); c != nil {
+		c.Write(zap.Int("status", e.status), zap.String("error", e.code), zap.String("path", r.URL.Path), zap.String("client_ip", s.cfg.ClientIP(r)))
 	}
 	return writeJSON(w, e.status, map[string]string{"error": e.code, "error_description": e.description})
 }
@@ -426,9 +426,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 func noStore(w http.ResponseWriter) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
-}
-
-// clientOf is who sends r, as internal/auth records it.
-func clientOf(r *http.Request) auth.Client {
-	return auth.Client{IP: clientIP(r), UserAgent: r.UserAgent()}
 }

@@ -1,4 +1,4 @@
-package caddymodule
+package endpoints
 
 import (
 	"errors"
@@ -27,9 +27,9 @@ import (
 
 // Values of cookie_same_site.
 const (
-	CookieSameSiteStrict = "strict"
-	CookieSameSiteLax    = "lax"
-	CookieSameSiteNone   = "none"
+	SameSiteStrict = "strict"
+	SameSiteLax    = "lax"
+	SameSiteNone   = "none"
 )
 
 // ownEndpoint is what CORS needs to know of one of the gateway's own
@@ -43,14 +43,14 @@ type ownEndpoint struct {
 }
 
 // ownEndpoints lists the gateway's own endpoints for CORS, one line each.
-// An endpoint that route returns and that is missing here gets no CORS
-// handling: its preflights fall through to its own method check.
-var ownEndpoints = map[endpoint]ownEndpoint{
-	endpointToken:    {methods: http.MethodPost, cookie: true},
-	endpointRefresh:  {methods: http.MethodPost, cookie: true},
-	endpointPassword: {methods: http.MethodPost, cookie: true}, // answers with a new pair
-	endpointLogout:   {methods: http.MethodPost, cookie: true},
-	endpointSessions: {methods: "GET, DELETE"},
+// An endpoint that is missing here gets no CORS handling: its preflights
+// fall through to its own method check.
+var ownEndpoints = map[Endpoint]ownEndpoint{
+	Token:    {methods: http.MethodPost, cookie: true},
+	Refresh:  {methods: http.MethodPost, cookie: true},
+	Password: {methods: http.MethodPost, cookie: true}, // answers with a new pair
+	Logout:   {methods: http.MethodPost, cookie: true},
+	Sessions: {methods: "GET, DELETE"},
 }
 
 const (
@@ -63,35 +63,35 @@ const (
 	corsMaxAge = 10 * time.Minute
 )
 
-// isPreflight reports whether r is a CORS preflight: OPTIONS with one
+// IsPreflight reports whether r is a CORS preflight: OPTIONS with one
 // Origin and an Access-Control-Request-Method. A browser sends it without a
 // body; one with a body is not a preflight (a backend might read the body
 // as something else) and stays a bearer request.
-func isPreflight(r *http.Request) bool {
+func IsPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions &&
 		len(r.Header.Values("Origin")) == 1 &&
 		r.Header.Get("Access-Control-Request-Method") != "" &&
 		r.ContentLength == 0 && len(r.TransferEncoding) == 0
 }
 
-// endpointCORS applies CORS to a request for one of the gateway's own
+// CORS applies CORS to a request for one of the gateway's own
 // endpoints, before the endpoint sees it. It answers a preflight itself
 // (done is true). To any other request from an allowed origin it adds the
 // CORS response headers, and in cookie mode it refuses one from an origin
 // that the refresh cookie cannot reach (done is true); the rest is the
 // endpoint's.
-func (h *Handler) endpointCORS(w http.ResponseWriter, r *http.Request, ep endpoint) (done bool, err error) {
+func (s *Server) CORS(w http.ResponseWriter, r *http.Request, ep Endpoint) (done bool, err error) {
 	info, ok := ownEndpoints[ep]
 	if !ok {
 		return false, nil
 	}
 	// The answer depends on Origin, whether it grants anything or not.
 	w.Header().Add("Vary", "Origin")
-	o, allowed := h.allowedOrigin(r)
-	if isPreflight(r) {
+	o, allowed := s.allowedOrigin(r)
+	if IsPreflight(r) {
 		var oerr *oauthError
 		if allowed {
-			oerr = h.crossSiteCookie(r, o, info)
+			oerr = s.crossSiteCookie(r, o, info)
 		} else {
 			// Without CORS headers the browser blocks the request that
 			// would follow.
@@ -100,7 +100,7 @@ func (h *Handler) endpointCORS(w http.ResponseWriter, r *http.Request, ep endpoi
 		}
 		if oerr != nil {
 			noStore(w)
-			return true, h.writeError(w, r, oerr)
+			return true, s.writeError(w, r, oerr)
 		}
 		hdr := w.Header()
 		setCORSOrigin(hdr, r)
@@ -114,9 +114,9 @@ func (h *Handler) endpointCORS(w http.ResponseWriter, r *http.Request, ep endpoi
 		return false, nil
 	}
 	setCORSOrigin(w.Header(), r)
-	if oerr := h.crossSiteCookie(r, o, info); oerr != nil {
+	if oerr := s.crossSiteCookie(r, o, info); oerr != nil {
 		noStore(w)
-		return true, h.writeError(w, r, oerr)
+		return true, s.writeError(w, r, oerr)
 	}
 	return false, nil
 }
@@ -131,17 +131,17 @@ func setCORSOrigin(hdr http.Header, r *http.Request) {
 
 // allowedOrigin returns the request's one Origin, parsed, and whether it is
 // in allowed_origins.
-func (h *Handler) allowedOrigin(r *http.Request) (origin, bool) {
+func (s *Server) allowedOrigin(r *http.Request) (origin, bool) {
 	vals := r.Header.Values("Origin")
 	if len(vals) != 1 {
 		return origin{}, false
 	}
 	o, ok := parseOrigin(vals[0])
-	return o, ok && h.isAllowedOrigin(o)
+	return o, ok && s.isAllowedOrigin(o)
 }
 
-func (h *Handler) isAllowedOrigin(o origin) bool {
-	for _, a := range h.AllowedOrigins {
+func (s *Server) isAllowedOrigin(o origin) bool {
+	for _, a := range s.cfg.AllowedOrigins {
 		if ao, ok := parseOrigin(a); ok && ao == o {
 			return true
 		}
@@ -158,10 +158,10 @@ func (h *Handler) isAllowedOrigin(o origin) bool {
 // The gateway's own origin is the request's: its host, and https when it
 // came over TLS. Without TLS the scheme the browser saw is unknown (a proxy
 // in front may have terminated TLS), so only the domains are compared; the
-// load-time check (checkCookieSameSite) still holds the schemes of
+// load-time check (Config.CheckSameSite) still holds the schemes of
 // allowed_origins to one site.
-func (h *Handler) crossSiteCookie(r *http.Request, o origin, info ownEndpoint) *oauthError {
-	if h.Refresh != RefreshModeCookie || !info.cookie || h.cookieSameSite() == CookieSameSiteNone {
+func (s *Server) crossSiteCookie(r *http.Request, o origin, info ownEndpoint) *oauthError {
+	if !s.cfg.CookieMode || !info.cookie || s.cfg.sameSite() == SameSiteNone {
 		return nil
 	}
 	host := (&url.URL{Host: r.Host}).Hostname()
@@ -169,15 +169,13 @@ func (h *Handler) crossSiteCookie(r *http.Request, o origin, info ownEndpoint) *
 		return nil
 	}
 	serialized := o.String()
-	if h.crossSiteLogged == nil {
-		// not provisioned (explain): nothing to log to
-	} else if _, seen := h.crossSiteLogged.LoadOrStore(serialized, true); !seen {
-		h.logger.Error("an allowed origin is cross-site with the gateway, the refresh cookie cannot reach it: set cookie_same_site none, or serve the app from the gateway's site",
-			zap.String("origin", serialized), zap.String("host", host), zap.String("cookie_same_site", h.cookieSameSite()))
+	if _, seen := s.crossSiteLogged.LoadOrStore(serialized, true); !seen {
+		s.cfg.Logger.Error("an allowed origin is cross-site with the gateway, the refresh cookie cannot reach it: set cookie_same_site none, or serve the app from the gateway's site",
+			zap.String("origin", serialized), zap.String("host", host), zap.String("cookie_same_site", s.cfg.sameSite()))
 	}
 	return badRequest("invalid_request", fmt.Sprintf(
 		"origin %s is cross-site with this gateway, and its refresh cookie is SameSite=%s: set cookie_same_site none, or serve the app from the gateway's site",
-		serialized, h.cookieSameSite()))
+		serialized, s.cfg.sameSite()))
 }
 
 // String serializes the origin, with the scheme's default port left out.
@@ -191,42 +189,42 @@ func (o origin) String() string {
 	return o.scheme + "://" + net.JoinHostPort(o.host, o.port)
 }
 
-// cookieSameSite is cookie_same_site, strict when not set.
-func (h *Handler) cookieSameSite() string {
-	if h.CookieSameSite == "" {
-		return CookieSameSiteStrict
+// sameSite is cookie_same_site, strict when not set.
+func (c *Config) sameSite() string {
+	if c.CookieSameSite == "" {
+		return SameSiteStrict
 	}
-	return h.CookieSameSite
+	return c.CookieSameSite
 }
 
 // sameSiteMode is the refresh cookie's SameSite attribute.
-func (h *Handler) sameSiteMode() http.SameSite {
-	switch h.cookieSameSite() {
-	case CookieSameSiteLax:
+func (s *Server) sameSiteMode() http.SameSite {
+	switch s.cfg.sameSite() {
+	case SameSiteLax:
 		return http.SameSiteLaxMode
-	case CookieSameSiteNone:
+	case SameSiteNone:
 		return http.SameSiteNoneMode
 	}
 	return http.SameSiteStrictMode
 }
 
-// checkCookieSameSite checks cookie_same_site and, in cookie mode with a
+// CheckSameSite checks cookie_same_site and, in cookie mode with a
 // strict or lax cookie, that allowed_origins lie on one site. A handler
 // cannot know the site it serves at load (Caddy hands it no site address),
 // but two origins of different sites cannot both be same-site with it: one
 // of them could log in and never refresh. The request-time check
 // (crossSiteCookie) catches a single origin on another site.
-func (h *Handler) checkCookieSameSite() error {
-	ss := h.cookieSameSite()
-	if ss != CookieSameSiteStrict && ss != CookieSameSiteLax && ss != CookieSameSiteNone {
-		return fmt.Errorf("cookie_same_site: %q is not one of strict, lax, none", h.CookieSameSite)
+func (c *Config) CheckSameSite() error {
+	ss := c.sameSite()
+	if ss != SameSiteStrict && ss != SameSiteLax && ss != SameSiteNone {
+		return fmt.Errorf("cookie_same_site: %q is not one of strict, lax, none", c.CookieSameSite)
 	}
-	if h.Refresh == RefreshModeBody || ss == CookieSameSiteNone {
+	if !c.CookieMode || ss == SameSiteNone {
 		return nil
 	}
 	var first origin
 	var firstRaw string
-	for _, a := range h.AllowedOrigins {
+	for _, a := range c.AllowedOrigins {
 		o, ok := parseOrigin(a)
 		if !ok {
 			continue // never matches an Origin header

@@ -1,73 +1,41 @@
-package caddymodule
+package endpoints
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/reqbody"
 )
 
-// checkPasswordPath validates password_path (off when empty).
-func (h *Handler) checkPasswordPath() error {
-	p := h.PasswordPath
-	if p == "" {
-		return nil
-	}
-	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") {
-		return fmt.Errorf("password_path: %q must be an absolute path without query or wildcard", p)
-	}
-	if p == h.TokenPath || p == h.RefreshPath {
-		return fmt.Errorf("password_path (%q) must differ from token_path and refresh_path", p)
-	}
-	return nil
-}
-
-// errPasswordConflict aborts the store update when the user changed between
-// the check of the current password and the write.
-var errPasswordConflict = errors.New("user changed during the password change")
-
-// servePassword handles POST password_path: a user with a valid access token
+// ServePassword handles POST password_path: a user with a valid access token
 // proves the current password and sets a new one. token_version is bumped in
 // the same transaction that stores the new hash, so every earlier token of
 // the user (this one included) is refused from then on, and the response
 // carries a fresh pair exactly as the token endpoint would.
-func (h *Handler) servePassword(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) ServePassword(w http.ResponseWriter, r *http.Request) error {
 	noStore(w)
 	fail := func(e *oauthError) error {
-		passwordChangeFailure.Inc()
-		return h.writeError(w, r, e)
+		s.cfg.Metrics.PasswordChangeFailure()
+		return s.writeError(w, r, e)
 	}
-	if oerr := h.checkEndpointRequest(w, r); oerr != nil {
+	if oerr := s.checkEndpointRequest(w, r); oerr != nil {
 		return fail(oerr)
 	}
-	p, status, challenge, err := h.authenticate(r, nil)
+	p, status, challenge, err := s.cfg.Bearer(r)
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", challenge)
-		code, desc := "invalid_token", "the access token is invalid, expired or revoked"
-		switch {
-		case errors.Is(err, errNoToken):
-			code, desc = "invalid_request", "an access token is required (Authorization: Bearer)"
-		case status >= 500:
-			return fail(h.serverError("password change: reading user", err))
-		case status == http.StatusBadRequest:
-			code, desc = "invalid_request", err.Error()
-		}
-		h.logDenial(r, status, err)
-		return fail(&oauthError{status: status, code: code, description: desc})
+		return fail(s.bearerError(w, r, "password change: reading user", status, challenge, err))
 	}
 	current, next, oerr := readPasswordChange(w, r)
 	if oerr != nil {
 		return fail(oerr)
 	}
-	toks, err := h.auth.ChangePassword(r.Context(), p, current, next, clientOf(r))
+	toks, err := s.cfg.Auth.ChangePassword(r.Context(), p, current, next, s.clientOf(r))
 	if err != nil {
-		return fail(h.oauthError(err))
+		return fail(s.oauthError(err))
 	}
-	passwordChangeSuccess.Inc()
-	return h.writeTokens(w, toks)
+	s.cfg.Metrics.PasswordChangeSuccess()
+	return s.writeTokens(w, toks)
 }
 
 // readPasswordChange reads current_password and new_password from a form or

@@ -1,0 +1,67 @@
+package caddymodule
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/crudauth/caddy-crudauth/internal/auth"
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
+)
+
+// The gateway's own endpoints (token, refresh, password, logout,
+// sessions) are served by internal/endpoints; this is what the handler
+// hands them.
+
+// maxEndpointBody is the most bytes of an endpoint's request body.
+const maxEndpointBody = endpoints.MaxBody
+
+// endpointsConfig is the handler's configuration as internal/endpoints
+// takes it, without what only Provision has.
+func (h *Handler) endpointsConfig() endpoints.Config {
+	return endpoints.Config{
+		TokenPath:      h.TokenPath,
+		RefreshPath:    h.RefreshPath,
+		PasswordPath:   h.PasswordPath,
+		LogoutPath:     h.LogoutPath,
+		SessionsPath:   h.SessionsPath,
+		CookieMode:     h.Refresh == RefreshModeCookie,
+		CookieName:     h.CookieName,
+		CookieSameSite: h.CookieSameSite,
+		AllowedOrigins: h.AllowedOrigins,
+		AccessTTL:      time.Duration(h.AccessTTL),
+	}
+}
+
+// newEndpoints builds the endpoints' server, once the auth service is
+// there.
+func (h *Handler) newEndpoints() *endpoints.Server {
+	cfg := h.endpointsConfig()
+	cfg.Auth = h.auth
+	cfg.Bearer = func(r *http.Request) (auth.Principal, int, string, error) { return h.authenticate(r, nil) }
+	cfg.LogDenial = h.logDenial
+	cfg.ClientIP = clientIP
+	cfg.Logger = h.logger
+	cfg.Now = time.Now
+	cfg.Metrics = endpoints.Metrics{
+		LoginSuccess:          loginSuccess.Inc,
+		LoginFailure:          loginFailure.Inc,
+		LoginBusy:             loginBusy.Inc,
+		LoginThrottled:        loginThrottled.Inc,
+		RefreshSuccess:        refreshSuccess.Inc,
+		RefreshFailure:        refreshFailure.Inc,
+		PasswordChangeSuccess: passwordChangeSuccess.Inc,
+		PasswordChangeFailure: passwordChangeFailure.Inc,
+		// Resolved at the first logout of each kind, as before: a series
+		// appears in /metrics only once it counted.
+		LogoutSession: func() { logoutsTotal.WithLabelValues("session").Inc() },
+		LogoutAll:     func() { logoutsTotal.WithLabelValues("all").Inc() },
+	}
+	return endpoints.New(cfg)
+}
+
+// checkCookieSameSite checks cookie_same_site against allowed_origins
+// (endpoints.Config.CheckSameSite).
+func (h *Handler) checkCookieSameSite() error {
+	cfg := h.endpointsConfig()
+	return cfg.CheckSameSite()
+}

@@ -1,0 +1,290 @@
+// Package etcd implements store.Store on an etcd cluster, so that several
+// gateways share one set of users, epochs, sessions and secrets.
+//
+// Every write that must be atomic is one etcd transaction whose compares
+// guard what the write read (ModRevision, CreateRevision); when another
+// writer committed in between, the write reads again and re-runs the
+// caller's fn. Reads other than AuthState are linearizable reads of the
+// cluster. AuthState, on the path of every proxied request, is served from
+// a local cache that one watch on the prefix keeps current, in revision
+// order; a handle that cannot confirm the cache as current within
+// MaxStaleness answers store.ErrUnavailable rather than risk honouring a
+// revoked token (see cache.go).
+//
+// Keys, under Options.Prefix (path segments escaped with url.PathEscape,
+// so that no ID can reach into another key's range):
+//
+//	users/<id>                 userRecord (JSON)
+//	names/<normalized name>    the user's ID
+//	tombstones/<id>            tombstoneRecord: a deleted ID is never reused
+//	sessions/<userID>/<sid>    sessionRecord
+//	secrets/<name>             the secret's bytes, created once
+//	classes/<class>            a password hash class stored at least once
+//	throttle/...               reserved for the shared login throttle
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultPrefix       = "/crudauth/"
+	DefaultDialTimeout  = 2 * time.Second
+	DefaultMaxStaleness = 10 * time.Second
+)
+
+// Options configures Open.
+type Options struct {
+	// Endpoints of the cluster's members, as host:port or URLs.
+	Endpoints []string
+	// Prefix under which every key lives; default "/crudauth/". It must
+	// start and end with "/". Gateways that share users share a prefix.
+	Prefix string
+	// DialTimeout bounds the connection at Open and every request to the
+	// cluster: a request that gets no answer within it fails with
+	// store.ErrUnavailable. Default 2s.
+	DialTimeout time.Duration
+	// TLS, when set, is used for the connections to the members.
+	TLS *tls.Config
+	// Username and Password authenticate to etcd when Username is set.
+	Username, Password string
+	// MaxStaleness is how long AuthState keeps answering from its cache
+	// while it cannot confirm that the cache is current (the watch is
+	// down, the member lost its quorum); past it AuthState fails with
+	// store.ErrUnavailable. Default 10s.
+	MaxStaleness time.Duration
+	// Logger receives the store's own messages; nil: none.
+	Logger *zap.Logger
+}
+
+func (o *Options) setDefaults() error {
+	if len(o.Endpoints) == 0 {
+		return errors.New("etcd: no endpoints")
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if !strings.HasPrefix(o.Prefix, "/") || !strings.HasSuffix(o.Prefix, "/") {
+		return fmt.Errorf("etcd: prefix %q must start and end with /", o.Prefix)
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.MaxStaleness <= 0 {
+		o.MaxStaleness = DefaultMaxStaleness
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+// Store is a handle on the users kept under one prefix of an etcd cluster.
+// Create it with Open; it is safe for concurrent use.
+type Store struct {
+	o   Options
+	cli *clientv3.Client
+	log *zap.Logger
+
+	closed atomic.Bool
+	cache  *cache
+	// secretMu makes one caller of this handle generate a missing secret
+	// while the others wait for it (the contract runs generate once);
+	// across handles the transaction decides which value is stored.
+	secretMu sync.Mutex
+}
+
+// Open connects to the cluster, loads the auth cache from one consistent
+// read and starts the watch that keeps it current. It fails (wrapping
+// store.ErrUnavailable when the cluster does not answer) within about
+// o.DialTimeout per step, or when ctx ends.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   o.Endpoints,
+		DialTimeout: o.DialTimeout,
+		// Keepalive pings find a dead connection while no request is
+		// in flight, so the watch moves on to a live member.
+		DialKeepAliveTime:    o.DialTimeout,
+		DialKeepAliveTimeout: o.DialTimeout,
+		TLS:                  o.TLS,
+		Username:             o.Username,
+		Password:             o.Password,
+		Logger:               o.Logger.Named("client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+		Context:              context.Background(),
+		// gRPC's default reconnect backoff grows to two minutes: a
+		// member back after a short outage would stay unused (and the
+		// cache unconfirmed) long after it could answer.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: o.DialTimeout,
+		})},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: connect: %w", unavailable(err))
+	}
+	s := &Store{o: o, cli: cli, log: o.Logger}
+	s.cache = newCache(s)
+	if err := s.cache.start(ctx); err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("etcd: load auth state: %w", s.mapErr(ctx, err))
+	}
+	return s, nil
+}
+
+// Close stops the watch and closes the connection. Later calls fail with
+// store.ErrClosed; a second Close returns nil.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	s.cache.stop()
+	return s.cli.Close()
+}
+
+// String names the handle for logs.
+func (s *Store) String() string {
+	return "etcd:" + strings.Join(s.o.Endpoints, ",") + s.o.Prefix
+}
+
+// AppliedRevision returns the etcd revision up to which the auth cache has
+// applied every change under the prefix.
+func (s *Store) AppliedRevision() int64 { return s.cache.appliedRevision() }
+
+// Keys. Segments that come from callers are escaped so that "/" in an ID
+// cannot make one user's range cover another's.
+func (s *Store) key(parts ...string) string {
+	var b strings.Builder
+	b.WriteString(s.o.Prefix)
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		if i == 0 {
+			b.WriteString(p) // the namespace, ours
+		} else {
+			b.WriteString(url.PathEscape(p))
+		}
+	}
+	return b.String()
+}
+
+func (s *Store) userKey(id string) string      { return s.key("users", id) }
+func (s *Store) tombstoneKey(id string) string { return s.key("tombstones", id) }
+func (s *Store) secretKey(name string) string  { return s.key("secrets", name) }
+func (s *Store) classKey(c string) string      { return s.key("classes", c) }
+
+// nameKey is not escaped: names are only ever looked up whole, and
+// unescaped keys sort in the byte order of the normalized names, which is
+// the order ListUsers promises.
+func (s *Store) nameKey(username string) string {
+	return s.o.Prefix + "names/" + store.NormalizeUsername(username)
+}
+
+func (s *Store) sessionKey(userID, sid string) string { return s.key("sessions", userID, sid) }
+
+// sessionsOf is the range of one user's sessions (a prefix, ending in "/").
+func (s *Store) sessionsOf(userID string) string { return s.key("sessions", userID) + "/" }
+
+// ns returns the prefix of a namespace: users/, sessions/, ...
+func (s *Store) ns(name string) string { return s.o.Prefix + name + "/" }
+
+// call runs one request to the cluster under a context bounded by
+// DialTimeout, so that no call outlives it, and maps its failure.
+func (s *Store) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.o.DialTimeout)
+	defer cancel()
+	return s.mapErr(ctx, fn(cctx))
+}
+
+// mapErr turns a client error into what callers handle: the caller's own
+// context error as is, ErrClosed after Close, and store.ErrUnavailable for
+// a cluster that did not answer in time, has no leader or cannot be
+// reached.
+func (s *Store) mapErr(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return unavailable(err)
+}
+
+func unavailable(err error) error {
+	if isUnavailable(err) {
+		return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+	}
+	return err
+}
+
+func isUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return transient(ee.Code())
+	}
+	if st, ok := status.FromError(err); ok {
+		return transient(st.Code())
+	}
+	return false
+}
+
+func transient(c codes.Code) bool {
+	switch c {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// maxAttempts bounds how often a write re-reads and retries after losing
+// a race, so that a pathological livelock ends in an error.
+const maxAttempts = 1000
+
+var errContended = fmt.Errorf("%w: too many concurrent writers, gave up", store.ErrUnavailable)
+
+// committed is called after every write transaction that changed
+// something under the prefix at revision rev: it waits until this handle's
+// auth cache has applied rev, so that once a write returns, AuthState
+// through this handle shows it (the cache is what AuthState reads). When
+// the watch does not deliver in time the cache is marked behind and
+// AuthState fails closed until it catches up.
+func (s *Store) committed(ctx context.Context, rev int64) {
+	s.cache.waitApplied(ctx, rev, s.o.DialTimeout)
+}
+
+// Interface guard.
+var _ store.Store = (*Store)(nil)

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/store/etcd/etcdtest"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 	"github.com/crudauth/caddy-crudauth/internal/throttle/throttletest"
 )
@@ -58,7 +59,7 @@ func wantWait(t *testing.T, what string, got time.Duration, err error, want time
 // TestScenarios runs the policy scenarios Memory passes against the etcd
 // limiter, each on a prefix of its own on one member.
 func TestScenarios(t *testing.T) {
-	endpoints, _ := startMember(t)
+	endpoints := etcdtest.Start(t)
 	cli := client(t, endpoints)
 	var n atomic.Int64
 	throttletest.Run(t, func(_ *testing.T, cfg throttle.Config) throttle.Limiter {
@@ -71,7 +72,7 @@ func TestScenarios(t *testing.T) {
 // three; the next round doubles everywhere; a success on one clears the
 // pair on all.
 func TestThreeGateways(t *testing.T) {
-	endpoints, _ := startMember(t)
+	endpoints := etcdtest.Start(t)
 	gs, clk := gateways(t, endpoints, 3, throttle.Config{})
 	const ip, u = "192.0.2.1", "alice"
 
@@ -146,7 +147,7 @@ func TestThreeGateways(t *testing.T) {
 // gateways all count, none lost to a write that raced another: the
 // compare-and-swap retries on conflict.
 func TestConcurrentFailuresAllCount(t *testing.T) {
-	endpoints, _ := startMember(t)
+	endpoints := etcdtest.Start(t)
 	const n = 60
 	gs, _ := gateways(t, endpoints, 3, throttle.Config{MaxFailures: 1000, UserMaxFailures: 1000, IPMaxFailures: -1})
 	var wg sync.WaitGroup
@@ -212,7 +213,7 @@ func TestKeysEscaped(t *testing.T) {
 // escalation memory (MaxLockout after the lockout ends) for a key that
 // locked.
 func TestLeaseCoversState(t *testing.T) {
-	endpoints, _ := startMember(t)
+	endpoints := etcdtest.Start(t)
 	gs, _ := gateways(t, endpoints, 1, throttle.Config{})
 	l := gs[0]
 	for range throttle.DefaultMaxFailures {
@@ -254,7 +255,7 @@ func TestIdleKeysExpire(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for leases to run out")
 	}
-	endpoints, _ := startMember(t)
+	endpoints := etcdtest.Start(t)
 	cli := client(t, endpoints)
 	l := New(cli, "/crudauth/", throttle.Config{MaxFailures: 2, Window: time.Second, BaseLockout: time.Second, MaxLockout: 2 * time.Second}, 5*time.Second)
 	for i := range 10 {
@@ -325,12 +326,12 @@ func TestUnavailable(t *testing.T) {
 		run(t, New(client(t, []string{"http://" + closedAddr(t)}), "/crudauth/", throttle.Config{}, timeout))
 	})
 	t.Run("member stopped", func(t *testing.T) {
-		endpoints, stop := startMember(t)
-		l := New(client(t, endpoints), "/crudauth/", throttle.Config{}, timeout)
+		m := etcdtest.StartMember(t)
+		l := New(client(t, m.Endpoints()), "/crudauth/", throttle.Config{}, timeout)
 		if _, err := l.Fail(ctx, "192.0.2.1", "alice"); err != nil {
 			t.Fatal(err)
 		}
-		stop()
+		m.Stop()
 		run(t, l)
 	})
 }

@@ -19,7 +19,7 @@ func TestExpiry(t *testing.T) {
 		var s KeyState
 		now := start
 		for range r.IntN(40) {
-			now = now.Add(time.Duration(r.IntN(int(3 * time.Minute / time.Second))) * time.Second)
+			now = now.Add(time.Duration(r.IntN(int(3*time.Minute/time.Second))) * time.Second)
 			s, _ = cfg.FailKey(k, s, now)
 		}
 		exp := cfg.Expiry(s)

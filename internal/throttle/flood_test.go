@@ -69,7 +69,7 @@ func wantVictimLocked(t *testing.T, m *Memory, clk *fakeClock, left time.Duratio
 func reseedAvoiding(t *testing.T, m *Memory, flood []string) {
 	t.Helper()
 	slotOf := func(user string) uint64 {
-		return maphash.Bytes(m.seed, []byte(keyOf(kindUser, "", user))) & uint64(m.spillSize()-1)
+		return maphash.Bytes(m.seed, []byte(keyOf(KindUser, "", user))) & uint64(m.spillSize()-1)
 	}
 	for range 1000 {
 		m.seed = maphash.MakeSeed()

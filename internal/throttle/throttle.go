@@ -15,10 +15,13 @@
 // knows one valid account cannot use it to reset a spraying or guessing
 // budget.
 //
-// The Limiter interface is small on purpose: a store shared by several
-// gateways (etcd, a database) can implement it later. Memory is the
-// in-process implementation, bounded in size; see Memory for why an
-// attacker who makes up keys cannot evict a lockout from it.
+// The Limiter interface is small on purpose, so that a store shared by
+// several gateways can implement it. The policy itself (what one failure
+// does to a key's state) is the pure function Config.FailKey over a
+// KeyState, which every implementation calls, so that what a user sees does
+// not depend on the backend. Memory is the in-process implementation,
+// bounded in size; see Memory for why an attacker who makes up keys cannot
+// evict a lockout from it.
 package throttle
 
 import (
@@ -60,8 +63,8 @@ const (
 	DefaultMaxLocks = DefaultMaxEntries / 4
 )
 
-// Config tunes Memory. Zero fields take the defaults above; a negative
-// limit disables that key.
+// Config tunes a Limiter. Zero fields take the defaults above; a negative
+// limit disables that key. MaxEntries and MaxLocks bound Memory only.
 type Config struct {
 	// Failures of one (IP, username) pair within Window that lock the
 	// pair. Default 5.
@@ -99,6 +102,13 @@ type Config struct {
 	maxCounters int // MaxEntries less MaxLocks, at least 1
 }
 
+// WithDefaults returns c with the defaults filled in. The policy methods
+// below expect a Config filled in this way.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 func (c *Config) setDefaults() {
 	def := func(v *int, d int) {
 		if *v == 0 {
@@ -131,6 +141,126 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+}
+
+// Kind is one of the three keys a login counts under.
+type Kind byte
+
+// The three kinds of key, in the order a Limiter looks at them.
+const (
+	KindPair Kind = 'p' // (client IP, username)
+	KindUser Kind = 'u' // username, from any client
+	KindIP   Kind = 'i' // client IP, for any username
+)
+
+var kinds = [3]Kind{KindPair, KindUser, KindIP}
+
+// Limit is the number of failures within Window that locks a key of kind
+// k; negative when that kind is disabled.
+func (c *Config) Limit(k Kind) int {
+	switch k {
+	case KindPair:
+		return c.MaxFailures
+	case KindUser:
+		return c.UserMaxFailures
+	default:
+		return c.IPMaxFailures
+	}
+}
+
+// KeyState is what the policy remembers of one key. The zero value is a
+// key never seen, or forgotten. Memory keeps it in process; a shared
+// Limiter stores it, and both change it only through FailKey, so that the
+// arithmetic cannot drift between backends.
+type KeyState struct {
+	Count       int       // failures in the current round
+	WindowStart time.Time // first failure of the round
+	LockedUntil time.Time
+	Strikes     int       // lockouts so far; the next lasts BaseLockout << Strikes
+	Last        time.Time // last failure or lockout end, for forgetting
+}
+
+// Wait is how long s still refuses logins at now, 0 when it does not.
+func (s KeyState) Wait(now time.Time) time.Duration {
+	return max(s.LockedUntil.Sub(now), 0)
+}
+
+// Forgotten reports whether s has been quiet long enough (MaxLockout since
+// its last failure or the end of its last lockout) to start afresh,
+// escalation included.
+func (c *Config) Forgotten(s KeyState, now time.Time) bool {
+	return now.Sub(s.Last) >= c.MaxLockout && !now.Before(s.LockedUntil)
+}
+
+// Expiry is when s stops mattering: from then on FailKey and Wait treat it
+// exactly as the zero KeyState, so a store may drop it. A key that never
+// locked (or was forgotten) matters until its window ends; one that
+// locked, until it is forgotten.
+func (c *Config) Expiry(s KeyState) time.Time {
+	if s.Strikes == 0 && s.LockedUntil.IsZero() {
+		if s.Count == 0 {
+			return time.Time{}
+		}
+		return s.WindowStart.Add(c.Window)
+	}
+	return maxTime(s.Last.Add(c.MaxLockout), s.LockedUntil)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// FailKey is the policy: the state of a key of kind k after one failure at
+// now, and the wait it triggers. A locked key is left as it is and answers
+// the rest of its lockout (a failure that raced the lockout does not extend
+// it). Otherwise the failure counts in the round's window (a new round
+// starts when the window has passed); the limit-th locks the key for
+// BaseLockout doubled once per earlier lockout, capped at MaxLockout. A
+// disabled kind is left alone and never waits.
+func (c *Config) FailKey(k Kind, s KeyState, now time.Time) (KeyState, time.Duration) {
+	return c.failKey(k, s, now, 0)
+}
+
+// failKey is FailKey with a floor under the strikes a lockout escalates
+// from: Memory's spill may remember more strikes than the entry.
+func (c *Config) failKey(k Kind, s KeyState, now time.Time, minStrikes int) (KeyState, time.Duration) {
+	limit := c.Limit(k)
+	if limit < 0 {
+		return s, 0
+	}
+	if now.Before(s.LockedUntil) {
+		return s, s.LockedUntil.Sub(now)
+	}
+	if c.Forgotten(s, now) {
+		s = KeyState{}
+	}
+	if s.Count == 0 || now.Sub(s.WindowStart) >= c.Window {
+		s.Count, s.WindowStart = 0, now
+	}
+	s.Count++
+	s.Last = now
+	if s.Count < limit {
+		return s, 0
+	}
+	strikes := max(s.Strikes, minStrikes)
+	d := c.lockout(strikes)
+	s.Strikes = strikes + 1
+	s.Count = 0
+	s.LockedUntil = now.Add(d)
+	s.Last = s.LockedUntil
+	return s, d
+}
+
+// lockout is BaseLockout doubled once per earlier strike, capped.
+func (c *Config) lockout(strikes int) time.Duration {
+	d := c.BaseLockout
+	for i := 0; i < strikes && d < c.MaxLockout; i++ {
+		d *= 2
+	}
+	return min(d, c.MaxLockout)
 }
 
 // Memory is the in-process Limiter, under one mutex; every operation is
@@ -188,13 +318,9 @@ type Memory struct {
 }
 
 type entry struct {
-	key         string
-	count       int       // failures in the current round
-	windowStart time.Time // first failure of the round
-	lockedUntil time.Time
-	strikes     int       // lockouts so far; the next lasts BaseLockout << strikes
-	last        time.Time // last failure or lockout end, for forgetting
-	counter     bool      // held in counters, not in locks
+	key string
+	KeyState
+	counter bool // held in counters, not in locks
 }
 
 // slot is a spilled lockout; times in Unix nanoseconds.
@@ -227,39 +353,20 @@ func NewMemory(cfg Config) *Memory {
 // Config returns the configuration in force, defaults filled in.
 func (m *Memory) Config() Config { return m.cfg }
 
-type kind byte
-
-const (
-	kindPair kind = 'p'
-	kindUser kind = 'u'
-	kindIP   kind = 'i'
-)
-
-var kinds = [3]kind{kindPair, kindUser, kindIP}
-
-func (m *Memory) limit(k kind) int {
-	switch k {
-	case kindPair:
-		return m.cfg.MaxFailures
-	case kindUser:
-		return m.cfg.UserMaxFailures
-	default:
-		return m.cfg.IPMaxFailures
-	}
-}
+func (m *Memory) limit(k Kind) int { return m.cfg.Limit(k) }
 
 // appendKey appends a map key to b, so that lookups need not allocate. NUL
 // cannot occur in a client IP, and the caller refuses usernames with
 // control characters; were one to get through, the kind prefix and the
 // length of ip still keep keys apart.
-func appendKey(b []byte, k kind, ip, username string) []byte {
+func appendKey(b []byte, k Kind, ip, username string) []byte {
 	b = append(b, byte(k))
 	switch k {
-	case kindPair:
+	case KindPair:
 		b = append(b, ip...)
 		b = append(b, 0)
 		b = append(b, username...)
-	case kindUser:
+	case KindUser:
 		b = append(b, username...)
 	default:
 		b = append(b, ip...)
@@ -267,7 +374,7 @@ func appendKey(b []byte, k kind, ip, username string) []byte {
 	return b
 }
 
-func keyOf(k kind, ip, username string) string {
+func keyOf(k Kind, ip, username string) string {
 	return string(appendKey(nil, k, ip, username))
 }
 
@@ -285,7 +392,7 @@ func (m *Memory) Check(_ context.Context, ip, username string) (time.Duration, e
 		}
 		key := appendKey(buf[:0], k, ip, username)
 		if e, ok := m.locks[string(key)]; ok {
-			wait = max(wait, e.lockedUntil.Sub(now))
+			wait = max(wait, e.Wait(now))
 		}
 		if spill {
 			wait = max(wait, time.Duration(m.slotOf(key).lockedUntil-now.UnixNano()))
@@ -302,58 +409,35 @@ func (m *Memory) Fail(_ context.Context, ip, username string) (time.Duration, er
 	defer m.mu.Unlock()
 	var wait time.Duration
 	for _, k := range kinds {
-		limit := m.limit(k)
-		if limit < 0 {
+		if m.limit(k) < 0 {
 			continue
 		}
 		key := appendKey(buf[:0], k, ip, username)
-		var s *slot
+		minStrikes := 0
 		if m.spill != nil && now.Before(m.spillEnd) {
-			s = m.slotOf(key)
+			s := m.slotOf(key)
 			if d := time.Duration(s.lockedUntil - now.UnixNano()); d > 0 {
 				// Only reached when a failure raced a lockout: do not
 				// extend it.
 				wait = max(wait, d)
 				continue
 			}
+			if now.Sub(time.Unix(0, s.last)) < m.cfg.MaxLockout {
+				// The key's escalation may have been spilled.
+				minStrikes = int(s.strikes)
+			}
 		}
 		e := m.touch(key, now)
-		if now.Before(e.lockedUntil) {
-			wait = max(wait, e.lockedUntil.Sub(now))
-			continue
-		}
-		if e.count == 0 || now.Sub(e.windowStart) >= m.cfg.Window {
-			e.count, e.windowStart = 0, now
-		}
-		e.count++
-		e.last = now
-		if e.count >= limit {
-			strikes := e.strikes
-			if s != nil && now.Sub(time.Unix(0, s.last)) < m.cfg.MaxLockout {
-				// The key's escalation may have been spilled.
-				strikes = max(strikes, int(s.strikes))
-			}
-			d := m.lockout(strikes)
-			e.strikes = strikes + 1
-			e.count = 0
-			e.lockedUntil = now.Add(d)
-			e.last = e.lockedUntil
-			wait = max(wait, d)
-			if e.counter {
-				m.promote(e, now)
-			}
+		var d time.Duration
+		e.KeyState, d = m.cfg.failKey(k, e.KeyState, now, minStrikes)
+		wait = max(wait, d)
+		// A counter is never locked (it moves to locks when it locks), so
+		// a wait here means this failure locked it.
+		if d > 0 && e.counter {
+			m.promote(e, now)
 		}
 	}
 	return wait, nil
-}
-
-// lockout is BaseLockout doubled once per earlier strike, capped.
-func (m *Memory) lockout(strikes int) time.Duration {
-	d := m.cfg.BaseLockout
-	for i := 0; i < strikes && d < m.cfg.MaxLockout; i++ {
-		d *= 2
-	}
-	return min(d, m.cfg.MaxLockout)
 }
 
 // Succeed implements Limiter. It forgets the pair's counters and
@@ -361,7 +445,7 @@ func (m *Memory) lockout(strikes int) time.Duration {
 // errs on the side of locking.
 func (m *Memory) Succeed(_ context.Context, ip, username string) error {
 	var buf [128]byte
-	key := appendKey(buf[:0], kindPair, ip, username)
+	key := appendKey(buf[:0], KindPair, ip, username)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.counters.Invalidate(string(key))
@@ -369,11 +453,8 @@ func (m *Memory) Succeed(_ context.Context, ip, username string) error {
 	return nil
 }
 
-// forgotten reports whether e has been quiet long enough (MaxLockout since
-// its last failure or the end of its last lockout) to start afresh,
-// escalation included.
 func (m *Memory) forgotten(e *entry, now time.Time) bool {
-	return now.Sub(e.last) >= m.cfg.MaxLockout && !now.Before(e.lockedUntil)
+	return m.cfg.Forgotten(e.KeyState, now)
 }
 
 // touch returns the entry for key, created or reset if it was forgotten.
@@ -411,7 +492,7 @@ func (m *Memory) promote(e *entry, now time.Time) {
 		var out *entry
 		n := 0
 		for _, c := range m.locks {
-			if out == nil || c.last.Before(out.last) {
+			if out == nil || c.Last.Before(out.Last) {
 				out = c
 			}
 			if n++; n == lockSample || m.forgotten(out, now) {
@@ -433,10 +514,10 @@ func (m *Memory) fold(e *entry) {
 		m.spill = make([]slot, m.spillSize())
 	}
 	s := m.slotOf([]byte(e.key))
-	s.lockedUntil = max(s.lockedUntil, e.lockedUntil.UnixNano())
-	s.last = max(s.last, e.last.UnixNano())
-	s.strikes = max(s.strikes, int64(e.strikes))
-	if end := e.last.Add(m.cfg.MaxLockout); end.After(m.spillEnd) {
+	s.lockedUntil = max(s.lockedUntil, e.LockedUntil.UnixNano())
+	s.last = max(s.last, e.Last.UnixNano())
+	s.strikes = max(s.strikes, int64(e.Strikes))
+	if end := e.Last.Add(m.cfg.MaxLockout); end.After(m.spillEnd) {
 		m.spillEnd = end
 	}
 	m.spilled++

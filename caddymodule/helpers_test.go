@@ -182,6 +182,7 @@ func wantNoIdentity(t *testing.T, s seenRequest) {
 type gateway struct {
 	db      string
 	memory  string // the name of its memory store; "" for the bolt file db
+	etcd    string // the body of its `store etcd` block; "" for none
 	st      store.Store
 	backend *backend
 	client  *http.Client
@@ -256,6 +257,9 @@ http://localhost:9080 {
 
 // storeLine is the crudauth block's line that names the gateway's store.
 func (g *gateway) storeLine() string {
+	if g.etcd != "" {
+		return "store etcd {\n" + g.etcd + "\n\t\t}"
+	}
 	if g.memory != "" {
 		return "store memory {\n\t\t\tname " + g.memory + "\n\t\t}"
 	}

@@ -509,7 +509,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	p, status, challenge, err := h.authenticate(r, rule)
 	observeBearer(status, err)
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", challenge)
+		if challenge != "" {
+			w.Header().Set("WWW-Authenticate", challenge)
+		}
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
 		w.Header().Set("Cache-Control", "no-store")
 		h.logDenial(r, status, err)
 		return caddyhttp.Error(status, err)
@@ -574,6 +579,12 @@ func (h *Handler) authenticate(r *http.Request, rule *Rule) (auth.Principal, int
 		var ae *auth.Error
 		if errors.As(err, &ae) && ae.Code == auth.CodeInvalidToken {
 			return auth.Principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), ae.Err
+		}
+		if errors.As(err, &ae) && ae.Code == auth.CodeTemporarilyUnavailable {
+			// The store cannot confirm the user's state (a distributed
+			// store without quorum or current state): fail closed, and
+			// say when to retry. No challenge: the token is not at fault.
+			return auth.Principal{}, http.StatusServiceUnavailable, "", err
 		}
 		return auth.Principal{}, http.StatusInternalServerError, h.challenge(""), err
 	}

@@ -128,7 +128,7 @@ func storeKeyOf(name string) (string, bool) {
 	if filepath.IsAbs(name) {
 		return boltKeyPrefix + filepath.Clean(name), true
 	}
-	if strings.HasPrefix(name, memoryKeyPrefix) {
+	if strings.HasPrefix(name, memoryKeyPrefix) || strings.HasPrefix(name, etcdKeyPrefix) {
 		return name, true
 	}
 	return "", false

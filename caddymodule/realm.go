@@ -271,7 +271,7 @@ func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
 	if r.store, r.storeKey, err = s.acquireStore(ctx); err != nil {
 		return nil, err
 	}
-	if r.throttle, r.throttleKey, err = acquireThrottle(r.storeKey, s.Throttle); err != nil {
+	if r.throttle, r.throttleKey, err = acquireThrottle(r.storeKey, r.store, s.Throttle); err != nil {
 		_ = r.release()
 		return nil, fmt.Errorf("throttle: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
 
@@ -106,7 +107,7 @@ func (sharedThrottle) Destruct() error { return nil }
 
 // acquireThrottle returns the shared limiter for dbKey and c, and the pool
 // key to release it with; nil and "" when throttling is off.
-func acquireThrottle(dbKey string, c *ThrottleConfig) (throttle.Limiter, string, error) {
+func acquireThrottle(dbKey string, st store.Store, c *ThrottleConfig) (throttle.Limiter, string, error) {
 	if c == nil {
 		c = &ThrottleConfig{}
 	}
@@ -119,7 +120,7 @@ func acquireThrottle(dbKey string, c *ThrottleConfig) (throttle.Limiter, string,
 	}
 	key := dbKey + "\x00" + string(settings)
 	val, _, err := throttlePool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return sharedThrottle{throttle.NewMemory(throttle.Config{
+		cfg := throttle.Config{
 			MaxFailures:     c.MaxFailures,
 			UserMaxFailures: c.UserMaxFailures,
 			IPMaxFailures:   c.IPMaxFailures,
@@ -127,12 +128,24 @@ func acquireThrottle(dbKey string, c *ThrottleConfig) (throttle.Limiter, string,
 			BaseLockout:     time.Duration(c.Lockout),
 			MaxLockout:      time.Duration(c.MaxLockout),
 			MaxEntries:      c.MaxEntries,
-		})}, nil
+		}
+		// A store shared by several gateways (etcd) shares the throttle
+		// too: guesses spread over the gateways count together.
+		if sh, ok := st.(sharedThrottler); ok {
+			return sharedThrottle{sh.SharedThrottle(cfg)}, nil
+		}
+		return sharedThrottle{throttle.NewMemory(cfg)}, nil
 	})
 	if err != nil {
 		return nil, "", err
 	}
 	return val.(sharedThrottle).Limiter, key, nil
+}
+
+// sharedThrottler is a store whose backing state several gateways share,
+// and that keeps the login throttle's counters there too.
+type sharedThrottler interface {
+	SharedThrottle(throttle.Config) throttle.Limiter
 }
 
 // loginHashes counts the password hashes that token_path logins run, for

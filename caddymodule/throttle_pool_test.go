@@ -11,12 +11,12 @@ import (
 // another database get their own.
 func TestThrottleSharedPerDatabase(t *testing.T) {
 	cfg := &ThrottleConfig{MaxFailures: 2, UserMaxFailures: -1, IPMaxFailures: -1}
-	a, keyA, err := acquireThrottle("/db/one", cfg)
+	a, keyA, err := acquireThrottle("/db/one", nil, cfg)
 	if err != nil || a == nil {
 		t.Fatal(err)
 	}
 	defer throttlePool.Delete(keyA)
-	b, keyB, err := acquireThrottle("/db/one", &ThrottleConfig{MaxFailures: 2, UserMaxFailures: -1, IPMaxFailures: -1})
+	b, keyB, err := acquireThrottle("/db/one", nil, &ThrottleConfig{MaxFailures: 2, UserMaxFailures: -1, IPMaxFailures: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestThrottleSharedPerDatabase(t *testing.T) {
 		t.Fatalf("two failures split over two handlers did not lock: wait %v, err %v", wait, err)
 	}
 
-	other, keyO, err := acquireThrottle("/db/two", cfg)
+	other, keyO, err := acquireThrottle("/db/two", nil, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,13 +41,13 @@ func TestThrottleSharedPerDatabase(t *testing.T) {
 	if wait, _ := other.Check(ctx, "192.0.2.1", "alice"); wait != 0 {
 		t.Errorf("another database shares the lock: wait %v", wait)
 	}
-	if _, keyS, _ := acquireThrottle("/db/one", &ThrottleConfig{MaxFailures: 3}); keyS == keyA {
+	if _, keyS, _ := acquireThrottle("/db/one", nil, &ThrottleConfig{MaxFailures: 3}); keyS == keyA {
 		t.Error("other settings share the counters")
 	} else {
 		throttlePool.Delete(keyS)
 	}
 
-	if l, key, err := acquireThrottle("/db/one", &ThrottleConfig{Off: true}); l != nil || key != "" || err != nil {
+	if l, key, err := acquireThrottle("/db/one", nil, &ThrottleConfig{Off: true}); l != nil || key != "" || err != nil {
 		t.Errorf("throttle off: %v %q %v", l, key, err)
 	}
 }

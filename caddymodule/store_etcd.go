@@ -1,0 +1,266 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/store/etcd"
+)
+
+func init() {
+	caddy.RegisterModule(EtcdStore{})
+}
+
+const etcdKeyPrefix = "etcd:"
+
+// EtcdStore is the `crudauth.stores.etcd` module: users, epochs, sessions
+// and the generated signing key in an etcd cluster, shared by every
+// gateway that names the same endpoints and prefix. A warm bearer check
+// reads a local cache that a watch keeps current; see docs/etcd.md.
+type EtcdStore struct {
+	// Client endpoints of the cluster's members (host:port or URLs).
+	// Required.
+	Endpoints []string `json:"endpoints,omitempty"`
+
+	// Key prefix; gateways that share users share it. Default: /crudauth/.
+	Prefix string `json:"prefix,omitempty"`
+
+	// Bound on connecting and on every request; a request without an
+	// answer by then gets 503 with Retry-After. Default: 2s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+
+	// TLS to the members: a CA to trust, and a client certificate and key.
+	TLS *EtcdTLS `json:"tls,omitempty"`
+
+	// Credentials of etcd's own authentication. The password takes
+	// placeholders ({env.ETCD_PASSWORD}, {file.PATH}), resolved at start.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+
+	// How long bearer checks go on from the local cache while it cannot be
+	// confirmed current; past it they get 503 (fail closed). Default: 10s.
+	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
+}
+
+// EtcdTLS is the TLS of EtcdStore: files in PEM.
+type EtcdTLS struct {
+	CA   string `json:"ca,omitempty"`
+	Cert string `json:"cert,omitempty"`
+	Key  string `json:"key,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (EtcdStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "crudauth.stores.etcd",
+		New: func() caddy.Module { return new(EtcdStore) },
+	}
+}
+
+// Provision checks the configuration.
+func (e *EtcdStore) Provision(caddy.Context) error { return e.check() }
+
+func (e *EtcdStore) check() error {
+	if len(e.Endpoints) == 0 {
+		return errors.New("store etcd: endpoints are required")
+	}
+	if e.Prefix != "" && (!strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/")) {
+		return fmt.Errorf("store etcd: prefix %q must start and end with /", e.Prefix)
+	}
+	if e.DialTimeout < 0 || e.MaxStaleness < 0 {
+		return errors.New("store etcd: dial_timeout and max_staleness must be positive")
+	}
+	if e.TLS != nil && (e.TLS.Cert == "") != (e.TLS.Key == "") {
+		return errors.New("store etcd: tls: cert and key go together")
+	}
+	if e.Password != "" && e.Username == "" {
+		return errors.New("store etcd: a password needs a username")
+	}
+	return nil
+}
+
+func (e *EtcdStore) prefix() string {
+	if e.Prefix == "" {
+		return etcd.DefaultPrefix
+	}
+	return e.Prefix
+}
+
+// storeKey names the backing state: the cluster (its endpoints, in any
+// order) and the prefix.
+func (e *EtcdStore) storeKey() string {
+	eps := slices.Clone(e.Endpoints)
+	slices.Sort(eps)
+	return etcdKeyPrefix + strings.Join(eps, ",") + e.prefix()
+}
+
+func (e *EtcdStore) openStore() (store.Store, error) {
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	o := etcd.Options{
+		Endpoints:    e.Endpoints,
+		Prefix:       e.prefix(),
+		DialTimeout:  time.Duration(e.DialTimeout),
+		MaxStaleness: time.Duration(e.MaxStaleness),
+		Username:     e.Username,
+		Logger:       caddy.Log().Named("crudauth.stores.etcd"),
+	}
+	if e.Password != "" {
+		pw, err := caddy.NewReplacer().ReplaceOrErr(e.Password, true, true)
+		if err != nil {
+			return nil, fmt.Errorf("store etcd: password: %w", err)
+		}
+		o.Password = strings.TrimRight(pw, "\r\n")
+	}
+	if e.TLS != nil {
+		cfg, err := e.TLS.config()
+		if err != nil {
+			return nil, fmt.Errorf("store etcd: tls: %w", err)
+		}
+		o.TLS = cfg
+	}
+	timeout := o.DialTimeout
+	if timeout == 0 {
+		timeout = etcd.DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*timeout)
+	defer cancel()
+	return etcd.Open(ctx, o)
+}
+
+func (t *EtcdTLS) config() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca %s: no certificate in it", t.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// UnmarshalCaddyfile sets up the store from Caddyfile tokens:
+//
+//	store etcd {
+//		endpoints     <host:port...>
+//		prefix        <prefix>
+//		dial_timeout  <duration>
+//		tls {
+//			ca   <file>
+//			cert <file>
+//			key  <file>
+//		}
+//		username      <name>
+//		password      <password>
+//		max_staleness <duration>
+//	}
+func (e *EtcdStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the backend's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := seenSubdirectives{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if err := seen.once(d, "store etcd "+sub); err != nil {
+			return err
+		}
+		switch sub {
+		case "endpoints":
+			e.Endpoints = d.RemainingArgs()
+			if len(e.Endpoints) == 0 {
+				return d.ArgErr()
+			}
+		case "prefix", "username", "password":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch sub {
+			case "prefix":
+				e.Prefix = v
+			case "username":
+				e.Username = v
+			default:
+				e.Password = v
+			}
+		case "dial_timeout", "max_staleness":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("store etcd: %s %q is not a positive duration", sub, v)
+			}
+			if sub == "dial_timeout" {
+				e.DialTimeout = caddy.Duration(dur)
+			} else {
+				e.MaxStaleness = caddy.Duration(dur)
+			}
+		case "tls":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			e.TLS = new(EtcdTLS)
+			tlsSeen := seenSubdirectives{}
+			for tn := d.Nesting(); d.NextBlock(tn); {
+				k := d.Val()
+				if err := tlsSeen.once(d, "store etcd tls "+k); err != nil {
+					return err
+				}
+				var v string
+				if !d.AllArgs(&v) {
+					return d.ArgErr()
+				}
+				switch k {
+				case "ca":
+					e.TLS.CA = v
+				case "cert":
+					e.TLS.Cert = v
+				case "key":
+					e.TLS.Key = v
+				default:
+					return d.Errf("store etcd tls: unrecognized subdirective %q", k)
+				}
+			}
+		default:
+			return d.Errf("store etcd: unrecognized subdirective %q", sub)
+		}
+	}
+	if err := e.check(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ storeOpener           = (*EtcdStore)(nil)
+	_ caddy.Provisioner     = (*EtcdStore)(nil)
+	_ caddyfile.Unmarshaler = (*EtcdStore)(nil)
+)

@@ -134,8 +134,12 @@ type Store interface {
 	// when fn returns nil; an error from fn aborts and is returned as is.
 	// fn must not change ID; a changed Username is re-indexed (ErrExists on
 	// a clash). UpdatedAt is set by the store. Once UpdateUser returns,
-	// every read (including AuthState, through any handle on the same
-	// backing state) sees the change.
+	// every read through this handle sees the change, and so does every
+	// read through another handle on the same backing state, except that
+	// another handle's AuthState may lag by the backend's propagation
+	// bound: a cache fed by a watch (etcd) shows another gateway's write
+	// a moment after it committed (milliseconds on a LAN; storetest's
+	// Backend.Propagation).
 	//
 	// fn may run more than once: a backend with optimistic transactions
 	// (etcd) runs it again, on a fresh copy of the then stored user, when

@@ -50,6 +50,16 @@ type Backend struct {
 	// that stays open notices another's write (a bbolt file is shared
 	// within a process through one handle, never two).
 	Concurrent bool
+
+	// Propagation is how long a write through one handle may take to show
+	// in another handle's AuthState (0: at once). A backend whose
+	// AuthState is a local cache fed by a watch (etcd) sees another
+	// gateway's write a moment after it committed; the two-handle tests
+	// then read the other handle's AuthState until it shows the write or
+	// the bound passes. Every other read (GetUser, GetSession, ListUsers,
+	// ...) must show the write at once, and a handle must always read its
+	// own writes at once.
+	Propagation time.Duration
 }
 
 // Run runs the conformance suite.
@@ -116,7 +126,7 @@ func Run(t *testing.T, b Backend) {
 	}
 	for _, tc := range twoHandles {
 		t.Run("TwoHandles/"+tc.name, func(t *testing.T) {
-			tc.fn(t, &pair{t: t, open: b.New(t), concurrent: b.Concurrent})
+			tc.fn(t, &pair{t: t, open: b.New(t), concurrent: b.Concurrent, propagation: b.Propagation})
 		})
 	}
 }

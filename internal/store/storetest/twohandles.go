@@ -1,10 +1,13 @@
 package storetest
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crudauth/caddy-crudauth/internal/password"
 
@@ -17,9 +20,10 @@ import (
 // case of two gateways on one store. Otherwise each switch from one handle
 // to the other closes the open one first.
 type pair struct {
-	t          *testing.T
-	open       func() (store.Store, error)
-	concurrent bool
+	t           *testing.T
+	open        func() (store.Store, error)
+	concurrent  bool
+	propagation time.Duration // Backend.Propagation
 
 	h   [2]store.Store
 	cur int
@@ -49,6 +53,59 @@ func (p *pair) get(i int) store.Store {
 	return p.h[i]
 }
 
+// seen checks what one handle's AuthState shows of another handle's write:
+// check runs again until it passes or the backend's propagation bound has
+// passed (Backend.Propagation), and its last failure is reported.
+func (p *pair) seen(check func() error) {
+	p.t.Helper()
+	deadline := time.Now().Add(p.propagation)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			p.t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stateIs is a check for seen: s's AuthState of id passes ok.
+func stateIs(s store.Store, id string, ok func(store.AuthState, error) error) func() error {
+	return func() error {
+		st, err := s.AuthState(context.Background(), id)
+		return ok(st, err)
+	}
+}
+
+// sessionsAre is a check for seen: s's AuthState of id lists exactly want.
+func sessionsAre(s store.Store, id string, want ...string) func() error {
+	want = slices.Sorted(slices.Values(want))
+	return stateIs(s, id, func(st store.AuthState, err error) error {
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(st.Sessions, want) {
+			return fmt.Errorf("AuthState sessions %q, want %q", st.Sessions, want)
+		}
+		return nil
+	})
+}
+
+// versionIs is a check for seen: s's AuthState of id has token version v.
+func versionIs(s store.Store, id string, v uint64, who string) func() error {
+	return stateIs(s, id, func(st store.AuthState, err error) error {
+		if err != nil {
+			return err
+		}
+		if st.TokenVersion != v {
+			return fmt.Errorf("%s: AuthState has version %d, want %d", who, st.TokenVersion, v)
+		}
+		return nil
+	})
+}
+
 // warm reads everything a gateway reads of u through s, twice, so that a
 // backend that caches has it cached.
 func warm(t *testing.T, s store.Store, u *store.User) {
@@ -71,9 +128,7 @@ func testTwoRevocation(t *testing.T, p *pair) {
 			t.Fatal(err)
 		}
 		for round := range 2 {
-			if st := mustState(t, p.B(), u.ID); st.TokenVersion != got.TokenVersion {
-				t.Fatalf("revocation %d: B's AuthState read %d has version %d, A wrote %d", i, round, st.TokenVersion, got.TokenVersion)
-			}
+			p.seen(versionIs(p.B(), u.ID, got.TokenVersion, fmt.Sprintf("revocation %d, B's read %d", i, round)))
 		}
 		if g := mustGet(t, p.B(), u.ID); g.TokenVersion != got.TokenVersion {
 			t.Fatalf("revocation %d: B's GetUser has version %d, A wrote %d", i, g.TokenVersion, got.TokenVersion)
@@ -84,9 +139,7 @@ func testTwoRevocation(t *testing.T, p *pair) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := mustState(t, p.A(), u.ID); st.TokenVersion != got.TokenVersion {
-		t.Fatalf("A's AuthState has version %d after B wrote %d", st.TokenVersion, got.TokenVersion)
-	}
+	p.seen(versionIs(p.A(), u.ID, got.TokenVersion, "A after B's revocation"))
 }
 
 func testTwoPassword(t *testing.T, p *pair) {
@@ -96,9 +149,7 @@ func testTwoPassword(t *testing.T, p *pair) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := mustState(t, p.B(), u.ID); st.TokenVersion != got.TokenVersion {
-		t.Errorf("B's AuthState has version %d after A's password change to %d", st.TokenVersion, got.TokenVersion)
-	}
+	p.seen(versionIs(p.B(), u.ID, got.TokenVersion, "B after A's password change"))
 	g, err := p.B().GetUserByName(t.Context(), "PW")
 	if err != nil {
 		t.Fatal(err)
@@ -118,10 +169,12 @@ func testTwoDisable(t *testing.T, p *pair) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	st := mustState(t, p.B(), u.ID)
-	if !st.Disabled || len(st.AllowedScopes) != 1 || st.AllowedScopes[0] != "a" {
-		t.Errorf("B's AuthState after A disabled the user and narrowed the scopes: %+v", st)
-	}
+	p.seen(stateIs(p.B(), u.ID, func(st store.AuthState, err error) error {
+		if err != nil || !st.Disabled || len(st.AllowedScopes) != 1 || st.AllowedScopes[0] != "a" {
+			return fmt.Errorf("B's AuthState after A disabled the user and narrowed the scopes: %+v, %v", st, err)
+		}
+		return nil
+	}))
 	if g := mustGet(t, p.B(), u.ID); !g.Disabled {
 		t.Errorf("B's GetUser after A disabled the user: %+v", g)
 	}
@@ -134,9 +187,13 @@ func testTwoDelete(t *testing.T, p *pair) {
 	if err := p.A().DeleteUser(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err := p.B().AuthState(ctx, u.ID)
-	wantErr(t, "B's AuthState after A's delete", err, store.ErrNotFound)
-	_, err = p.B().GetUser(ctx, u.ID)
+	p.seen(stateIs(p.B(), u.ID, func(_ store.AuthState, err error) error {
+		if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("B's AuthState after A's delete: %v, want %v", err, store.ErrNotFound)
+		}
+		return nil
+	}))
+	_, err := p.B().GetUser(ctx, u.ID)
 	wantErr(t, "B's GetUser after A's delete", err, store.ErrNotFound)
 	_, err = p.B().GetUserByName(ctx, "del")
 	wantErr(t, "B's GetUserByName after A's delete", err, store.ErrNotFound)
@@ -186,18 +243,19 @@ func testTwoCreate(t *testing.T, p *pair) {
 }
 
 // testTwoSessions: a session created, rotated or ended through one handle
-// is seen through the other at once, AuthState included (a gateway must
-// refuse the access tokens of a session another one ended).
+// is seen through the other at once, AuthState within the backend's
+// propagation bound (a gateway must refuse the access tokens of a session
+// another one ended).
 func testTwoSessions(t *testing.T, p *pair) {
 	ctx := t.Context()
 	u := mustCreate(t, p.A(), &store.User{Username: "device"})
 	warm(t, p.B(), u)
-	wantSessions(t, p.B(), u.ID)
+	p.seen(sessionsAre(p.B(), u.ID))
 
 	a1, a2 := newSession(u.ID), newSession(u.ID)
 	mustSession(t, p.A(), a1, 0)
 	mustSession(t, p.A(), a2, 0)
-	wantSessions(t, p.B(), u.ID, a1.ID, a2.ID)
+	p.seen(sessionsAre(p.B(), u.ID, a1.ID, a2.ID))
 	if got := mustGetSession(t, p.B(), u.ID, a1.ID); !sameSession(got, a1) {
 		t.Errorf("B's GetSession = %+v, A created %+v", got, a1)
 	}
@@ -210,11 +268,11 @@ func testTwoSessions(t *testing.T, p *pair) {
 		t.Errorf("A's GetSession = %+v after B rotated to %+v", got, rotated)
 	}
 
-	wantSessions(t, p.B(), u.ID, a1.ID, a2.ID) // warm B again
+	p.seen(sessionsAre(p.B(), u.ID, a1.ID, a2.ID)) // warm B again
 	if err := p.A().DeleteSession(ctx, u.ID, a1.ID); err != nil {
 		t.Fatal(err)
 	}
-	wantSessions(t, p.B(), u.ID, a2.ID)
+	p.seen(sessionsAre(p.B(), u.ID, a2.ID))
 	_, err = p.B().GetSession(ctx, u.ID, a1.ID)
 	wantErr(t, "B's GetSession of the session A ended", err, store.ErrSessionNotFound)
 
@@ -223,14 +281,14 @@ func testTwoSessions(t *testing.T, p *pair) {
 	if removed := mustSession(t, p.B(), b1, 1); !slices.Equal(removed, []string{a2.ID}) {
 		t.Errorf("B's CreateSession with max 1 removed %q, want %s", removed, a2.ID)
 	}
-	wantSessions(t, p.A(), u.ID, b1.ID)
+	p.seen(sessionsAre(p.A(), u.ID, b1.ID))
 	if _, err := store.Revoke(ctx, p.B(), u.ID); err != nil {
 		t.Fatal(err)
 	}
-	wantSessions(t, p.A(), u.ID)
+	p.seen(sessionsAre(p.A(), u.ID))
 	b2 := newSession(u.ID)
 	mustSession(t, p.A(), b2, 0)
-	wantSessions(t, p.B(), u.ID, b2.ID)
+	p.seen(sessionsAre(p.B(), u.ID, b2.ID))
 	if err := p.A().DeleteUser(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}

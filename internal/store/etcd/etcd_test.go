@@ -37,6 +37,8 @@ func TestConformance(t *testing.T) {
 	endpoints := etcdtest.Start(t)
 	storetest.Run(t, storetest.Backend{
 		Concurrent: true,
+		// The bound a revocation must meet across gateways (at p99).
+		Propagation: 100 * time.Millisecond,
 		New: func(t *testing.T) func() (store.Store, error) {
 			prefix := freshPrefix()
 			return func() (store.Store, error) {

@@ -58,8 +58,7 @@ func (env *Env) parseLocation(flag, s string) (location, error) {
 // (logins, refreshes), and a copy taken beside it would miss those.
 func (env *Env) openSource(ctx context.Context, l location) (store.Store, error) {
 	if l.etcd != nil {
-		st, _, err := env.openEtcd(ctx, l.etcd.URL())
-		return st, err
+		return env.openEtcdWith(ctx, *l.etcd)
 	}
 	if _, err := os.Stat(l.file); err != nil {
 		return nil, fmt.Errorf("--from: %w", err)
@@ -82,7 +81,7 @@ func (env *Env) openSource(ctx context.Context, l location) (store.Store, error)
 // migration leaves no half-written database where a caddy would open it.
 func (env *Env) openTarget(ctx context.Context, l location) (st store.Store, tmp string, err error) {
 	if l.etcd != nil {
-		st, _, err := env.openEtcd(ctx, l.etcd.URL())
+		st, err := env.openEtcdWith(ctx, *l.etcd)
 		return st, "", err
 	}
 	path := l.file

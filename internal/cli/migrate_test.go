@@ -315,6 +315,18 @@ func TestMigrateRefusals(t *testing.T) {
 	}
 }
 
+// TestMigrateDialTimeout: the URL's dial_timeout bounds how long an
+// unreachable cluster keeps the migration waiting (the default is 2s).
+func TestMigrateDialTimeout(t *testing.T) {
+	src, _ := migrateFixture(t)
+	env := &Env{Stdout: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
+	start := time.Now()
+	err := env.Migrate(src, "etcd://127.0.0.1:1/crudauth/?dial_timeout=100ms")
+	if took := time.Since(start); err == nil || !strings.Contains(err.Error(), "did not answer") || took > 1500*time.Millisecond {
+		t.Errorf("into an unreachable cluster: %v after %v (dial_timeout 100ms)", err, took)
+	}
+}
+
 // TestVerifyFindsDifferences: the check after the copy notices a session
 // whose generation did not come along, a user's token version, a secret,
 // a missing session; and the digest moves with any of them.

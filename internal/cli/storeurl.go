@@ -73,15 +73,23 @@ func (env *Env) openEtcd(ctx context.Context, raw string) (*etcd.Store, etcd.Opt
 	if err != nil {
 		return nil, o, err
 	}
+	st, err := env.openEtcdWith(ctx, o)
+	return st, o, err
+}
+
+// openEtcdWith opens the etcd store o describes. It takes the parsed
+// Options rather than their URL, which leaves out what is not an address
+// (the dial timeout, the credentials).
+func (env *Env) openEtcdWith(ctx context.Context, o etcd.Options) (*etcd.Store, error) {
 	if o.Username != "" {
 		env.verbosef("authenticating to etcd as %s (from %s)", o.Username, EnvEtcdUsername)
 	}
 	st, err := etcd.Open(ctx, o)
 	if errors.Is(err, store.ErrUnavailable) {
-		return nil, o, fmt.Errorf("etcd at %s did not answer: is the cluster up and reachable from here? (%w)", o.URL(), err)
+		return nil, fmt.Errorf("etcd at %s did not answer: is the cluster up and reachable from here? (%w)", o.URL(), err)
 	}
 	if err != nil {
-		return nil, o, fmt.Errorf("etcd at %s: %w", o.URL(), err)
+		return nil, fmt.Errorf("etcd at %s: %w", o.URL(), err)
 	}
-	return st, o, nil
+	return st, nil
 }

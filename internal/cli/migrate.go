@@ -176,7 +176,9 @@ func (env *Env) Migrate(from, to string) error {
 	env.verbosef("copying %s into %s", counts(d), dst)
 	stats, err := store.ImportDump(ctx, out, d)
 	if err != nil {
-		if tmp != "" {
+		if tmp != "" || stats.Users == 0 {
+			// Users go in all at once or not at all: with none in, the
+			// target is as it was.
 			return fmt.Errorf("copying into %s: %w; nothing written there", dst, err)
 		}
 		return fmt.Errorf("copying into %s: %w; %d users, %d sessions and %d secrets were copied before it failed: "+

@@ -18,7 +18,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "crudauth",
-		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | session <list|revoke> ... | backup <file> | restore <file> | explain --config <file> <METHOD> <target>",
+		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | session <list|revoke> ... | backup <file> | restore <file> | migrate --from <store> --to <store> | explain --config <file> <METHOD> <target>",
 		Short: "Manages the users of the crudauth gateway and explains its rules",
 		Long: `
 Manages the users in a crudauth database and their sessions, takes backups
@@ -36,11 +36,15 @@ asks the endpoint to identify itself as crudauth's admin API
 (GET /crudauth/identity), and stops with an error naming the address if it
 does not: while caddy is down, any program may listen on that address.
 
+With --store etcd://HOST:PORT/PREFIX/ the commands work on an etcd store
+directly: etcd is shared, so a running Caddy does not hold it, and every
+gateway on the prefix sees the change through its watch.
+
 Passwords are read from a prompt that does not echo, or from standard input
 with --password-stdin; never from a flag.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			env := &cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-			cmd.AddCommand(userCommand(env), sessionCommand(env), backupCommand(env), restoreCommand(env), explainCommand(env))
+			cmd.AddCommand(userCommand(env), sessionCommand(env), backupCommand(env), restoreCommand(env), migrateCommand(env), explainCommand(env))
 			requireSubcommand(cmd)
 			cmd.SilenceUsage = true
 		},
@@ -64,6 +68,7 @@ func requireSubcommand(c *cobra.Command) {
 func addTargetFlags(env *cli.Env, c *cobra.Command) {
 	hostEnv(env)
 	c.PersistentFlags().StringVar(&env.DB, "db", "", "database file (default: "+env.DefaultDB+")")
+	c.PersistentFlags().StringVar(&env.Store, "store", "", "an etcd store, etcd://HOST:PORT[,HOST:PORT]/PREFIX/ (etcds:// for TLS), worked on directly; credentials from "+cli.EnvEtcdUsername+" and "+cli.EnvEtcdPassword)
 	c.PersistentFlags().StringVar(&env.Address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+caddy.DefaultAdminListen+")")
 	c.PersistentFlags().StringVar(&env.Realm, "realm", "", "a realm declared in the running caddy's global crudauth options, reached through its admin API")
 	c.PersistentFlags().BoolVarP(&env.Verbose, "verbose", "v", false, "say whether the file or the admin API is used, and which admin endpoint")
@@ -354,5 +359,42 @@ API. A missing database file is created.`,
 		},
 	}
 	addTargetFlags(env, c)
+	return c
+}
+
+// migrateCommand: caddy crudauth migrate --from <store> --to <store>
+func migrateCommand(env *cli.Env) *cobra.Command {
+	var from, to string
+	c := &cobra.Command{
+		Use:   "migrate --from <file|etcd://...> --to <file|etcd://...>",
+		Short: "Copies every user, session and secret from one store to another (a bolt file, an etcd prefix), exactly",
+		Long: `Copies every user (ID, password hash, token_version, scopes), every live
+session (with its generation) and every secret, the signing key included,
+from one store to another: from a bolt file to an etcd prefix, back, or
+between two of either. Tokens issued before the move keep working after it.
+
+A store is the path of a bolt file, or an etcd URL:
+
+  etcd://HOST:PORT[,HOST:PORT...]/PREFIX/[?dial_timeout=2s]
+  etcds://...     the same over TLS, checked against the system's roots
+
+The port defaults to 2379 and the prefix to /crudauth/. Credentials are
+never read from the URL: set ` + cli.EnvEtcdUsername + ` and ` + cli.EnvEtcdPassword + `.
+
+The source bolt file must not be held by a running caddy (stop it, or take
+a backup through its admin API and restore that with --store). The target
+must be empty: no user and no secret, so migrate before starting gateways
+on a new prefix. A new target file appears only once the copy is verified:
+both sides are read again and compared, and the command prints their counts
+and the SHA-256 of what they hold.`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.Migrate(from, to)
+		},
+	}
+	c.Flags().StringVar(&from, "from", "", "the store to copy from: a bolt file or etcd://...")
+	c.Flags().StringVar(&to, "to", "", "the empty store to copy into: a bolt file (created) or etcd://...")
+	c.Flags().BoolVarP(&env.Verbose, "verbose", "v", false, "say what is read, copied and verified")
 	return c
 }

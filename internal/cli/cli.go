@@ -16,7 +16,10 @@ import (
 // Env is a command's options and streams, and what the host program
 // provides.
 type Env struct {
-	DB            string // --db: the database file
+	DB string // --db: the database file
+	// Store is --store: an etcd store URL (etcd://, etcds://) the
+	// commands open directly, as they open a file given with --db.
+	Store         string
 	Realm         string // --realm: a realm of the running caddy, through its admin API
 	Address       string // --address: go through this admin API
 	Verbose       bool   // say which path was taken, and which admin endpoint
@@ -44,6 +47,9 @@ type Env struct {
 	// Settings returns how new passwords are hashed and checked on a file
 	// outside any running gateway.
 	Settings func() (users.Settings, error)
+	// Getenv reads the etcd credentials (CRUDAUTH_ETCD_USERNAME,
+	// CRUDAUTH_ETCD_PASSWORD); nil: os.Getenv.
+	Getenv func(string) string
 }
 
 // Endpoint is where an admin API listens.

@@ -56,6 +56,9 @@ const defaultLockWait = 500 * time.Millisecond
 // file, else on the file itself.
 func (env *Env) WithOps(fn func(ctx context.Context, ops Ops) error) error {
 	ctx := context.Background()
+	if env.Store != "" {
+		return env.withStoreURL(ctx, fn)
+	}
 	path := env.DB
 	if path == "" {
 		path = env.DefaultDB

@@ -154,6 +154,7 @@ func TestCompactionForcesReload(t *testing.T) {
 // reads fail with ErrUnavailable within DialTimeout instead of hanging.
 // When the member is back, the same Store recovers.
 func TestStaleness(t *testing.T) {
+	t.Parallel() // on a member of its own; mostly waiting
 	m := etcdtest.StartMember(t)
 	const maxStale, dial = 1 * time.Second, 500 * time.Millisecond
 	prefix := freshPrefix()
@@ -174,8 +175,7 @@ func TestStaleness(t *testing.T) {
 	begin := time.Now()
 	m.Stop()
 	stopped := time.Now()
-	// An embedded member stops gracefully: it serves open watch streams
-	// until its request timeout, so the clock starts when it is gone.
+	// The clock starts when the member is gone.
 	t.Logf("member stopped in %v", stopped.Sub(begin))
 	for _, call := range []struct {
 		name string
@@ -279,6 +279,7 @@ func watchStreams() int {
 // at the revision it loaded; etcd sends no progress notification to a
 // watch that starts above the server's revision.
 func TestIdleAfterOpen(t *testing.T) {
+	t.Parallel() // on a member of its own; mostly waiting
 	m := etcdtest.StartMember(t)
 	prefix := freshPrefix()
 	const maxStale = time.Second
@@ -302,6 +303,7 @@ func TestIdleAfterOpen(t *testing.T) {
 // follows; the cache loads everything again instead of staying
 // unconfirmed. Applied is set ahead by hand to stand for the rewind.
 func TestRewoundClusterReloads(t *testing.T) {
+	t.Parallel() // on a member of its own; mostly waiting
 	m := etcdtest.StartMember(t)
 	const maxStale = time.Second
 	s := open(t, m.Endpoints(), freshPrefix(), func(o *Options) { o.MaxStaleness = maxStale })

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -29,10 +27,12 @@ import (
 // in revision order. When the watch breaks it resumes from the last
 // revision applied; when that revision was compacted away meanwhile it
 // loads everything again. The cache counts as current as long as the
-// watch proves it: an event that brings it up to the server's revision, or
-// a progress notification (requested every MaxStaleness/4), which etcd
-// sends only once every event up to its revision was delivered. Past
-// MaxStaleness without such proof AuthState fails closed.
+// watch proves it: an event that brings it up to the server's revision, a
+// progress notification (requested every MaxStaleness/4), which etcd
+// sends only once every event up to its revision was delivered, or, while
+// nothing is written (etcd then sends no progress notification), a read
+// of the cluster's revision that finds the applied one. Past MaxStaleness
+// without such proof AuthState fails closed.
 type cache struct {
 	s *Store
 
@@ -65,8 +65,6 @@ type cache struct {
 	beforeWatch atomic.Pointer[func()]
 	wmu         sync.Mutex
 	watchCancel context.CancelFunc
-	wbase       context.Context
-	wgen        int64
 }
 
 // entry is a user's cached state; err is set for a record this gateway
@@ -82,15 +80,14 @@ func newCache(s *Store) *cache {
 	return c
 }
 
-// start loads the cache and starts the watch and the progress requests.
+// start loads the cache and starts the watch.
 func (c *cache) start(ctx context.Context) error {
 	if err := c.load(ctx); err != nil {
 		c.cancel()
 		return err
 	}
-	c.done.Add(2)
+	c.done.Add(1)
 	go c.watchLoop()
-	go c.progressLoop()
 	return nil
 }
 
@@ -320,30 +317,16 @@ func (c *cache) progress(rev int64) {
 	c.advanced()
 }
 
-// watchCtx is the context of the watch stream and of the progress
-// requests, which must name the same stream. WithRequireLeader makes a
-// member that lost its leader end the stream instead of serving a watch
-// that no longer moves.
+// watchCtx is the context of every watch stream and of the progress
+// requests, which must name the same stream (the client keys streams by
+// the context's metadata). WithRequireLeader makes a member that lost its
+// leader end the stream instead of serving a watch that no longer moves.
 //
-// Each (re)start of the watch gets a stream of its own (the client keys
-// streams by the context's metadata): a stream that stayed silent through
-// an outage is abandoned, not reused.
-func (c *cache) watchCtx() context.Context {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.wbase == nil {
-		c.wbase = clientv3.WithRequireLeader(c.ctx)
-	}
-	return c.wbase
-}
-
-func (c *cache) newWatchCtx() context.Context {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wgen++
-	c.wbase = metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(c.ctx), "crudauth-watch", strconv.FormatInt(c.wgen, 10))
-	return c.wbase
-}
+// Every (re)start of the watch uses the same key: the client keeps a
+// stream open, with no watch on it, when the watch it had was cancelled
+// while it reconnected; a new watch under the same key reuses that stream
+// instead of leaving it behind.
+func (c *cache) watchCtx() context.Context { return clientv3.WithRequireLeader(c.ctx) }
 
 func (c *cache) watchLoop() {
 	defer c.done.Done()
@@ -352,44 +335,139 @@ func (c *cache) watchLoop() {
 		if f := c.beforeWatch.Load(); f != nil {
 			(*f)()
 		}
-		wctx, wcancel := context.WithCancel(c.newWatchCtx())
+		wctx, wcancel := context.WithCancel(c.watchCtx())
 		c.wmu.Lock()
 		c.watchCancel = wcancel
 		c.wmu.Unlock()
+		// From the revision after the applied one: etcd serves a watch
+		// that starts at or below its current revision from a
+		// catch-up loop that runs every 100ms, one from a later
+		// revision at once. Watch blocks while the client has no
+		// connection; it returns once the stream is established, or
+		// when wctx ends.
 		from := c.applied.Load() + 1
 		ch := c.s.cli.Watch(wctx, c.s.o.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
 			clientv3.WithProgressNotify())
-		compacted := false
-		for resp := range ch {
-			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
-				compacted = true
-				break
-			}
-			if err := resp.Err(); err != nil {
-				c.s.log.Warn("auth cache watch broke; resuming", zap.Int64("applied", c.applied.Load()), zap.Error(err))
-				break
-			}
-			if resp.IsProgressNotify() {
-				c.progress(resp.Header.Revision)
-				continue
-			}
-			if len(resp.Events) > 0 {
-				c.apply(&resp)
-				backoff = 10 * time.Millisecond
-			}
-		}
+		end := c.serve(wctx, ch)
 		wcancel()
 		if c.ctx.Err() != nil {
 			return
 		}
-		if compacted {
+		switch end {
+		case watchCompacted:
 			c.s.log.Warn("auth cache fell behind a compaction; reloading", zap.Int64("applied", c.applied.Load()))
 			c.reload()
 			continue
+		case watchRewound:
+			c.s.log.Warn("cluster revision is below the auth cache's (restored from a backup?); reloading",
+				zap.Int64("applied", c.applied.Load()))
+			c.reload()
+			continue
+		case watchDelivered:
+			backoff = 10 * time.Millisecond
 		}
 		c.sleep(backoff)
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// How a watch ended.
+const (
+	watchSilent    = iota // ended having confirmed nothing: back off
+	watchDelivered        // ended after it applied or confirmed something
+	watchCompacted        // its start revision was compacted away: reload
+	watchRewound          // the cluster's revision is below the applied one: reload
+)
+
+// serve applies what one watch delivers until it ends, and confirms the
+// cache current every MaxStaleness/4 while it is open:
+//
+//   - it requests a progress notification, which etcd sends once every
+//     event up to its revision went out on the stream. etcd sends none to
+//     a watch whose start revision is above its current one, that is
+//     while nothing was written since the applied revision (a cache just
+//     loaded, or resumed after an outage on an idle cluster);
+//   - so when the previous request went unanswered, it reads the
+//     cluster's revision (a linearizable read): equal to the applied one,
+//     nothing the cache lacks existed when the read was sent.
+//
+// The requests go out from here, while the watch is open, because a
+// progress request for a stream that is gone makes the client open a new
+// stream with no watch on it, which answers nothing and stays open until
+// the client closes.
+//
+// It gives up on a watch that confirmed nothing for half of MaxStaleness
+// since it opened; the next one resumes from the applied revision, so
+// nothing is missed.
+func (c *cache) serve(wctx context.Context, ch clientv3.WatchChan) int {
+	every := max(c.s.o.MaxStaleness/4, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	opened := time.Now()
+	end := watchSilent
+	var requested time.Time // when the last progress request went out
+	for {
+		select {
+		case resp, ok := <-ch:
+			if !ok {
+				return end
+			}
+			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+				return watchCompacted
+			}
+			if err := resp.Err(); err != nil {
+				c.s.log.Warn("auth cache watch broke; resuming", zap.Int64("applied", c.applied.Load()), zap.Error(err))
+				return end
+			}
+			if resp.IsProgressNotify() {
+				c.progress(resp.Header.Revision)
+				end = watchDelivered
+				continue
+			}
+			if len(resp.Events) > 0 {
+				c.apply(&resp)
+				end = watchDelivered
+			}
+		case <-t.C:
+			if !requested.IsZero() && c.confirmed.Load() < requested.UnixNano() {
+				if c.confirmIdle(wctx) {
+					return watchRewound
+				}
+			}
+			half := c.s.o.MaxStaleness / 2
+			if time.Since(time.Unix(0, c.confirmed.Load())) > half && time.Since(opened) > half {
+				c.s.log.Warn("auth cache watch confirmed nothing; restarting it", zap.Int64("applied", c.applied.Load()))
+				return end
+			}
+			ctx, cancel := context.WithTimeout(wctx, c.s.o.DialTimeout)
+			requested = time.Now()
+			c.progressSent.Store(requested.UnixNano())
+			_ = c.s.cli.RequestProgress(ctx) // a failure shows as an unconfirmed cache
+			cancel()
+		case <-c.ctx.Done():
+			return end
+		}
+	}
+}
+
+// confirmIdle reads the cluster's revision and confirms the cache when it
+// is the applied one. It reports whether the cluster's revision is below
+// the applied one: the cluster is not the one the cache was loaded from.
+func (c *cache) confirmIdle(wctx context.Context) (rewound bool) {
+	ctx, cancel := context.WithTimeout(wctx, c.s.o.DialTimeout)
+	defer cancel()
+	sent := time.Now()
+	resp, err := c.s.cli.Get(ctx, c.s.o.Prefix, clientv3.WithCountOnly())
+	if err != nil {
+		return false // shows as an unconfirmed cache
+	}
+	switch applied := c.applied.Load(); {
+	case resp.Header.Revision == applied:
+		c.confirm(sent)
+	case resp.Header.Revision < applied:
+		return true
+	}
+	return false
 }
 
 // reload loads the cache again until it succeeds or the store closes.
@@ -414,35 +492,6 @@ func (c *cache) sleep(d time.Duration) {
 	select {
 	case <-t.C:
 	case <-c.ctx.Done():
-	}
-}
-
-// progressLoop asks for a progress notification every MaxStaleness/4, so
-// that an idle cache is confirmed current well within MaxStaleness.
-func (c *cache) progressLoop() {
-	defer c.done.Done()
-	every := max(c.s.o.MaxStaleness/4, 10*time.Millisecond)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	var restarted time.Time
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		// A stream that came back from an outage may stay silent to
-		// progress requests: when nothing confirmed the cache for half
-		// the staleness bound, start the watch afresh (it resumes from
-		// the applied revision, so nothing is missed).
-		if age := time.Since(time.Unix(0, c.confirmed.Load())); age > c.s.o.MaxStaleness/2 && time.Since(restarted) > c.s.o.MaxStaleness/2 {
-			restarted = time.Now()
-			c.breakWatch()
-		}
-		ctx, cancel := context.WithTimeout(c.watchCtx(), c.s.o.DialTimeout)
-		c.progressSent.Store(time.Now().UnixNano())
-		_ = c.s.cli.RequestProgress(ctx) // a failure shows as an unconfirmed cache
-		cancel()
 	}
 }
 

@@ -45,5 +45,6 @@ func TestConformance(t *testing.T) {
 				return Open(context.Background(), Options{Endpoints: endpoints, Prefix: prefix})
 			}
 		},
+		ReadersYield: true,
 	})
 }

@@ -6,6 +6,7 @@ package etcdtest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -32,8 +33,11 @@ type Member struct {
 
 	mu sync.Mutex
 	e  *embed.Etcd
-	// clientURL is the member's client endpoint, peerURL its raft one.
-	clientURL, peerURL string
+	// clientURL is the member's client endpoint: a relay to the member's
+	// own listener (serverURL), so that Stop can cut its clients off at
+	// once. peerURL is its raft endpoint.
+	clientURL, serverURL, peerURL string
+	relay                         *relay
 }
 
 // Start starts a single-member cluster on loopback (random free ports, a
@@ -79,7 +83,10 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	var initial []string
 	for i := range n {
 		m := &Member{t: t, name: fmt.Sprintf("m%d", i)}
-		m.clientURL = "http://" + freeAddr(t)
+		m.relay = newRelay(t)
+		m.clientURL = "http://" + m.relay.l.Addr().String()
+		m.serverURL = "http://" + freeAddr(t)
+		m.relay.target = strings.TrimPrefix(m.serverURL, "http://")
 		m.peerURL = "http://" + freeAddr(t)
 		initial = append(initial, m.name+"="+m.peerURL)
 		c.Members = append(c.Members, m)
@@ -91,8 +98,8 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			cfg := embed.NewConfig()
 			cfg.Name = m.name
 			cfg.Dir = dataDir
-			cu, pu := mustURL(t, m.clientURL), mustURL(t, m.peerURL)
-			cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+			su, cu, pu := mustURL(t, m.serverURL), mustURL(t, m.clientURL), mustURL(t, m.peerURL)
+			cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{su}, []url.URL{cu}
 			cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 			cfg.InitialCluster = strings.Join(initial, ",")
 			cfg.InitialClusterToken = token
@@ -124,6 +131,103 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
+// relay forwards a member's client connections to the member. While the
+// member is down it closes every connection it holds and drops new ones,
+// so that its port stays taken for the member's return.
+type relay struct {
+	l      net.Listener
+	target string
+
+	mu    sync.Mutex
+	up    bool
+	conns map[net.Conn]struct{}
+}
+
+func newRelay(t testing.TB) *relay {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	r := &relay{l: l, conns: map[net.Conn]struct{}{}}
+	go r.serve()
+	t.Cleanup(func() {
+		r.setUp(false)
+		_ = l.Close()
+	})
+	return r
+}
+
+func (r *relay) serve() {
+	for {
+		c, err := r.l.Accept()
+		if err != nil {
+			return
+		}
+		go r.pipe(c)
+	}
+}
+
+func (r *relay) pipe(c net.Conn) {
+	if !r.isUp() {
+		_ = c.Close()
+		return
+	}
+	b, err := net.Dial("tcp", r.target)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	if !r.track(c, b) {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(b, c)
+		_ = b.Close()
+		close(done)
+	}()
+	_, _ = io.Copy(c, b)
+	_ = c.Close()
+	<-done
+	r.mu.Lock()
+	delete(r.conns, c)
+	delete(r.conns, b)
+	r.mu.Unlock()
+}
+
+func (r *relay) isUp() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.up
+}
+
+// track records both ends of a relayed connection, or closes them when
+// the member went down meanwhile.
+func (r *relay) track(c, b net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.up {
+		_ = c.Close()
+		_ = b.Close()
+		return false
+	}
+	r.conns[c], r.conns[b] = struct{}{}, struct{}{}
+	return true
+}
+
+func (r *relay) setUp(up bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.up = up
+	if !up {
+		for c := range r.conns {
+			_ = c.Close()
+		}
+		clear(r.conns)
+	}
+}
+
 // Endpoints returns the member's client endpoint.
 func (m *Member) Endpoints() []string { return []string{m.clientURL} }
 
@@ -148,17 +252,21 @@ func (m *Member) start() error {
 	m.mu.Lock()
 	m.e = e
 	m.mu.Unlock()
+	m.relay.setUp(true)
 	return nil
 }
 
-// Stop stops the member (its clients' connections break) and keeps its
-// data. Stopping a stopped member does nothing.
+// Stop stops the member and keeps its data. Its clients' connections
+// break at once, as they would when its process died (the embedded server
+// on its own would serve open watch streams for its request timeout, five
+// seconds, before it let go). Stopping a stopped member does nothing.
 func (m *Member) Stop() {
 	m.mu.Lock()
 	e := m.e
 	m.e = nil
 	m.mu.Unlock()
 	if e != nil {
+		m.relay.setUp(false)
 		e.Close()
 	}
 }

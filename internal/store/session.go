@@ -68,3 +68,21 @@ func SessionsToEnd(others []*Session, now time.Time, max int) []string {
 	}
 	return removed
 }
+
+// LiveSessions returns the sessions of all that have not expired at now,
+// in the order ListSessions promises: oldest first (CreatedAt, then ID).
+func LiveSessions(all []*Session, now time.Time) []*Session {
+	out := make([]*Session, 0, len(all))
+	for _, x := range all {
+		if !SessionExpired(x, now) {
+			out = append(out, x)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Session) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -437,19 +436,7 @@ func (s *Store) ListSessions(ctx context.Context, userID string, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*store.Session, 0, len(all))
-	for _, x := range all {
-		if !store.SessionExpired(x, now) {
-			out = append(out, x)
-		}
-	}
-	slices.SortFunc(out, func(a, b *store.Session) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return out, nil
+	return store.LiveSessions(all, now), nil
 }
 
 // SweepSessions implements store.Store. It decodes every session in one

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -233,19 +232,7 @@ func (s *Store) ListSessions(ctx context.Context, userID string, now time.Time) 
 	if createRev == 0 {
 		return nil, store.ErrNotFound
 	}
-	out := make([]*store.Session, 0, len(all))
-	for _, x := range all {
-		if !store.SessionExpired(x, now) {
-			out = append(out, x)
-		}
-	}
-	slices.SortFunc(out, func(a, b *store.Session) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return out, nil
+	return store.LiveSessions(all, now), nil
 }
 
 // sweepPerTxn is how many expired sessions one sweep transaction deletes

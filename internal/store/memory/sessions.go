@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
@@ -167,28 +166,20 @@ func (s *Store) DeleteSessions(ctx context.Context, userID string) (int, error) 
 
 // ListSessions implements store.Store.
 func (s *Store) ListSessions(ctx context.Context, userID string, now time.Time) ([]*store.Session, error) {
-	var out []*store.Session
+	var all []*store.Session
 	err := s.read(ctx, func(st *state) error {
 		if _, ok := st.users[userID]; !ok {
 			return store.ErrNotFound
 		}
 		for _, o := range st.sessions[userID] {
-			if !store.SessionExpired(o, now) {
-				out = append(out, o.Clone())
-			}
+			all = append(all, o.Clone())
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b *store.Session) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return out, nil
+	return store.LiveSessions(all, now), nil
 }
 
 // SweepSessions implements store.Store.

@@ -25,6 +25,8 @@ func TestAdaptStore(t *testing.T) {
 		{"bolt without a block", "store bolt", `"store":{"backend":"bolt"}`},
 		{"memory", "store memory", `"store":{"backend":"memory"}`},
 		{"memory named", "store memory {\n name demo\n }", `"store":{"backend":"memory","name":"demo"}`},
+		{"etcd", "store etcd {\n endpoints 10.0.0.1:2379 10.0.0.2:2379\n prefix /gw/\n dial_timeout 1s\n tls {\n ca /ca.pem\n cert /c.pem\n key /k.pem\n }\n username gw\n password {env.ETCD_PASSWORD}\n max_staleness 5s\n }",
+			`"store":{"backend":"etcd","dial_timeout":1000000000,"endpoints":["10.0.0.1:2379","10.0.0.2:2379"],"max_staleness":5000000000,"password":"{env.ETCD_PASSWORD}","prefix":"/gw/","tls":{"ca":"/ca.pem","cert":"/c.pem","key":"/k.pem"},"username":"gw"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := adapt(t, "http://localhost:9080 {\ncrudauth {\n"+tc.block+"\nrefresh body\n}\n}")
@@ -49,7 +51,15 @@ func TestAdaptStoreErrors(t *testing.T) {
 		{"store then db", "store memory\n db /a.db", "db and store both name the store"},
 		{"store twice", "store memory\n store bolt", "store is given twice"},
 		{"no backend", "store", "wrong argument count"},
-		{"unknown backend", "store etcd", "crudauth.stores.etcd"},
+		{"unknown backend", "store redis", "crudauth.stores.redis"},
+		{"etcd without endpoints", "store etcd", "store etcd: endpoints are required"},
+		{"etcd unknown subdirective", "store etcd {\n endpoints 127.0.0.1:2379\n endpoint x\n }", `store etcd: unrecognized subdirective "endpoint"`},
+		{"etcd endpoints twice", "store etcd {\n endpoints a:1\n endpoints b:1\n }", "store etcd endpoints is given twice"},
+		{"etcd prefix without slashes", "store etcd {\n endpoints a:1\n prefix crudauth\n }", "must start and end with /"},
+		{"etcd bad dial_timeout", "store etcd {\n endpoints a:1\n dial_timeout soon\n }", `dial_timeout "soon" is not a positive duration`},
+		{"etcd password without username", "store etcd {\n endpoints a:1\n password x\n }", "a password needs a username"},
+		{"etcd tls cert without key", "store etcd {\n endpoints a:1\n tls {\n cert /c.pem\n }\n }", "cert and key go together"},
+		{"etcd tls unknown", "store etcd {\n endpoints a:1\n tls {\n pin x\n }\n }", `store etcd tls: unrecognized subdirective "pin"`},
 		{"bolt unknown subdirective", "store bolt {\n paht /a.db\n }", `store bolt: unrecognized subdirective "paht"`},
 		{"bolt path twice", "store bolt {\n path /a.db\n path /b.db\n }", "store bolt path is given twice"},
 		{"bolt path without value", "store bolt {\n path\n }", "wrong argument count"},

@@ -68,6 +68,22 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 		}
 		t.Skipf("etcd binary not found; install it with: %s", etcdInstall)
 	}
+	// A free port found by listening on :0 can be taken by another
+	// process before etcd binds it (other tests run on this machine):
+	// then start over on new ports, saying so.
+	for attempt := 1; ; attempt++ {
+		c, err := tryProcCluster(t, bin, n)
+		if err == nil {
+			return c
+		}
+		if attempt == 3 {
+			t.Fatalf("etcd cluster did not start (attempt %d): %v", attempt, err)
+		}
+		t.Logf("etcd cluster did not start (attempt %d), starting over on new ports: %v", attempt, err)
+	}
+}
+
+func tryProcCluster(t *testing.T, bin string, n int) (*procCluster, error) {
 	c := &procCluster{t: t, bin: bin}
 	dir := t.TempDir()
 	var initial []string
@@ -106,9 +122,12 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 		c.start(m)
 	}
 	for _, m := range c.m {
-		c.waitHealthy(m, 20*time.Second)
+		if err := c.waitHealthy(m, 20*time.Second); err != nil {
+			c.stopAll()
+			return nil, err
+		}
 	}
-	return c
+	return c, nil
 }
 
 func (c *procCluster) start(m *procMember) {
@@ -116,7 +135,7 @@ func (c *procCluster) start(m *procMember) {
 	cmd := exec.Command(c.bin, m.args...)
 	// etcd 3.4 refuses to start on some architectures without this.
 	cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH="+runtime.GOARCH)
-	logf, err := os.Create(filepath.Join(filepath.Dir(m.dataDir), m.name+".log"))
+	logf, err := os.Create(m.logPath())
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -133,16 +152,28 @@ func (c *procCluster) start(m *procMember) {
 	}(m.exited)
 }
 
+func (m *procMember) logPath() string {
+	return filepath.Join(filepath.Dir(m.dataDir), m.name+".log")
+}
+
+// logTail is the end of the member's output, for a failure message.
+func (m *procMember) logTail() string {
+	b, _ := os.ReadFile(m.logPath())
+	if len(b) > 1500 {
+		b = b[len(b)-1500:]
+	}
+	return string(b)
+}
+
 // waitHealthy polls the member's /health until it reports a cluster with
 // a leader that commits.
-func (c *procCluster) waitHealthy(m *procMember, timeout time.Duration) {
-	c.t.Helper()
+func (c *procCluster) waitHealthy(m *procMember, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	hc := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
 		select {
 		case <-m.exited:
-			c.t.Fatalf("%s exited while starting; see %s.log", m.name, m.name)
+			return fmt.Errorf("%s exited while starting: %s", m.name, m.logTail())
 		default:
 		}
 		resp, err := hc.Get(m.clientURL + "/health")
@@ -151,12 +182,12 @@ func (c *procCluster) waitHealthy(m *procMember, timeout time.Duration) {
 			k, _ := resp.Body.Read(b[:])
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && strings.Contains(string(b[:k]), `"true"`) {
-				return
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.t.Fatalf("%s not healthy within %v", m.name, timeout)
+	return fmt.Errorf("%s not healthy within %v: %s", m.name, timeout, m.logTail())
 }
 
 func (c *procCluster) endpoints() []string {
@@ -184,7 +215,9 @@ func (c *procCluster) kill(m *procMember) {
 func (c *procCluster) restart(m *procMember) {
 	c.t.Helper()
 	c.start(m)
-	c.waitHealthy(m, 20*time.Second)
+	if err := c.waitHealthy(m, 20*time.Second); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 func (c *procCluster) stopAll() {

@@ -257,6 +257,9 @@ func isUnavailable(err error) bool {
 		return transient(ee.Code())
 	}
 	if st, ok := status.FromError(err); ok {
+		if st.Code() == codes.Unknown && (st.Message() == context.DeadlineExceeded.Error() || st.Message() == context.Canceled.Error()) {
+			return true
+		}
 		return transient(st.Code())
 	}
 	return false

@@ -70,23 +70,7 @@ func TestConfigRefusedAtStart(t *testing.T) {
 		{"throttle max_lockout below lockout", `{"throttle":{"lockout":600000000000,"max_lockout":60000000000}}`, []string{"throttle.max_lockout", "throttle.lockout"}},
 		{"throttle negative max_entries", `{"throttle":{"max_entries":-5}}`, []string{"throttle.max_entries"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := provisionJSONErr(t, tc.js)
-			if tc.want == nil {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("accepted %s", tc.js)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantProvisionRefusal(t, tc.js, tc.want) })
 	}
 }
 
@@ -154,6 +138,28 @@ func TestCaddyfileThrottle(t *testing.T) {
 		want, _ := json.Marshal(tc.want)
 		if string(got) != string(want) {
 			t.Errorf("%q: got %s, want %s", tc.src, got, want)
+		}
+	}
+}
+
+// wantProvisionRefusal provisions a handler from js and checks the
+// outcome: with want nil it must start; otherwise it must be refused with
+// an error that mentions every string of want.
+func wantProvisionRefusal(t *testing.T, js string, want []string) {
+	t.Helper()
+	err := provisionJSONErr(t, js)
+	if want == nil {
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("accepted %s", js)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
 }

@@ -179,16 +179,7 @@ func (t *EtcdTLS) config() (*tls.Config, error) {
 //		max_staleness <duration>
 //	}
 func (e *EtcdStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the backend's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := seenSubdirectives{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if err := seen.once(d, "store etcd "+sub); err != nil {
-			return err
-		}
+	err := storeBlock(d, "store etcd", func(sub string) error {
 		switch sub {
 		case "endpoints":
 			e.Endpoints = d.RemainingArgs()
@@ -251,6 +242,10 @@ func (e *EtcdStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("store etcd: unrecognized subdirective %q", sub)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := e.check(); err != nil {
 		return d.Err(err.Error())

@@ -85,16 +85,7 @@ func (b *BoltStore) openStore() (store.Store, error) {
 //		timeout <duration>
 //	}
 func (b *BoltStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the backend's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := seenSubdirectives{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if err := seen.once(d, "store bolt "+sub); err != nil {
-			return err
-		}
+	return storeBlock(d, "store bolt", func(sub string) error {
 		var v string
 		switch sub {
 		case "path":
@@ -114,8 +105,8 @@ func (b *BoltStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("store bolt: unrecognized subdirective %q", sub)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // MemoryStore is the `crudauth.stores.memory` module: users kept in
@@ -153,16 +144,7 @@ func (m *MemoryStore) openStore() (store.Store, error) {
 //		name <name>
 //	}]
 func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the backend's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := seenSubdirectives{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if err := seen.once(d, "store memory "+sub); err != nil {
-			return err
-		}
+	return storeBlock(d, "store memory", func(sub string) error {
 		switch sub {
 		case "name":
 			if !d.AllArgs(&m.Name) {
@@ -170,6 +152,27 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		default:
 			return d.Errf("store memory: unrecognized subdirective %q", sub)
+		}
+		return nil
+	})
+}
+
+// storeBlock reads a store module's Caddyfile block: the backend's name
+// with no argument after it, then each subdirective once (fn parses one
+// whose name it gets; the Dispenser is at it).
+func storeBlock(d *caddyfile.Dispenser, what string, fn func(sub string) error) error {
+	d.Next() // the backend's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := seenSubdirectives{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if err := seen.once(d, what+" "+sub); err != nil {
+			return err
+		}
+		if err := fn(sub); err != nil {
+			return err
 		}
 	}
 	return nil

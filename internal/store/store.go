@@ -182,6 +182,9 @@ type Store interface {
 	// own copy. Export uses it; nothing on the request path does.
 	Secrets(ctx context.Context) (map[string][]byte, error)
 
+	// KeyStore keeps the asymmetric signing keys (see keys.go).
+	KeyStore
+
 	// CreateSession stores a new session s for its user (s.ID, when
 	// empty, is set with NewSessionID; zero CreatedAt, LastUsedAt and
 	// RotatedAt become now). In the same transaction it removes the user's

@@ -42,6 +42,7 @@ type state struct {
 	deleted map[string]time.Time   // tombstoned IDs
 	classes map[string]time.Time   // password.Class -> first stored
 	secrets map[string][]byte
+	keys    *store.KeySet // replaced, never modified: SigningKeys hands it out
 	// sessions by user ID, then session ID. A user's entry is absent when
 	// it has none.
 	sessions map[string]map[string]*store.Session
@@ -56,6 +57,7 @@ func newState() *state {
 		deleted:  map[string]time.Time{},
 		classes:  map[string]time.Time{},
 		secrets:  map[string][]byte{},
+		keys:     &store.KeySet{},
 		sessions: map[string]map[string]*store.Session{},
 	}
 }
@@ -407,6 +409,48 @@ func (s *Store) Secrets(ctx context.Context) (map[string][]byte, error) {
 		for k, v := range st.secrets {
 			out[k] = slices.Clone(v)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SigningKeys implements store.Store.
+func (s *Store) SigningKeys(ctx context.Context) (*store.KeySet, error) {
+	var out *store.KeySet
+	err := s.read(ctx, func(st *state) error {
+		out = st.keys
+		return nil
+	})
+	return out, err
+}
+
+// UpdateSigningKeys implements store.Store.
+func (s *Store) UpdateSigningKeys(ctx context.Context, fn func(ks *store.KeySet) error) (*store.KeySet, error) {
+	var out *store.KeySet
+	err := s.write(ctx, func(st *state) error {
+		runs := 1
+		if s.opts.RerunUpdates {
+			runs = 2
+		}
+		var next *store.KeySet
+		for range runs {
+			next = st.keys.Clone()
+			if err := fn(next); err != nil {
+				if errors.Is(err, store.ErrSkipWrite) {
+					out = st.keys
+					return nil
+				}
+				return err
+			}
+		}
+		if err := store.CheckKeySetChange(st.keys, next); err != nil {
+			return err
+		}
+		st.keys = next.Clone() // the caller keeps next
+		out = st.keys
 		return nil
 	})
 	if err != nil {

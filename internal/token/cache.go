@@ -38,6 +38,7 @@ type verifiedCache struct {
 // which the token is valid, leeway already applied, with the same bounds as
 // golang-jwt's validator: valid iff notBefore <= now < notAfter.
 type cacheEntry struct {
+	kid       string // the key that verified it, still required on a hit
 	claims    *Claims
 	notBefore time.Time // max(nbf, iat) - leeway
 	notAfter  time.Time // exp + leeway

@@ -1,6 +1,8 @@
 // Package token issues and verifies the gateway's bearer tokens: short-lived
 // JWT access tokens (RFC 9068 "at+jwt") and long-lived refresh tokens
-// ("rt+jwt"), both HS256 JWS signed with the gateway's key.
+// ("rt+jwt"), both JWS signed with the gateway's key: an HMAC secret
+// (HS256), or an asymmetric key (EdDSA, ES256) of a key set that rotates
+// (see SetKeys), whose public halves upstreams can verify with.
 //
 // Revocation is by epoch: every token carries the user's token_version at
 // issue time, and callers refuse a token whose token_version differs from the
@@ -11,6 +13,9 @@
 package token
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -18,9 +23,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -52,10 +57,21 @@ const MinKeyLen = 32
 // look at; longer input is refused before any work.
 const MaxTokenLen = MaxAuthorizationLen
 
+// Signing algorithms.
+const (
+	AlgHS256 = "HS256"
+	AlgEdDSA = "EdDSA"
+	AlgES256 = "ES256"
+)
+
 // Config configures a Manager.
 type Config struct {
-	// Key is the HMAC-SHA256 signing key, at least MinKeyLen bytes. New
-	// copies it.
+	// Alg is the one signing algorithm of the Manager's tokens: AlgHS256
+	// (the default) signs with Key; AlgEdDSA and AlgES256 sign with the
+	// keys given to SetKeys, and no token is issued before.
+	Alg string
+	// Key is the HMAC-SHA256 signing key of AlgHS256, at least MinKeyLen
+	// bytes. New copies it. It must be empty for the other algorithms.
 	Key []byte
 	// Issuer is the iss of issued tokens and the only one accepted.
 	// Required.
@@ -119,7 +135,8 @@ type Claims struct {
 
 // Manager issues and verifies tokens. It is safe for concurrent use.
 type Manager struct {
-	keys       keySet
+	alg        string
+	keys       atomic.Pointer[keySet]
 	issuer     string
 	audience   string
 	accessTTL  time.Duration
@@ -137,21 +154,34 @@ type Manager struct {
 	jtiSource io.Reader
 }
 
-// signingKey is one key of the key set. Today there is one HS256 key; the
-// set is keyed by kid so that rotation (several HMAC keys, later asymmetric
-// keys published as a JWKS) only adds entries.
+// signingKey is one key of the key set, keyed by kid.
 type signingKey struct {
 	id     string
 	method jwt.SigningMethod
-	secret any // []byte for HMAC; a public key for asymmetric algorithms later
+	sign   any // []byte for HMAC, a crypto.Signer otherwise; nil: verifies only
+	verify any // []byte for HMAC, the public key otherwise
 
 	// Encoded JWS headers for issuing, one per token type.
 	hdrAccess, hdrRefresh string
 }
 
+// keySet is immutable once built: SetKeys swaps in a new one.
 type keySet struct {
 	byID   map[string]*signingKey
-	active *signingKey // the key new tokens are signed with
+	active *signingKey // the key new tokens are signed with; nil: none yet
+}
+
+// Key is an asymmetric key given to SetKeys.
+type Key struct {
+	// ID is the kid.
+	ID string
+	// Private signs: an ed25519.PrivateKey for AlgEdDSA, an
+	// *ecdsa.PrivateKey on P-256 for AlgES256. Nil for a key that only
+	// verifies.
+	Private crypto.Signer
+	// Public verifies: an ed25519.PublicKey or an *ecdsa.PublicKey on
+	// P-256, the public half of Private when both are set.
+	Public crypto.PublicKey
 }
 
 // keyID derives the kid of an HMAC key: base64url (no padding) of the first
@@ -165,14 +195,91 @@ func keyID(key []byte) string {
 }
 
 func newHMACKey(secret []byte) *signingKey {
+	s := append([]byte(nil), secret...)
 	k := &signingKey{
 		id:     keyID(secret),
 		method: jwt.SigningMethodHS256,
-		secret: append([]byte(nil), secret...),
+		sign:   s,
+		verify: s,
 	}
 	k.hdrAccess = encodeHeader(k, TypAccess)
 	k.hdrRefresh = encodeHeader(k, TypRefresh)
 	return k
+}
+
+// newAsymmetricKey checks that k's key types fit alg and builds its entry.
+func newAsymmetricKey(alg string, k Key) (*signingKey, error) {
+	if k.ID == "" {
+		return nil, errors.New("token: key has no id")
+	}
+	if k.Public == nil {
+		return nil, fmt.Errorf("token: key %q has no public key", k.ID)
+	}
+	sk := &signingKey{id: k.ID, verify: k.Public}
+	switch alg {
+	case AlgEdDSA:
+		sk.method = jwt.SigningMethodEdDSA
+		pub, ok := k.Public.(ed25519.PublicKey)
+		if !ok || len(pub) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("token: key %q: public key is not Ed25519", k.ID)
+		}
+		if k.Private != nil {
+			priv, ok := k.Private.(ed25519.PrivateKey)
+			if !ok || !pub.Equal(priv.Public()) {
+				return nil, fmt.Errorf("token: key %q: private key is not the Ed25519 key of its public key", k.ID)
+			}
+			sk.sign = priv
+		}
+	case AlgES256:
+		sk.method = jwt.SigningMethodES256
+		pub, ok := k.Public.(*ecdsa.PublicKey)
+		if !ok || pub.Curve == nil || pub.Curve.Params().Name != "P-256" {
+			return nil, fmt.Errorf("token: key %q: public key is not ECDSA P-256", k.ID)
+		}
+		if k.Private != nil {
+			priv, ok := k.Private.(*ecdsa.PrivateKey)
+			if !ok || !pub.Equal(priv.Public()) {
+				return nil, fmt.Errorf("token: key %q: private key is not the P-256 key of its public key", k.ID)
+			}
+			sk.sign = priv
+		}
+	default:
+		return nil, fmt.Errorf("token: %q is not an asymmetric algorithm", alg)
+	}
+	sk.hdrAccess = encodeHeader(sk, TypAccess)
+	sk.hdrRefresh = encodeHeader(sk, TypRefresh)
+	return sk, nil
+}
+
+// SetKeys replaces the asymmetric key set of a Manager whose Alg is
+// AlgEdDSA or AlgES256: tokens are verified with the keys given (each
+// pinned to the Manager's algorithm) and nothing else, and new tokens are
+// signed with the key whose ID is signer ("" signs nothing: Issue* fails
+// until a signer is set). From the moment it returns, a token of a key
+// left out is refused, even one verified before (see VerifyAccess).
+func (m *Manager) SetKeys(signer string, keys []Key) error {
+	if m.alg == AlgHS256 {
+		return errors.New("token: an HS256 manager has its one key")
+	}
+	ks := &keySet{byID: make(map[string]*signingKey, len(keys))}
+	for _, k := range keys {
+		sk, err := newAsymmetricKey(m.alg, k)
+		if err != nil {
+			return err
+		}
+		if ks.byID[sk.id] != nil {
+			return fmt.Errorf("token: key id %q given twice", sk.id)
+		}
+		ks.byID[sk.id] = sk
+	}
+	if signer != "" {
+		ks.active = ks.byID[signer]
+		if ks.active == nil || ks.active.sign == nil {
+			return fmt.Errorf("token: signing key %q is not among the keys, or has no private key", signer)
+		}
+	}
+	m.keys.Store(ks)
+	return nil
 }
 
 func encodeHeader(k *signingKey, typ string) string {
@@ -189,8 +296,23 @@ func encodeHeader(k *signingKey, typ string) string {
 
 // New validates cfg, applies defaults and builds a Manager.
 func New(cfg Config) (*Manager, error) {
-	if len(cfg.Key) < MinKeyLen {
-		return nil, fmt.Errorf("token: signing key is %d bytes, need at least %d", len(cfg.Key), MinKeyLen)
+	if cfg.Alg == "" {
+		cfg.Alg = AlgHS256
+	}
+	var method jwt.SigningMethod
+	switch cfg.Alg {
+	case AlgHS256:
+		if len(cfg.Key) < MinKeyLen {
+			return nil, fmt.Errorf("token: signing key is %d bytes, need at least %d", len(cfg.Key), MinKeyLen)
+		}
+		method = jwt.SigningMethodHS256
+	case AlgEdDSA, AlgES256:
+		if len(cfg.Key) != 0 {
+			return nil, fmt.Errorf("token: %s signs with the keys of SetKeys, not a secret", cfg.Alg)
+		}
+		method = jwt.GetSigningMethod(cfg.Alg)
+	default:
+		return nil, fmt.Errorf("token: unknown signing algorithm %q (want %s, %s or %s)", cfg.Alg, AlgHS256, AlgEdDSA, AlgES256)
 	}
 	if cfg.Issuer == "" {
 		return nil, errors.New("token: issuer is required")
@@ -217,9 +339,8 @@ func New(cfg Config) (*Manager, error) {
 		cfg.CacheSize = DefaultCacheSize
 	}
 
-	k := newHMACKey(cfg.Key)
 	m := &Manager{
-		keys:       keySet{byID: map[string]*signingKey{k.id: k}, active: k},
+		alg:        cfg.Alg,
 		issuer:     cfg.Issuer,
 		audience:   cfg.Audience,
 		accessTTL:  cfg.AccessTTL,
@@ -227,11 +348,17 @@ func New(cfg Config) (*Manager, error) {
 		leeway:     cfg.Leeway,
 		now:        cfg.Now,
 	}
+	if cfg.Alg == AlgHS256 {
+		k := newHMACKey(cfg.Key)
+		m.keys.Store(&keySet{byID: map[string]*signingKey{k.id: k}, active: k})
+	} else {
+		m.keys.Store(&keySet{byID: map[string]*signingKey{}})
+	}
 	m.parser = jwt.NewParser(
-		// The algorithm never comes from the token: only the algorithms of
-		// our keys are allowed, and the keyfunc also checks that the alg
-		// is the one of the key named by kid.
-		jwt.WithValidMethods(m.keys.methods()),
+		// The algorithm never comes from the token: only the Manager's
+		// one algorithm is allowed, and the keyfunc also checks that the
+		// alg is the one of the key named by kid.
+		jwt.WithValidMethods([]string{method.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),
@@ -251,31 +378,29 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-func (ks *keySet) methods() []string {
-	var out []string
-	for _, k := range ks.byID {
-		alg := k.method.Alg()
-		if !slices.Contains(out, alg) {
-			out = append(out, alg)
-		}
-	}
-	return out
-}
-
 // RefreshTTL is the lifetime of a refresh token, and so of a session.
 func (m *Manager) RefreshTTL() time.Duration { return m.refreshTTL }
 
-// KeyID returns the kid of the key new tokens are signed with.
-func (m *Manager) KeyID() string { return m.keys.active.id }
+// Alg is the Manager's signing algorithm.
+func (m *Manager) Alg() string { return m.alg }
+
+// KeyID returns the kid of the key new tokens are signed with ("" while
+// there is none).
+func (m *Manager) KeyID() string {
+	if k := m.keys.Load().active; k != nil {
+		return k.id
+	}
+	return ""
+}
 
 // IssueAccess issues an access token for s, valid from now for AccessTTL.
 func (m *Manager) IssueAccess(s Subject) (tok string, exp time.Time, err error) {
-	return m.issue(s, m.keys.active.hdrAccess, m.accessTTL)
+	return m.issue(s, TypAccess, m.accessTTL)
 }
 
 // IssueRefresh issues a refresh token for s, valid from now for RefreshTTL.
 func (m *Manager) IssueRefresh(s Subject) (tok string, exp time.Time, err error) {
-	return m.issue(s, m.keys.active.hdrRefresh, m.refreshTTL)
+	return m.issue(s, TypRefresh, m.refreshTTL)
 }
 
 // wirePayload is the payload as issued. Field order gives the JSON order.
@@ -301,6 +426,8 @@ var (
 	// errIssueExpired: NotAfter is not after the issue time (a session
 	// that ended).
 	errIssueExpired = errors.New("token: the token would be expired at issue")
+	// ErrNoSigningKey: an EdDSA or ES256 Manager was given no signing key.
+	ErrNoSigningKey = errors.New("token: no signing key")
 )
 
 // jti returns the token's ID: random, except for a session's refresh
@@ -321,7 +448,15 @@ func (m *Manager) jti(s Subject) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(id[:]), nil
 }
 
-func (m *Manager) issue(s Subject, header string, ttl time.Duration) (string, time.Time, error) {
+func (m *Manager) issue(s Subject, typ string, ttl time.Duration) (string, time.Time, error) {
+	k := m.keys.Load().active
+	if k == nil {
+		return "", time.Time{}, ErrNoSigningKey
+	}
+	header := k.hdrAccess
+	if typ == TypRefresh {
+		header = k.hdrRefresh
+	}
 	if s.UserID == "" {
 		return "", time.Time{}, errIssueNoUser
 	}
@@ -368,7 +503,6 @@ func (m *Manager) issue(s Subject, header string, ttl time.Duration) (string, ti
 		return "", time.Time{}, fmt.Errorf("token: encoding payload: %w", err)
 	}
 	enc := base64.RawURLEncoding
-	k := m.keys.active
 	var sb strings.Builder
 	sb.Grow(len(header) + 1 + enc.EncodedLen(len(payload)) + 1 + 86)
 	sb.WriteString(header)
@@ -376,7 +510,7 @@ func (m *Manager) issue(s Subject, header string, ttl time.Duration) (string, ti
 	pl := make([]byte, enc.EncodedLen(len(payload)))
 	enc.Encode(pl, payload)
 	sb.Write(pl)
-	sig, err := k.method.Sign(sb.String(), k.secret)
+	sig, err := k.method.Sign(sb.String(), k.sign)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("token: signing: %w", err)
 	}
@@ -454,14 +588,14 @@ func (m *Manager) keyfunc(want string) jwt.Keyfunc {
 		if !ok {
 			return nil, errNoKid
 		}
-		k := m.keys.byID[kid]
+		k := m.keys.Load().byID[kid]
 		if k == nil {
 			return nil, errUnknownKid
 		}
 		if t.Method == nil || t.Method.Alg() != k.method.Alg() {
 			return nil, errKidAlg
 		}
-		return k.secret, nil
+		return k.verify, nil
 	}
 }
 
@@ -490,7 +624,9 @@ func asciiEqualFold(a, b string) bool {
 // not looked at again, but exp, nbf and iat are re-checked against the clock
 // on every hit, so a cached token expires exactly when an uncached one would.
 // On a hit the *Claims returned is the one cached, shared with every other
-// caller that presents the same token: never modify it.
+// caller that presents the same token: never modify it. A hit also checks
+// that the token's key is still in the key set, so that a key removed by
+// SetKeys (a retired one) is refused from the next request on.
 //
 // The caller must still compare Claims.TokenVersion with the user's current
 // epoch: revocation is not checked here.
@@ -506,6 +642,9 @@ func (m *Manager) VerifyAccess(tok string) (*Claims, error) {
 			}
 			if now.Before(ent.notBefore) { // only if the clock stepped back
 				return nil, errNotYetValid
+			}
+			if m.keys.Load().byID[ent.kid] == nil {
+				return nil, errUnknownKid
 			}
 			return ent.claims, nil
 		}
@@ -579,9 +718,11 @@ func compactJWS(tok string) bool {
 // only a holder of the signing key can put them in a token that verifies.
 func (m *Manager) parse(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
 	var wc wireClaims
-	if _, err := m.parser.ParseWithClaims(tok, &wc, kf); err != nil {
+	t, err := m.parser.ParseWithClaims(tok, &wc, kf)
+	if err != nil {
 		return cacheEntry{}, classify(err)
 	}
+	kid, _ := t.Header["kid"].(string) // the keyfunc required it
 	if !wc.TokenVersion.present {
 		return cacheEntry{}, errNoTokenVersion
 	}
@@ -617,6 +758,7 @@ func (m *Manager) parse(tok string, kf jwt.Keyfunc) (cacheEntry, error) {
 		notBefore = wc.NotBefore.Time
 	}
 	return cacheEntry{
+		kid:       kid,
 		claims:    c,
 		notBefore: notBefore.Add(-m.leeway),
 		notAfter:  c.ExpiresAt.Add(m.leeway),

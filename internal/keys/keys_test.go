@@ -28,7 +28,7 @@ func key(id string, created, signFrom time.Time) store.SigningKey {
 func TestDescribe(t *testing.T) {
 	h := time.Hour
 	a := key("a", t0, t0)
-	b := key("b", t0.Add(10*h), t0.Add(11*h)) // rotation with a 1h delay
+	b := key("b", t0.Add(10*h), t0.Add(11*h))   // rotation with a 1h delay
 	retired := key("r", t0.Add(h), t0.Add(5*h)) // retired before it signed
 	retired.RetiredAt = t0.Add(2 * h)
 	es := key("es", t0, t0)

@@ -3,258 +3,21 @@ package etcd
 // Fault tests against a real three-member cluster whose members are
 // separate etcd processes, so that a member can be SIGKILLed (a crash) or
 // SIGSTOPped (a frozen process: its peers and clients see a partition).
-// The in-process members of etcdtest cannot be frozen that way.
+// The in-process members of etcdtest cannot be frozen that way; etcdproc
+// runs the processes.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/crudauth/caddy-crudauth/internal/store"
+	"github.com/crudauth/caddy-crudauth/internal/store/etcd/etcdproc"
 )
-
-const etcdInstall = "DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server"
-
-// procMember is one etcd process. Its ports and data directory stay the
-// same across restarts, so clients find it again as they would a real
-// member coming back.
-type procMember struct {
-	name, clientURL, peerURL, dataDir string
-	args                              []string
-	cmd                               *exec.Cmd
-	exited                            chan struct{}
-}
-
-type procCluster struct {
-	t   *testing.T
-	bin string
-	m   []*procMember
-}
-
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// startProcCluster starts n etcd processes forming one cluster on loopback
-// and waits until every member reports healthy. Without the etcd binary
-// the test is skipped, except under CI where it fails.
-func startProcCluster(t *testing.T, n int) *procCluster {
-	t.Helper()
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("etcd binary not found (CI must run the fault tests): %s", etcdInstall)
-		}
-		t.Skipf("etcd binary not found; install it with: %s", etcdInstall)
-	}
-	// A free port found by listening on :0 can be taken by another
-	// process before etcd binds it (other tests run on this machine):
-	// then start over on new ports, saying so.
-	for attempt := 1; ; attempt++ {
-		c, err := tryProcCluster(t, bin, n)
-		if err == nil {
-			return c
-		}
-		if attempt == 3 {
-			t.Fatalf("etcd cluster did not start (attempt %d): %v", attempt, err)
-		}
-		t.Logf("etcd cluster did not start (attempt %d), starting over on new ports: %v", attempt, err)
-	}
-}
-
-func tryProcCluster(t *testing.T, bin string, n int) (*procCluster, error) {
-	c := &procCluster{t: t, bin: bin}
-	dir := t.TempDir()
-	var initial []string
-	for i := range n {
-		m := &procMember{
-			name:      fmt.Sprintf("m%d", i),
-			clientURL: "http://" + freeLoopbackAddr(t),
-			peerURL:   "http://" + freeLoopbackAddr(t),
-		}
-		m.dataDir = filepath.Join(dir, m.name)
-		initial = append(initial, m.name+"="+m.peerURL)
-		c.m = append(c.m, m)
-	}
-	token := fmt.Sprintf("crudauth-faults-%d", time.Now().UnixNano())
-	for _, m := range c.m {
-		m.args = []string{
-			"--name", m.name,
-			"--data-dir", m.dataDir,
-			"--listen-client-urls", m.clientURL,
-			"--advertise-client-urls", m.clientURL,
-			"--listen-peer-urls", m.peerURL,
-			"--initial-advertise-peer-urls", m.peerURL,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", token,
-			"--initial-cluster-state", "new",
-			// Short raft timings: a lost leader is replaced within a
-			// second on loopback.
-			"--heartbeat-interval", "50",
-			"--election-timeout", "500",
-			"--logger", "zap",
-			"--log-level", "error",
-		}
-	}
-	t.Cleanup(c.stopAll)
-	for _, m := range c.m {
-		c.start(m)
-	}
-	for _, m := range c.m {
-		if err := c.waitHealthy(m, 20*time.Second); err != nil {
-			c.stopAll()
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-func (c *procCluster) start(m *procMember) {
-	c.t.Helper()
-	cmd := exec.Command(c.bin, m.args...)
-	// etcd 3.4 refuses to start on some architectures without this.
-	cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH="+runtime.GOARCH)
-	logf, err := os.Create(m.logPath())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start %s: %v", m.name, err)
-	}
-	m.cmd = cmd
-	m.exited = make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		_ = logf.Close()
-		close(done)
-	}(m.exited)
-}
-
-func (m *procMember) logPath() string {
-	return filepath.Join(filepath.Dir(m.dataDir), m.name+".log")
-}
-
-// logTail is the end of the member's output, for a failure message.
-func (m *procMember) logTail() string {
-	b, _ := os.ReadFile(m.logPath())
-	if len(b) > 1500 {
-		b = b[len(b)-1500:]
-	}
-	return string(b)
-}
-
-// waitHealthy polls the member's /health until it reports a cluster with
-// a leader that commits.
-func (c *procCluster) waitHealthy(m *procMember, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	hc := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
-		select {
-		case <-m.exited:
-			return fmt.Errorf("%s exited while starting: %s", m.name, m.logTail())
-		default:
-		}
-		resp, err := hc.Get(m.clientURL + "/health")
-		if err == nil {
-			var b [256]byte
-			k, _ := resp.Body.Read(b[:])
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(string(b[:k]), `"true"`) {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not healthy within %v: %s", m.name, timeout, m.logTail())
-}
-
-func (c *procCluster) endpoints() []string {
-	var out []string
-	for _, m := range c.m {
-		out = append(out, m.clientURL)
-	}
-	return out
-}
-
-func (c *procCluster) signal(m *procMember, sig syscall.Signal) {
-	c.t.Helper()
-	if err := m.cmd.Process.Signal(sig); err != nil {
-		c.t.Fatalf("%v to %s: %v", sig, m.name, err)
-	}
-}
-
-// kill crashes the member (SIGKILL) and waits until the process is gone.
-func (c *procCluster) kill(m *procMember) {
-	c.t.Helper()
-	c.signal(m, syscall.SIGKILL)
-	<-m.exited
-}
-
-func (c *procCluster) restart(m *procMember) {
-	c.t.Helper()
-	c.start(m)
-	if err := c.waitHealthy(m, 20*time.Second); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *procCluster) stopAll() {
-	for _, m := range c.m {
-		if m.cmd == nil {
-			continue
-		}
-		select {
-		case <-m.exited:
-			continue
-		default:
-		}
-		_ = m.cmd.Process.Signal(syscall.SIGCONT)
-		_ = m.cmd.Process.Signal(syscall.SIGKILL)
-		<-m.exited
-	}
-}
-
-// leader returns the member that currently leads the cluster.
-func (c *procCluster) leader(ctx context.Context) *procMember {
-	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints(), DialTimeout: 2 * time.Second})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer cli.Close()
-	for _, m := range c.m {
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := cli.Status(sctx, m.clientURL)
-		cancel()
-		if err == nil && st.Header.MemberId == st.Leader {
-			return m
-		}
-	}
-	c.t.Fatal("no member reports itself leader")
-	return nil
-}
 
 func openFault(t *testing.T, endpoints []string, prefix string, dial, stale time.Duration) *Store {
 	t.Helper()
@@ -274,7 +37,7 @@ func newFaultSession(uid string) *store.Session {
 // there afterwards, the gateways keep writing after a short blip and
 // their AuthState keeps answering.
 func TestFaultKillMemberUnderLoad(t *testing.T) {
-	c := startProcCluster(t, 3)
+	c := etcdproc.StartT(t, 3)
 	ctx := t.Context()
 	const (
 		dial     = time.Second
@@ -286,9 +49,9 @@ func TestFaultKillMemberUnderLoad(t *testing.T) {
 	)
 	prefix := freshPrefix()
 	gw := []*Store{
-		openFault(t, c.endpoints(), prefix, dial, stale),
-		openFault(t, c.endpoints(), prefix, dial, stale),
-		openFault(t, c.endpoints(), prefix, dial, stale),
+		openFault(t, c.Endpoints(), prefix, dial, stale),
+		openFault(t, c.Endpoints(), prefix, dial, stale),
+		openFault(t, c.Endpoints(), prefix, dial, stale),
 	}
 	// Revocations and session creates go to disjoint users: a revocation
 	// ends the user's sessions, which would make "acknowledged session
@@ -390,10 +153,15 @@ func TestFaultKillMemberUnderLoad(t *testing.T) {
 		})
 	}
 	time.Sleep(killAt)
-	victim := c.leader(ctx)
+	victim, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	killedAt.Store(time.Now().UnixNano())
-	c.kill(victim)
-	t.Logf("SIGKILLed leader %s at %v", victim.name, time.Since(start).Round(time.Millisecond))
+	if err := c.Kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGKILLed leader %s at %v", c.Member(victim).Name(), time.Since(start).Round(time.Millisecond))
 	wg.Wait()
 
 	for g, r := range results {
@@ -420,9 +188,11 @@ func TestFaultKillMemberUnderLoad(t *testing.T) {
 	// Bring the crashed member back, then check through a fresh handle
 	// that nothing acknowledged was lost.
 	t0 := time.Now()
-	c.restart(victim)
-	t.Logf("%s restarted and healthy in %v", victim.name, time.Since(t0).Round(time.Millisecond))
-	fresh := openFault(t, c.endpoints(), prefix, dial, stale)
+	if err := c.Restart(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s restarted and healthy in %v", c.Member(victim).Name(), time.Since(t0).Round(time.Millisecond))
+	fresh := openFault(t, c.Endpoints(), prefix, dial, stale)
 	var nTV, nSess int
 	for uid, tv := range ackedTV {
 		u, err := fresh.GetUser(ctx, uid)
@@ -465,7 +235,7 @@ func TestFaultKillMemberUnderLoad(t *testing.T) {
 // serves from its cache until max_staleness and then fails closed; once
 // the members run again both recover on the same handles.
 func TestFaultQuorumLost(t *testing.T) {
-	c := startProcCluster(t, 3)
+	c := etcdproc.StartT(t, 3)
 	ctx := t.Context()
 	const (
 		dial   = time.Second
@@ -475,8 +245,8 @@ func TestFaultQuorumLost(t *testing.T) {
 	)
 	prefix := freshPrefix()
 	gw := []*Store{
-		openFault(t, c.endpoints(), prefix, dial, stale),
-		openFault(t, c.endpoints(), prefix, dial, stale),
+		openFault(t, c.Endpoints(), prefix, dial, stale),
+		openFault(t, c.Endpoints(), prefix, dial, stale),
 	}
 	u := &store.User{Username: "quorum", PasswordHash: "$2a$10$abcdefghijklmnopqrstuv"}
 	if err := gw[0].CreateUser(ctx, u); err != nil {
@@ -488,18 +258,23 @@ func TestFaultQuorumLost(t *testing.T) {
 
 	// Freeze the leader and one follower, so the member left has neither
 	// a leader nor a quorum.
-	lead := c.leader(ctx)
-	frozen := []*procMember{lead}
-	for _, m := range c.m {
-		if m != lead && len(frozen) < 2 {
-			frozen = append(frozen, m)
+	lead, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen := []int{lead}
+	for i := range c.Len() {
+		if i != lead && len(frozen) < 2 {
+			frozen = append(frozen, i)
 		}
 	}
 	stoppedAt := time.Now()
-	for _, m := range frozen {
-		c.signal(m, syscall.SIGSTOP)
+	for _, i := range frozen {
+		if err := c.Freeze(i); err != nil {
+			t.Fatal(err)
+		}
 	}
-	t.Logf("SIGSTOPped %s (leader) and %s", frozen[0].name, frozen[1].name)
+	t.Logf("SIGSTOPped %s (leader) and %s", c.Member(frozen[0]).Name(), c.Member(frozen[1]).Name())
 
 	// Writes and AuthState on both handles at once, until well past
 	// max_staleness. Every write must fail, with ErrUnavailable, within
@@ -580,8 +355,10 @@ func TestFaultQuorumLost(t *testing.T) {
 
 	// Thaw: writes and AuthState recover on the same handles.
 	contAt := time.Now()
-	for _, m := range frozen {
-		c.signal(m, syscall.SIGCONT)
+	for _, i := range frozen {
+		if err := c.Thaw(i); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for g, s := range gw {
 		var (

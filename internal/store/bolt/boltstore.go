@@ -9,7 +9,9 @@
 //	deleted_ids   id -> RFC 3339 deletion time (tombstone: the ID is never handed out again)
 //	hash_classes  password.Class of a stored hash -> RFC 3339 time it was first stored
 //	sessions      user id 0x00 session id -> JSON of sessionRecord (see sessions.go)
-//	meta          "schema_version" -> "5"; "secret:<name>" -> secret bytes
+//	meta          "schema_version" -> "5"; "secret:<name>" -> secret bytes;
+//	              "signing_keys" -> JSON of keySetRecord (see keys.go), absent
+//	              while the set is empty
 //
 // users and auth have the same keys, and every write that changes a user
 // writes both in the same transaction; every write that adds or removes a
@@ -57,6 +59,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -157,6 +160,10 @@ type Store struct {
 	path   string
 	closed atomic.Bool
 	cache  authCache
+	// keys is what SigningKeys serves, replaced (never modified) by
+	// UpdateSigningKeys under keysMu.
+	keys   atomic.Pointer[keysState]
+	keysMu sync.Mutex
 }
 
 // ErrLocked is wrapped by Open's error when another process (or another
@@ -230,6 +237,10 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{db: db, path: abs}
 	s.cache.init(size)
+	if err := s.loadKeys(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("read signing keys of %s: %w", abs, err)
+	}
 	return s, nil
 }
 
@@ -905,8 +916,9 @@ func (s *Store) SnapshotFile(ctx context.Context, w io.Writer) (int64, error) {
 // tombstoned, auth has a record for exactly the users and each equals its
 // user's State() with the user's keys in sessions as its sid list,
 // hash_classes holds the class of every user's hash, every session decodes,
-// is stored under its own user and ID, and belongs to a live user). It
-// returns the first problem found, or nil.
+// is stored under its own user and ID, and belongs to a live user, the
+// signing keys decode and form a valid set). It returns the first problem
+// found, or nil.
 func (s *Store) Check() error {
 	return s.view(func(tx *bolt.Tx) error {
 		var first error
@@ -926,12 +938,19 @@ func (s *Store) Check() error {
 		if classes == nil {
 			return fmt.Errorf("bucket %s is missing", bucketClasses)
 		}
+		ks, err := decodeKeySet(tx.Bucket(bucketMeta).Get(keySigningKeys))
+		if err != nil {
+			return err
+		}
+		if err := store.CheckKeySetChange(&store.KeySet{}, ks); err != nil {
+			return err
+		}
 		// Sessions first: the users' sid lists are compared with keys
 		// known to be well formed.
 		if err := checkSessions(tx); err != nil {
 			return err
 		}
-		err := users.ForEach(func(id, data []byte) error {
+		err = users.ForEach(func(id, data []byte) error {
 			u, err := decodeUser(data)
 			if err != nil {
 				return fmt.Errorf("decode user %s: %w", id, err)

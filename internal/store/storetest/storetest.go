@@ -118,6 +118,11 @@ func Run(t *testing.T, b Backend) {
 		{"UpdateSession", testUpdateSession},
 		{"SessionNotFound", testSessionNotFound},
 		{"SessionRotationRace", testSessionRotationRace},
+		{"KeysEmptyAddRead", testKeysEmptyAddRead},
+		{"KeysSkipAndAbort", testKeysSkipAndAbort},
+		{"KeysRefusals", testKeysRefusals},
+		{"KeysConcurrentFirst", testKeysConcurrentFirst},
+		{"KeysNoAlias", testKeysNoAlias},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,6 +142,7 @@ func Run(t *testing.T, b Backend) {
 		{"SecretSeenByOther", testTwoSecret},
 		{"CreateSeenByOther", testTwoCreate},
 		{"SessionsSeenByOther", testTwoSessions},
+		{"KeysSeenByOther", testTwoKeys},
 	}
 	for _, tc := range twoHandles {
 		t.Run("TwoHandles/"+tc.name, func(t *testing.T) {
@@ -797,6 +803,8 @@ func testClosed(t *testing.T, s store.Store) {
 	sess := newSession(u.ID)
 	mustSession(t, s, sess, 0)
 	mustState(t, s, u.ID) // a cached entry must not outlive Close
+	addKey(t, s, NewSigningKey(t, store.AlgEdDSA, time.Now()))
+	mustKeys(t, s) // nor the key set
 	if _, err := s.Secret(ctx, "k", func() ([]byte, error) { return []byte("v"), nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -863,6 +871,14 @@ func testClosed(t *testing.T, s store.Store) {
 		},
 		"SweepSessions": func() error {
 			_, err := s.SweepSessions(ctx, time.Now())
+			return err
+		},
+		"SigningKeys": func() error {
+			_, err := s.SigningKeys(ctx)
+			return err
+		},
+		"UpdateSigningKeys": func() error {
+			_, err := s.UpdateSigningKeys(ctx, func(*store.KeySet) error { return nil })
 			return err
 		},
 	}

@@ -295,3 +295,55 @@ func testTwoSessions(t *testing.T, p *pair) {
 	_, err = p.B().GetSession(ctx, u.ID, b2.ID)
 	wantErr(t, "B's GetSession after A deleted the user", err, store.ErrSessionNotFound)
 }
+
+// keysAreNow is a check for seen: s's SigningKeys holds exactly want.
+func keysAreNow(s store.Store, who string, want ...store.SigningKey) func() error {
+	return func() error {
+		ks, err := s.SigningKeys(context.Background())
+		if err != nil {
+			return fmt.Errorf("%s: SigningKeys: %w", who, err)
+		}
+		if !ks.Equal(&store.KeySet{Keys: want}) {
+			return fmt.Errorf("%s: SigningKeys holds %s, want %s", who, describeKeys(ks.Keys), describeKeys(want))
+		}
+		return nil
+	}
+}
+
+// testTwoKeys: a key added or retired through one handle is in the other
+// handle's SigningKeys within the propagation bound, which a handle that
+// read the set before must notice (a gateway must refuse the tokens of a
+// key another one retired), and an update through the other handle starts
+// from it.
+func testTwoKeys(t *testing.T, p *pair) {
+	ctx := t.Context()
+	now := time.Now()
+	mustKeys(t, p.B()) // B has read (and may cache) the empty set
+	k1 := NewSigningKey(t, store.AlgEdDSA, now)
+	addKey(t, p.A(), k1)
+	p.seen(keysAreNow(p.B(), "B after A added a key", k1))
+
+	retired := k1
+	retired.RetiredAt = now.Add(time.Minute).UTC().Truncate(time.Microsecond)
+	if _, err := p.A().UpdateSigningKeys(ctx, func(ks *store.KeySet) error {
+		ks.Key(k1.ID).RetiredAt = retired.RetiredAt
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.seen(keysAreNow(p.B(), "B after A retired the key", retired))
+
+	k2 := NewSigningKey(t, store.AlgES256, now.Add(time.Second))
+	got, err := p.B().UpdateSigningKeys(ctx, func(ks *store.KeySet) error {
+		if k := ks.Key(k1.ID); k == nil || !k.Retired() {
+			return fmt.Errorf("B's update started from %s, without A's retirement", describeKeys(ks.Keys))
+		}
+		ks.Keys = append(ks.Keys, k2)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keysAre(t, "B's update", got, retired, k2)
+	p.seen(keysAreNow(p.A(), "A after B added a key", retired, k2))
+}

@@ -58,12 +58,16 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 		}
 		switch sub {
 		case "db", "store", "secret", "argon2", "max_concurrent_hashes", "hash_queue_timeout", "throttle",
-			"password_min_length", "password_max_length":
+			"password_min_length", "password_max_length", "signing_alg", "key_publish_delay":
 			if err := h.RealmSettings.unmarshalSub(d, sub); err != nil {
 				return err
 			}
 		case "rotate_refresh", "refresh_reuse_grace", "refresh_sliding", "max_sessions", "logout_path", "sessions_path":
 			if err := h.SessionSettings.unmarshalSub(d, sub); err != nil {
+				return err
+			}
+		case "jwks_path", "metadata_path", "forward_token":
+			if err := h.DiscoverySettings.unmarshalSub(d, sub); err != nil {
 				return err
 			}
 		case "refresh", "token_path", "refresh_path", "issuer", "audience",

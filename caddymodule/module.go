@@ -20,6 +20,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
+	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
@@ -62,6 +63,10 @@ type Handler struct {
 	// Sessions: rotation of refresh tokens, logout, the session list.
 	// See SessionSettings.
 	SessionSettings
+
+	// The JWKS and metadata endpoints, and whether the token goes
+	// upstream. See DiscoverySettings.
+	DiscoverySettings
 
 	// Lifetime of access tokens. Default: 15m.
 	AccessTTL caddy.Duration `json:"access_ttl,omitempty"`
@@ -153,6 +158,7 @@ type Handler struct {
 	ownRealm   bool // realm is the handler's own, released in Cleanup
 	realmNamed bool // the config gave `realm`
 	tokens     *token.Manager
+	keyRing    *keys.Ring // nil for HS256
 	auth       *auth.Service
 	defaults   scope.Set
 	ceiling    scope.Set
@@ -318,15 +324,13 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		h.app.addOwn(r)
 	}
 
-	h.tokens, err = token.New(token.Config{
-		Key:        h.realm.key,
-		Issuer:     h.Issuer,
-		Audience:   h.Audience,
-		AccessTTL:  time.Duration(h.AccessTTL),
-		RefreshTTL: time.Duration(h.RefreshTTL),
-	})
-	if err != nil {
-		return fmt.Errorf("secret: %w", err)
+	if err := h.provisionKeys(ctx); err != nil {
+		_ = h.Cleanup() // the handler's own realm, taken above
+		return err
+	}
+	var ks auth.KeySyncer
+	if h.keyRing != nil {
+		ks = h.keyRing
 	}
 	h.auth = auth.New(auth.Config{
 		Store:     h.realm.store,
@@ -341,13 +345,16 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		OnHash:    beginLoginHash,
 		Sessions:  h.SessionSettings.policy(),
 		OnReuse:   refreshReuseTotal.Inc,
+		Keys:      ks,
 	})
 	h.own = h.newEndpoints()
 
 	h.logger.Info("crudauth ready",
 		zap.String("realm", h.realm.name),
 		zap.String("store", storeName(h.realm.storeKey)),
+		zap.String("signing_alg", h.realm.signingAlg),
 		zap.String("secret_source", h.realm.secretSource),
+		zap.String("kid", h.tokens.KeyID()),
 		zap.String("refresh", h.Refresh),
 		zap.Stringer("grantable_scopes", h.ceiling),
 		zap.Int("rules", len(h.Rules)),
@@ -369,6 +376,7 @@ func (h *Handler) setDefaults() {
 	orDefault(&h.UserNameHeader, DefaultUserHeader)
 	orDefault(&h.ScopesHeader, DefaultScopesHeader)
 	h.SessionSettings.setDefaults()
+	h.DiscoverySettings.setDefaults()
 }
 
 // orDefault sets *field to def when it holds the zero value.
@@ -401,6 +409,9 @@ func (h *Handler) checkStatic() error {
 		return fmt.Errorf("token_path and refresh_path must differ (both are %q)", h.TokenPath)
 	}
 	if err := h.checkPasswordPath(); err != nil {
+		return err
+	}
+	if err := h.DiscoverySettings.check(); err != nil {
 		return err
 	}
 	if err := h.checkSessions(); err != nil {
@@ -491,6 +502,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.own.ServeLogout(w, r)
 	case ep == endpoints.Sessions:
 		return h.own.ServeSessions(w, r)
+	case ep == endpoints.JWKS:
+		return h.own.ServeJWKS(w, r)
+	case ep == endpoints.Metadata:
+		return h.own.ServeMetadata(w, r)
 	}
 
 	h.own.StripCookies(r)
@@ -503,6 +518,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if rule != nil && rule.Public {
+		h.dropToken(r)
 		return next.ServeHTTP(w, r)
 	}
 
@@ -525,7 +541,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set("http.auth.user.name", p.Username)
 	repl.Set("http.auth.user.scopes", p.ScopeString)
 	h.identity.set(r.Header, p)
+	h.dropToken(r)
 	return next.ServeHTTP(w, r)
+}
+
+// dropToken removes the bearer token from a request that goes upstream,
+// unless forward_token is on: the upstream gets the identity headers, not
+// a credential it could replay against the gateway.
+func (h *Handler) dropToken(r *http.Request) {
+	if !h.ForwardToken {
+		r.Header.Del("Authorization")
+	}
 }
 
 // matchRule returns the first rule matching r, or nil. A matcher error fails

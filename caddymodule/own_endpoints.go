@@ -29,6 +29,7 @@ func (h *Handler) endpointsConfig() endpoints.Config {
 		CookieSameSite: h.CookieSameSite,
 		AllowedOrigins: h.AllowedOrigins,
 		AccessTTL:      time.Duration(h.AccessTTL),
+		Discovery:      h.discovery(),
 	}
 }
 

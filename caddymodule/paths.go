@@ -41,6 +41,10 @@ func (h *Handler) route(r *http.Request, trace func(reading, *Rule)) (endpoints.
 		return endpoints.Logout, nil, nil
 	case h.SessionsPath != "" && (r.URL.Path == h.SessionsPath || strings.HasPrefix(r.URL.Path, h.SessionsPath+"/")):
 		return endpoints.Sessions, nil, nil
+	case discoveryPath(h.JWKSPath) != "" && r.URL.Path == h.JWKSPath:
+		return endpoints.JWKS, nil, nil
+	case discoveryPath(h.MetadataPath) != "" && r.URL.Path == h.MetadataPath:
+		return endpoints.Metadata, nil, nil
 	}
 	rule, err := h.matchRuleStrict(r, escaped, trace)
 	return endpoints.None, rule, err

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
@@ -25,6 +27,10 @@ import (
 // DefaultHashQueueTimeout is how long a login waits for a hashing slot
 // when hash_queue_timeout is not set.
 const DefaultHashQueueTimeout = 2 * time.Second
+
+// DefaultKeyPublishDelay is how long a rotated key is published before it
+// signs when key_publish_delay is not set.
+const DefaultKeyPublishDelay = time.Hour
 
 // RealmSettings are what a realm holds: a store, a password hasher with its
 // hashing cap and policy, a login throttle and the signing key. A realm is
@@ -49,8 +55,26 @@ type RealmSettings struct {
 	// HS256 signing key, at least 32 bytes. `{env.NAME}` and `{file.PATH}`
 	// placeholders are resolved at start, so the key need not appear in the
 	// config. Default: a random 256-bit key generated on first start and
-	// kept in the store, so that tokens survive restarts.
+	// kept in the store, so that tokens survive restarts. Only for
+	// signing_alg HS256.
 	Secret string `json:"secret,omitempty"`
+
+	// The algorithm tokens are signed with: HS256 (an HMAC secret that
+	// only the gateway holds), EdDSA (Ed25519) or ES256 (ECDSA P-256).
+	// With EdDSA or ES256 the key pair is generated on first start and
+	// kept in the store (once, even when several gateways start
+	// together), every token names its key (kid), and the public keys
+	// are published at jwks_path so that upstreams can verify tokens
+	// themselves; `caddy crudauth key rotate|retire` changes keys without
+	// a restart. Switching algorithms refuses the tokens signed before.
+	// Default: HS256.
+	SigningAlg string `json:"signing_alg,omitempty"`
+
+	// How long a key made by `caddy crudauth key rotate` is published
+	// before it signs, so that upstreams caching the JWKS hold it before
+	// they meet a token it signed. At least twice the JWKS cache lifetime
+	// (max-age, 5m at most). Positive. Default: 1h.
+	KeyPublishDelay caddy.Duration `json:"key_publish_delay,omitempty"`
 
 	// argon2id parameters for new password hashes. Default: the OWASP
 	// recommendation m=19456 KiB, t=2, p=1; lower values are refused.
@@ -107,6 +131,21 @@ func (s *RealmSettings) check() error {
 	if s.MaxConcurrentHashes < 0 {
 		return fmt.Errorf("max_concurrent_hashes: %d must be positive (0 means half the CPUs)", s.MaxConcurrentHashes)
 	}
+	switch s.SigningAlg {
+	case "", token.AlgHS256:
+		if s.KeyPublishDelay != 0 {
+			return errors.New("key_publish_delay: HS256 has one secret and no key rotation; set signing_alg EdDSA or ES256")
+		}
+	case token.AlgEdDSA, token.AlgES256:
+		if s.Secret != "" {
+			return fmt.Errorf("secret is the HS256 key; signing_alg %s keeps its key pair in the store", s.SigningAlg)
+		}
+		if s.KeyPublishDelay < 0 {
+			return errors.New("key_publish_delay must be positive")
+		}
+	default:
+		return fmt.Errorf("signing_alg: %q is not one of HS256, EdDSA, ES256", s.SigningAlg)
+	}
 	if s.HashQueueTimeout < 0 {
 		return errors.New("hash_queue_timeout must be positive")
 	}
@@ -128,6 +167,20 @@ func (s *RealmSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error {
 		return v, nil
 	}
 	switch sub {
+	case "signing_alg":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		s.SigningAlg = v
+	case "key_publish_delay":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		if s.KeyPublishDelay, err = positiveDuration(d, sub, v); err != nil {
+			return err
+		}
 	case "db", "secret":
 		v, err := one()
 		if err != nil {
@@ -210,8 +263,10 @@ type realm struct {
 	hasher       *password.Hasher
 	hashLimit    *password.Limiter
 	policy       password.Policy
-	key          []byte // the HS256 signing key
+	key          []byte // the HS256 signing key; nil for EdDSA and ES256
 	secretSource string // "config" or "store", for logs
+	signingAlg   string // token.AlgHS256, AlgEdDSA or AlgES256
+	publishDelay time.Duration
 
 	// The fields above never change once built: an admin request may still
 	// read a realm of the old config while a reload releases it.
@@ -275,7 +330,13 @@ func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
 		_ = r.release()
 		return nil, fmt.Errorf("throttle: %w", err)
 	}
-	if r.key == nil {
+	r.signingAlg = cmp.Or(s.SigningAlg, token.AlgHS256)
+	r.publishDelay = cmp.Or(time.Duration(s.KeyPublishDelay), DefaultKeyPublishDelay)
+	if keys.Asymmetric(r.signingAlg) {
+		// The key pair is created by the first handler's Ring (keys.Ensure)
+		// at start; nothing to load here.
+		r.secretSource = "store"
+	} else if r.key == nil {
 		r.key, err = r.store.Secret(ctx, generatedSecretName, func() ([]byte, error) {
 			b := make([]byte, generatedSecretBytes)
 			_, err := rand.Read(b)

@@ -82,7 +82,8 @@ func (h *Handler) checkSessions() error {
 	if h.PasswordPath != "" {
 		taken[h.PasswordPath] = "password_path"
 	}
-	for _, p := range []struct{ name, path string }{{"logout_path", s.LogoutPath}, {"sessions_path", s.SessionsPath}} {
+	for _, p := range []struct{ name, path string }{{"logout_path", s.LogoutPath}, {"sessions_path", s.SessionsPath},
+		{"jwks_path", discoveryPath(h.JWKSPath)}, {"metadata_path", discoveryPath(h.MetadataPath)}} {
 		if p.path == "" {
 			continue
 		}

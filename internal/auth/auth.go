@@ -132,6 +132,28 @@ type Config struct {
 	OnReuse func()
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Keys, when set, brings Tokens' key set up to date (keys.Ring of an
+	// EdDSA or ES256 gateway) before every verification and issue, so
+	// that a rotation or retirement takes effect on the next request.
+	// Nil for HS256, whose one key never changes.
+	Keys KeySyncer
+}
+
+// KeySyncer brings a token.Manager's keys up to date; see Config.Keys.
+type KeySyncer interface {
+	Sync(ctx context.Context) error
+}
+
+// syncKeys runs Config.Keys. A store that cannot confirm its key set is
+// current answers 503: a retired key must not be honoured from stale state.
+func (s *Service) syncKeys(ctx context.Context) *Error {
+	if s.c.Keys == nil {
+		return nil
+	}
+	if err := s.c.Keys.Sync(ctx); err != nil {
+		return serverError("reading the signing keys", err)
+	}
+	return nil
 }
 
 // SessionPolicy is the session part of Config.
@@ -221,6 +243,9 @@ func (s *Service) Login(ctx context.Context, username, pw string, requested scop
 	}
 	if len(pw) > password.MaxBytes {
 		return nil, badRequest(CodeInvalidRequest, "password too long")
+	}
+	if err := s.syncKeys(ctx); err != nil {
+		return nil, err
 	}
 	// Throttling is decided before the hash and before the user is looked
 	// up, so a locked login costs nothing and answers the same whatever the
@@ -374,6 +399,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, requested sc
 	}
 	if len(refreshToken) > MaxTokenLen {
 		return nil, fail(errors.New("token too long"))
+	}
+	if err := s.syncKeys(ctx); err != nil {
+		return nil, err
 	}
 	claims, err := s.c.Tokens.VerifyRefresh(refreshToken)
 	if err != nil {
@@ -549,6 +577,9 @@ func (s *Service) Logout(ctx context.Context, refreshToken string, cl Client) er
 	if len(refreshToken) > MaxTokenLen {
 		return &Error{Code: CodeInvalidGrant, Description: "the refresh token is invalid", Err: errors.New("token too long")}
 	}
+	if err := s.syncKeys(ctx); err != nil {
+		return err
+	}
 	claims, err := s.c.Tokens.VerifyRefresh(refreshToken)
 	switch {
 	case errors.Is(err, token.ErrExpired):
@@ -622,6 +653,9 @@ func (s *Service) EndSession(ctx context.Context, p Principal, sid string, cl Cl
 // the token's epoch is the user's, and its scopes are still allowed. The
 // principal's scopes are the token's still under the ceiling.
 func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, error) {
+	if err := s.syncKeys(ctx); err != nil {
+		return Principal{}, err
+	}
 	claims, err := s.c.Tokens.VerifyAccess(bearer)
 	if err != nil {
 		return Principal{}, invalidToken(err)
@@ -685,6 +719,9 @@ func Authorize(p Principal, need scope.Set) error {
 func (s *Service) ChangePassword(ctx context.Context, p Principal, current, next string, cl Client) (*Tokens, error) {
 	if err := s.c.Policy.Check(next); err != nil {
 		return nil, badRequest(CodeInvalidRequest, "new_password: "+err.Error())
+	}
+	if err := s.syncKeys(ctx); err != nil {
+		return nil, err
 	}
 	if err := s.throttleCheck(ctx, cl.IP, p.Username); err != nil {
 		return nil, err

@@ -29,6 +29,8 @@ const (
 	Password
 	Logout
 	Sessions
+	JWKS
+	Metadata
 )
 
 // ErrNoToken is the reason Config.Bearer gives when the request carries no
@@ -56,6 +58,9 @@ type Config struct {
 
 	// AccessTTL is the access tokens' lifetime, for expires_in.
 	AccessTTL time.Duration
+
+	// Discovery configures the JWKS and metadata endpoints.
+	Discovery Discovery
 
 	// Auth logs in, refreshes, changes passwords and ends sessions.
 	Auth *auth.Service

@@ -83,8 +83,8 @@ func Generate(alg string, now, signFrom time.Time) (store.SigningKey, error) {
 	}
 	var id [16]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
-	now = now.UTC().Truncate(time.Second)
-	signFrom = signFrom.UTC().Truncate(time.Second)
+	// Not truncated: creation order decides which key signs (Describe).
+	now, signFrom = now.UTC(), signFrom.UTC()
 	if signFrom.Before(now) {
 		signFrom = now
 	}
@@ -141,8 +141,17 @@ func (s *Status) Verifies() bool {
 }
 
 // Describe returns the status of every key of alg in ks at now, for tokens
-// that live at most life, ordered by SignFrom (then CreatedAt, then ID),
-// retired keys among them in their place.
+// that live at most life, in creation order (CreatedAt, then ID), retired
+// keys among them.
+//
+// A key signs from its SignFrom until a key created after it starts
+// signing (the earliest SignFrom among the later keys that are live, or
+// that were retired after they started signing); it never signs again
+// after that, even when its successor is retired (the retirement adds a
+// fresh key instead, see Retire). A key retired before it ever signed
+// takes nothing over. Ordering by creation rather than by SignFrom makes
+// the newest key win: a replacement made by a retirement signs at once,
+// even while an older rotation is still pending.
 func Describe(ks *store.KeySet, alg string, now time.Time, life time.Duration) []Status {
 	var keys []*store.SigningKey
 	for i := range ks.Keys {
@@ -151,42 +160,36 @@ func Describe(ks *store.KeySet, alg string, now time.Time, life time.Duration) [
 		}
 	}
 	slices.SortFunc(keys, func(a, b *store.SigningKey) int {
-		return cmp.Or(a.SignFrom.Compare(b.SignFrom), a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
 	})
 	out := make([]Status, len(keys))
-	// next is the key that takes over signing from the one at hand
-	// (walking backwards): the next live key, or a retired one that was
-	// retired after it started signing. A key retired before it ever
-	// signed takes nothing over, and a key once taken over never signs
-	// again, even when its successor is retired: the retirement adds a
-	// fresh key instead (see Retire).
-	var next *Status
+	var taken time.Time // earliest SignFrom of the later keys that sign(ed); zero: none
 	for i := len(keys) - 1; i >= 0; i-- {
 		k := keys[i]
 		s := &out[i]
-		*s = Status{ID: k.ID, Alg: k.Alg, CreatedAt: k.CreatedAt, SignFrom: k.SignFrom, RetiredAt: k.RetiredAt}
-		if next != nil {
-			s.SignedUntil = next.SignFrom
-			s.VerifyUntil = next.SignFrom.Add(life)
+		*s = Status{ID: k.ID, Alg: k.Alg, CreatedAt: k.CreatedAt, SignFrom: k.SignFrom, RetiredAt: k.RetiredAt,
+			SignedUntil: taken}
+		if !taken.IsZero() {
+			s.VerifyUntil = taken.Add(life)
 		}
-		if k.Retired() {
-			s.State, s.VerifyUntil = Retired, k.RetiredAt
-			if !k.RetiredAt.Before(k.SignFrom) {
-				next = s
-			}
-			continue
-		}
+		signs := true
 		switch {
+		case k.Retired():
+			s.State, s.VerifyUntil = Retired, k.RetiredAt
+			signs = !k.RetiredAt.Before(k.SignFrom)
+		case !taken.IsZero() && !now.Before(taken):
+			s.State = Verifying
+			if !now.Before(s.VerifyUntil) {
+				s.State = Expired
+			}
 		case now.Before(k.SignFrom):
 			s.State = Pending
-		case s.SignedUntil.IsZero() || now.Before(s.SignedUntil):
-			s.State = Signing
-		case now.Before(s.VerifyUntil):
-			s.State = Verifying
 		default:
-			s.State = Expired
+			s.State = Signing
 		}
-		next = s
+		if signs && (taken.IsZero() || k.SignFrom.Before(taken)) {
+			taken = k.SignFrom
+		}
 	}
 	return out
 }

@@ -80,6 +80,33 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+// TestDescribeNewestWins: a replacement added by a retirement signs at
+// once, even within the same second as the key it replaces, and even
+// while an older rotation is still pending (that key then never signs).
+func TestDescribeNewestWins(t *testing.T) {
+	ms := time.Millisecond
+	a := key("z-old", t0, t0)
+	a.RetiredAt = t0.Add(ms)
+	pending := key("p", t0, t0.Add(time.Hour)) // created with a, after it by ID order only
+	pending.CreatedAt = t0.Add(ms / 2)
+	repl := key("a-repl", t0.Add(2*ms), t0.Add(2*ms)) // sorts first by ID, last by creation
+	sts := Describe(&store.KeySet{Keys: []store.SigningKey{repl, pending, a}}, store.AlgEdDSA, t0.Add(3*ms), life)
+	got := map[string]State{}
+	for _, s := range sts {
+		got[s.ID] = s.State
+	}
+	want := map[string]State{"z-old": Retired, "p": Verifying, "a-repl": Signing}
+	for id, st := range want {
+		if got[id] != st {
+			t.Errorf("%s is %s, want %s", id, got[id], st)
+		}
+	}
+	// Two hours on, the pending key's time came, but it was overtaken.
+	if s := signer(Describe(&store.KeySet{Keys: []store.SigningKey{repl, pending, a}}, store.AlgEdDSA, t0.Add(2*time.Hour), life)); s == nil || s.ID != "a-repl" {
+		t.Fatalf("signer later: %+v", s)
+	}
+}
+
 func TestEnsureCreatesOnce(t *testing.T) {
 	st := memory.Open("", memory.Options{RerunUpdates: true})
 	ctx := context.Background()

@@ -1,0 +1,177 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
+	"github.com/crudauth/caddy-crudauth/internal/keys"
+	"github.com/crudauth/caddy-crudauth/internal/token"
+)
+
+// Defaults of the discovery settings.
+const (
+	DefaultJWKSPath     = "/.well-known/jwks.json"
+	DefaultMetadataPath = "/.well-known/oauth-authorization-server"
+	// pathOff turns jwks_path or metadata_path off.
+	pathOff = "off"
+	// maxJWKSMaxAge caps the JWKS's Cache-Control max-age. The max-age is
+	// also at most half of key_publish_delay, so that a cache that fetched
+	// the set just before a rotation still holds the new key before it
+	// signs.
+	maxJWKSMaxAge = 5 * time.Minute
+)
+
+// DiscoverySettings are what lets an upstream verify the gateway's tokens
+// itself: the public keys, the metadata that points to them, and whether
+// the token reaches the upstream at all.
+type DiscoverySettings struct {
+	// Path of the JSON Web Key Set (RFC 7517): the public keys that verify
+	// tokens now (each with kid, alg and use "sig"; a key pending in a
+	// rotation is there before it signs, a superseded one until its last
+	// token expired). Public, GET. With HS256 the set is empty: an HMAC
+	// secret is never published. "off" turns it off. Default:
+	// /.well-known/jwks.json.
+	JWKSPath string `json:"jwks_path,omitempty"`
+
+	// Path of the authorization server metadata (RFC 8414): issuer,
+	// token endpoint, jwks_uri, grant types, scopes. Public, GET. "off"
+	// turns it off. Default: /.well-known/oauth-authorization-server.
+	MetadataPath string `json:"metadata_path,omitempty"`
+
+	// Whether a request that passed the bearer check goes upstream with
+	// its Authorization header. Default: off, the header is removed and
+	// the upstream gets the identity headers only, not a credential it
+	// could replay against the gateway (or that its logs could leak). Turn
+	// it on for an upstream that verifies the token itself against the
+	// JWKS. Requests to public rules lose the header too.
+	ForwardToken bool `json:"forward_token,omitempty"`
+}
+
+func (s *DiscoverySettings) setDefaults() {
+	orDefault(&s.JWKSPath, DefaultJWKSPath)
+	orDefault(&s.MetadataPath, DefaultMetadataPath)
+}
+
+// path returns the endpoint path p, or "" when it is off.
+func discoveryPath(p string) string {
+	if p == pathOff {
+		return ""
+	}
+	return p
+}
+
+// discoverySubdirectives are the subdirectives unmarshalSub takes.
+var discoverySubdirectives = []string{"jwks_path", "metadata_path", "forward_token"}
+
+// unmarshalSub parses one discovery subdirective.
+func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error {
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	switch sub {
+	case "forward_token":
+		switch v {
+		case "on":
+			s.ForwardToken = true
+		case "off":
+			s.ForwardToken = false
+		default:
+			return d.Errf("forward_token: %q is not one of on, off", v)
+		}
+	case "jwks_path", "metadata_path":
+		if v != pathOff {
+			if err := checkSessionPath(sub, v); err != nil {
+				return d.Err(err.Error())
+			}
+		}
+		if sub == "jwks_path" {
+			s.JWKSPath = v
+		} else {
+			s.MetadataPath = v
+		}
+	default:
+		return d.Errf("unrecognized subdirective %q", sub)
+	}
+	return nil
+}
+
+// checkDiscoveryPaths checks the two paths' form; checkSessions checks
+// that they collide with no other endpoint.
+func (s *DiscoverySettings) check() error {
+	for _, p := range []struct{ name, path string }{{"jwks_path", s.JWKSPath}, {"metadata_path", s.MetadataPath}} {
+		if p.path == "" || p.path == pathOff {
+			continue
+		}
+		if err := checkSessionPath(p.name, p.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jwksMaxAge is the JWKS's Cache-Control max-age for a realm whose
+// rotations publish a key delay before it signs.
+func jwksMaxAge(delay time.Duration) time.Duration {
+	return min(maxJWKSMaxAge, (delay / 2).Truncate(time.Second))
+}
+
+// provisionKeys builds the handler's token manager on the realm's
+// algorithm: the realm's secret for HS256; for EdDSA and ES256 a key Ring
+// on the realm's store, synced once here, so that the first key pair is
+// created at start (a store that cannot be reached fails the start, as
+// the HS256 secret does).
+func (h *Handler) provisionKeys(ctx context.Context) error {
+	r := h.realm
+	cfg := token.Config{
+		Alg:        r.signingAlg,
+		Issuer:     h.Issuer,
+		Audience:   h.Audience,
+		AccessTTL:  time.Duration(h.AccessTTL),
+		RefreshTTL: time.Duration(h.RefreshTTL),
+	}
+	if !keys.Asymmetric(r.signingAlg) {
+		cfg.Key = r.key
+	}
+	var err error
+	if h.tokens, err = token.New(cfg); err != nil {
+		return fmt.Errorf("secret: %w", err)
+	}
+	h.keyRing = nil
+	if keys.Asymmetric(r.signingAlg) {
+		// A key verifies for the longest a token it signed lives: a
+		// refresh token (access_ttl is never longer).
+		h.keyRing = keys.NewRing(r.store, h.tokens, time.Duration(h.RefreshTTL), nil)
+		if err := h.keyRing.Sync(ctx); err != nil {
+			return fmt.Errorf("signing keys (%s) in %s: %w", r.signingAlg, storeName(r.storeKey), err)
+		}
+	}
+	return nil
+}
+
+// discovery is the endpoints' Discovery configuration.
+func (h *Handler) discovery() endpoints.Discovery {
+	d := endpoints.Discovery{
+		JWKSPath:     discoveryPath(h.JWKSPath),
+		MetadataPath: discoveryPath(h.MetadataPath),
+		Issuer:       h.Issuer,
+		Scopes:       []string(h.ceiling),
+	}
+	if h.realm != nil {
+		d.SigningAlg = h.realm.signingAlg
+		d.JWKSMaxAge = jwksMaxAge(h.realm.publishDelay)
+	}
+	if ring := h.keyRing; ring != nil {
+		d.JWKS = func(ctx context.Context) ([]byte, error) {
+			if err := ring.Sync(ctx); err != nil {
+				return nil, err
+			}
+			return ring.JWKS(), nil
+		}
+	}
+	return d
+}

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/memory"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
@@ -35,6 +37,11 @@ func TestFailKinds(t *testing.T) {
 		{&users.Error{Kind: users.Internal, Msg: `no user "alice"`}, http.StatusInternalServerError, "internal", ""},
 		// Errors that are not the users service's carry no kind.
 		{backup.ErrNoFileSnapshot, http.StatusBadRequest, "", ""},
+		// A store that cannot answer now: retry shortly, whether the
+		// users service passed the failure on or the store itself did.
+		{&users.Error{Kind: users.Internal, Err: fmt.Errorf("%w: context deadline exceeded", store.ErrUnavailable)},
+			http.StatusServiceUnavailable, "internal", "1"},
+		{fmt.Errorf("%w: no leader", store.ErrUnavailable), http.StatusServiceUnavailable, "", "1"},
 	} {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			rec := httptest.NewRecorder()

@@ -48,6 +48,20 @@ func TestGatewaysShareState(t *testing.T) {
 		t.Fatalf("gw3: the access token of gw2's refresh: %s, want 200", r)
 	}
 
+	// A client behind a load balancer: its next request after the login
+	// reaches another gateway at once, and its refresh a third. Each
+	// gateway catches up with the session the other created, rather than
+	// refuse a token its cache has not seen yet.
+	for i := range 12 {
+		tk := gw[i%3].mustLogin(t, "alice")
+		if r := gw[(i+1)%3].bearer(tk.access); r.status != http.StatusOK {
+			t.Errorf("%s: a token issued by %s a moment ago: %s, want 200", gw[(i+1)%3].name, gw[i%3].name, r)
+		}
+		if r := gw[(i+2)%3].refresh(tk.refresh); r.status != http.StatusOK {
+			t.Errorf("%s: a refresh token issued by %s a moment ago: %s, want 200", gw[(i+2)%3].name, gw[i%3].name, r)
+		}
+	}
+
 	// Revoke through gw2's admin API; each gateway is polled until it
 	// refuses the tokens issued before.
 	ack := time.Now()

@@ -219,7 +219,7 @@ func TestGatewaysKillMemberUnderLoad(t *testing.T) {
 		for kind, st := range map[string]*opStats{"login": &r.login, "refresh": &r.refresh, "revocation": &r.revoke} {
 			for status, n := range st.statuses {
 				if status != http.StatusServiceUnavailable {
-					t.Errorf("%s: %d %ss answered %d, want only 503 while a member is down: %s", gw[g].name, n, kind, status, st.sample[status])
+					t.Errorf("%s: %d %s requests answered %d, want only 503 while a member is down: %s", gw[g].name, n, kind, status, st.sample[status])
 				}
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -40,6 +41,11 @@ func TestFailKinds(t *testing.T) {
 		{&users.Error{Kind: users.Internal, Msg: `no user "alice"`}, http.StatusInternalServerError, "internal", ""},
 		// Errors that are not the users service's carry no kind.
 		{backup.ErrNoFileSnapshot, http.StatusBadRequest, "", ""},
+		// A store that cannot answer now: retry shortly, whether the
+		// users service passed the failure on or the store itself did.
+		{&users.Error{Kind: users.Internal, Err: fmt.Errorf("%w: context deadline exceeded", store.ErrUnavailable)},
+			http.StatusServiceUnavailable, "internal", "1"},
+		{fmt.Errorf("%w: no leader", store.ErrUnavailable), http.StatusServiceUnavailable, "", "1"},
 	} {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			rec := httptest.NewRecorder()

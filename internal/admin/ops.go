@@ -222,6 +222,18 @@ func (h *Handler) logChange(r *http.Request, msg, op, path string, u users.View,
 // errorStatus returns the status and kind (empty for an error that does not
 // come from internal/users) the admin API answers err with.
 func errorStatus(err error) (int, string) {
+	status, kind := errorKind(err)
+	// A store that cannot answer now (etcd without quorum, or out of
+	// reach) is no fault of ours and may answer shortly: 503 with
+	// Retry-After, as logins and refreshes get, so that an operator's
+	// script retries instead of giving up on an internal error.
+	if status == http.StatusInternalServerError && errors.Is(err, store.ErrUnavailable) {
+		status = http.StatusServiceUnavailable
+	}
+	return status, kind
+}
+
+func errorKind(err error) (int, string) {
 	var ue *users.Error
 	if errors.As(err, &ue) {
 		switch ue.Kind {

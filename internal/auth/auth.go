@@ -411,7 +411,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, requested sc
 	if sid == "" || claims.Generation == 0 {
 		return nil, fail(ErrNoSession)
 	}
-	state, err := s.c.Store.AuthState(ctx, claims.UserID)
+	state, err := s.authState(ctx, claims)
 	username = state.Username
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -660,7 +660,7 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 	if err != nil {
 		return Principal{}, invalidToken(err)
 	}
-	state, err := s.c.Store.AuthState(ctx, claims.UserID)
+	state, err := s.authState(ctx, claims)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return Principal{}, invalidToken(ErrUnknownUser)
@@ -686,6 +686,45 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 		TokenVersion: claims.TokenVersion,
 		SessionID:    claims.SessionID,
 	}, nil
+}
+
+// authState reads the state of the token's user. When the state refuses
+// the token for a reason that a store still catching up with a write made
+// elsewhere explains (a user, a session or a token_version it does not
+// know yet: the login that minted the token ran on another gateway a
+// moment ago), a store that follows other handles' writes
+// (store.CatchUpper) is asked to catch up with every write committed
+// before the token was minted, and the state is read again. A token
+// minted long enough ago costs nothing more: the store's copy was proven
+// current since.
+func (s *Service) authState(ctx context.Context, claims *token.Claims) (store.AuthState, error) {
+	state, err := s.c.Store.AuthState(ctx, claims.UserID)
+	cu, ok := s.c.Store.(store.CatchUpper)
+	if !ok || !mayLag(state, err, claims) {
+		return state, err
+	}
+	// iat is in whole seconds: the token was minted before iat + 1s.
+	if cerr := cu.CatchUp(ctx, claims.IssuedAt.Add(time.Second)); cerr != nil {
+		return store.AuthState{}, cerr
+	}
+	return s.c.Store.AuthState(ctx, claims.UserID)
+}
+
+// mayLag reports whether state refuses claims only because it may not
+// hold the write that made the token yet. A token_version below the
+// user's (a revocation, which also ends the sessions) or a disabled user
+// are later writes that the state holds already: refused, no reason to
+// wait.
+func mayLag(state store.AuthState, err error, claims *token.Claims) bool {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return true
+	case err != nil, claims.TokenVersion < state.TokenVersion, state.Disabled:
+		return false
+	case claims.TokenVersion > state.TokenVersion:
+		return true
+	}
+	return claims.SessionID != "" && !state.HasSession(claims.SessionID)
 }
 
 // UnderCeiling returns the scopes of a token that count while ceiling is

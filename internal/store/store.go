@@ -288,6 +288,21 @@ func Revoke(ctx context.Context, s Store, id string) (*User, error) {
 	return u, nil
 }
 
+// CatchUpper is implemented by a backend whose AuthState serves from a
+// local copy that follows the writes made through other handles (etcd:
+// other gateways' writes reach it through a watch, a moment later). A
+// token minted by another gateway a moment ago may name a user, a session
+// or a token_version that the copy does not hold yet; refusing it would
+// sign out a client whose next request merely reached another gateway.
+// CatchUp returns once AuthState reflects every write committed anywhere
+// before t: at once when the copy was proven current after t, or after
+// one round trip to the cluster. It fails with an error wrapping
+// ErrUnavailable when the copy cannot catch up within the backend's
+// bound.
+type CatchUpper interface {
+	CatchUp(ctx context.Context, t time.Time) error
+}
+
 // FileSnapshotter is implemented by a backend that can also copy its own
 // storage file (bbolt): a snapshot restored by putting the file in place,
 // faster than an import for a large database but readable only by the same

@@ -289,6 +289,37 @@ func (c *cache) waitApplied(ctx context.Context, rev int64, timeout time.Duratio
 	}
 }
 
+// catchUp waits until applied >= rev, a revision of the whole cluster,
+// until ctx ends. The watch carries only the prefix's events, so a
+// revision written elsewhere in the cluster is reached through a progress
+// notification: one is requested at once, and again each time the cache
+// advances without reaching rev or 50ms pass (etcd answers a progress
+// request only while the watch is synced).
+func (c *cache) catchUp(ctx context.Context, rev int64) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ch := c.waitCh()
+		if c.applied.Load() >= rev {
+			return nil
+		}
+		// The progress request must name the watch's stream: the same
+		// context metadata (watchCtx).
+		pctx, cancel := context.WithTimeout(c.watchCtx(), c.s.o.DialTimeout)
+		_ = c.s.cli.RequestProgress(pctx) // a failure shows as no progress
+		cancel()
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: auth state did not catch up with revision %d (applied %d)",
+				store.ErrUnavailable, rev, c.applied.Load())
+		case <-c.ctx.Done():
+			return store.ErrClosed
+		}
+	}
+}
+
 // current fails with ErrUnavailable unless the cache was confirmed
 // current within MaxStaleness and holds this handle's own writes; what
 // names what was asked for.

@@ -375,3 +375,57 @@ func TestRewoundClusterReloads(t *testing.T) {
 		t.Errorf("AuthState after the reload: %v", err)
 	}
 }
+
+// TestCatchUp: a session created through A a moment ago, which B's watch
+// has not delivered (it is held down), is in B's AuthState once
+// B.CatchUp returns; with the watch still down, CatchUp gives up with
+// ErrUnavailable within DialTimeout; and a time the cache was proven
+// current after needs no round trip at all.
+func TestCatchUp(t *testing.T) {
+	endpoints := etcdtest.Start(t)
+	prefix := freshPrefix()
+	const dial = 500 * time.Millisecond
+	a := open(t, endpoints, prefix)
+	b := open(t, endpoints, prefix, func(o *Options) { o.DialTimeout, o.MaxStaleness = dial, 2*time.Second })
+	ctx := t.Context()
+	u := &store.User{Username: "catchup"}
+	if err := a.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return b.AppliedRevision() >= a.AppliedRevision() })
+	proven := time.Now()
+	waitFor(t, 5*time.Second, func() bool { return b.cache.confirmed.Load() > proven.UnixNano() })
+
+	release := make(chan struct{})
+	hold := func() { <-release }
+	b.cache.beforeWatch.Store(&hold)
+	b.cache.breakWatch()
+	sess := &store.Session{UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := a.CreateSession(ctx, sess, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := b.AuthState(ctx, u.ID); err != nil || st.HasSession(sess.ID) {
+		t.Fatalf("B's AuthState with its watch held = %+v, %v; want it without the new session (the test needs B behind)", st, err)
+	}
+	// Proven current after proven: no round trip, so the held watch does
+	// not matter.
+	if err := b.CatchUp(ctx, proven); err != nil {
+		t.Errorf("CatchUp to a time the cache was proven current after: %v", err)
+	}
+	t0 := time.Now()
+	err := b.CatchUp(ctx, time.Now())
+	if d := time.Since(t0); !errors.Is(err, store.ErrUnavailable) || d > dial+250*time.Millisecond {
+		t.Errorf("CatchUp with the watch held: %v after %v, want ErrUnavailable within DialTimeout %v", err, d, dial)
+	}
+
+	// The watch comes back while CatchUp waits: the session is there
+	// when CatchUp returns, with no polling.
+	b.cache.beforeWatch.Store(nil)
+	go func() { time.Sleep(100 * time.Millisecond); close(release) }()
+	if err := b.CatchUp(ctx, time.Now()); err != nil {
+		t.Fatalf("CatchUp once the watch resumed: %v", err)
+	}
+	if st, err := b.AuthState(ctx, u.ID); err != nil || !st.HasSession(sess.ID) {
+		t.Errorf("B's AuthState after CatchUp = %+v, %v; want the session created through A", st, err)
+	}
+}

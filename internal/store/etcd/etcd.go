@@ -290,5 +290,25 @@ func (s *Store) committed(ctx context.Context, rev int64) {
 	s.cache.waitApplied(ctx, rev, s.o.DialTimeout)
 }
 
-// Interface guard.
-var _ store.Store = (*Store)(nil)
+// CatchUp implements store.CatchUpper. The cache proven current after t
+// holds every write committed before t; otherwise a linearizable read
+// gives the cluster's revision now, which the cache then reaches, within
+// DialTimeout.
+func (s *Store) CatchUp(ctx context.Context, t time.Time) error {
+	if s.cache.confirmed.Load() >= t.UnixNano() {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.o.DialTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(cctx, s.o.Prefix, clientv3.WithCountOnly())
+	if err != nil {
+		return s.mapErr(ctx, err)
+	}
+	return s.cache.catchUp(cctx, resp.Header.Revision)
+}
+
+// Interface guards.
+var (
+	_ store.Store      = (*Store)(nil)
+	_ store.CatchUpper = (*Store)(nil)
+)

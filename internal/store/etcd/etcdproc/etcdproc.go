@@ -69,6 +69,18 @@ func (m *Member) Pid() int {
 	return m.cmd.Process.Pid
 }
 
+// Running reports whether the member's process has not exited (a frozen
+// member is running).
+func (m *Member) Running() bool {
+	_, exited := m.current()
+	select {
+	case <-exited:
+		return false
+	default:
+		return true
+	}
+}
+
 func (m *Member) current() (*exec.Cmd, chan struct{}) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -48,9 +48,15 @@ func TestStartWithoutTesting(t *testing.T) {
 	if err := c.Kill(lead); err != nil {
 		t.Fatal(err)
 	}
+	if c.Member(lead).Running() {
+		t.Errorf("%s reported running after Kill", c.Member(lead).Name())
+	}
 	// Restart waits until the member reports healthy again.
 	if err := c.Restart(ctx, lead); err != nil {
 		t.Fatalf("restart %s: %v", c.Member(lead).Name(), err)
+	}
+	if !c.Member(lead).Running() {
+		t.Errorf("%s not running after Restart", c.Member(lead).Name())
 	}
 	if err := c.Restart(ctx, lead); err == nil {
 		t.Errorf("Restart of a running member succeeded, want an error")

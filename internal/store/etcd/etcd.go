@@ -307,6 +307,35 @@ func (s *Store) CatchUp(ctx context.Context, t time.Time) error {
 	return s.cache.catchUp(cctx, resp.Header.Revision)
 }
 
+// txn runs one transaction, If(cmps).Then(then).Else(els), through call.
+// It waits for nothing: a read, or a write whose success does not always
+// produce a new revision, decides itself whether to call committed.
+func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	var resp *clientv3.TxnResponse
+	if err := s.call(ctx, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// write is txn for a transaction whose Then branch always changes
+// something under the prefix. When the compares held, it calls committed
+// before it returns, so that this handle's reads see the write (or fail
+// closed until they do). When they failed nothing was written and nothing
+// is waited for: waiting on the revision of a transaction that wrote
+// nothing would, while the watch is down, mark the cache behind for a
+// write that never happened.
+func (s *Store) write(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	resp, err := s.txn(ctx, cmps, then, els)
+	if err == nil && resp.Succeeded {
+		s.committed(ctx, resp.Header.Revision)
+	}
+	return resp, err
+}
+
 // Interface guards.
 var (
 	_ store.Store      = (*Store)(nil)

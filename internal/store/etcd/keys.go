@@ -130,16 +130,12 @@ func (s *Store) UpdateSigningKeys(ctx context.Context, fn func(ks *store.KeySet)
 		if err != nil {
 			return nil, err
 		}
-		var tresp *clientv3.TxnResponse
-		if err := s.call(ctx, func(ctx context.Context) (err error) {
-			tresp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-				Then(clientv3.OpPut(key, rec)).Else(clientv3.OpGet(key)).Commit()
-			return err
-		}); err != nil {
+		tresp, err := s.write(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
+			[]clientv3.Op{clientv3.OpPut(key, rec)}, []clientv3.Op{clientv3.OpGet(key)})
+		if err != nil {
 			return nil, err
 		}
 		if tresp.Succeeded {
-			s.committed(ctx, tresp.Header.Revision)
 			// A copy: fn's caller may still hold next.
 			return s.cache.sameKeys(next.Clone()), nil
 		}

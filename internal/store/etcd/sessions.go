@@ -16,14 +16,11 @@ import (
 // CreateRevision, 0 when it does not) and its sessions with their
 // ModRevisions.
 func (s *Store) userAndSessions(ctx context.Context, userID string) (createRev, rev int64, sess []*store.Session, modRevs map[string]int64, err error) {
-	var resp *clientv3.TxnResponse
-	if err := s.call(ctx, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(
-			clientv3.OpGet(s.userKey(userID), clientv3.WithKeysOnly()),
-			clientv3.OpGet(s.sessionsOf(userID), clientv3.WithPrefix()),
-		).Commit()
-		return err
-	}); err != nil {
+	resp, err := s.txn(ctx, nil, []clientv3.Op{
+		clientv3.OpGet(s.userKey(userID), clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.sessionsOf(userID), clientv3.WithPrefix()),
+	}, nil)
+	if err != nil {
 		return 0, 0, nil, nil, err
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
@@ -88,18 +85,14 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session, max int)
 		for _, sid := range removed {
 			ops = append(ops, clientv3.OpDelete(s.sessionKey(ns.UserID, sid)))
 		}
-		var resp *clientv3.TxnResponse
-		if err := s.call(ctx, func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).If(
-				clientv3.Compare(clientv3.CreateRevision(s.userKey(ns.UserID)), "=", createRev),
-				clientv3.Compare(clientv3.ModRevision(s.sessionsOf(ns.UserID)), "<", rev+1).WithPrefix(),
-			).Then(ops...).Commit()
-			return err
-		}); err != nil {
+		resp, err := s.write(ctx, []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(s.userKey(ns.UserID)), "=", createRev),
+			clientv3.Compare(clientv3.ModRevision(s.sessionsOf(ns.UserID)), "<", rev+1).WithPrefix(),
+		}, ops, nil)
+		if err != nil {
 			return nil, err
 		}
 		if resp.Succeeded {
-			s.committed(ctx, resp.Header.Revision)
 			*sess = *ns
 			return removed, nil
 		}
@@ -157,16 +150,12 @@ func (s *Store) UpdateSession(ctx context.Context, userID, sid string, fn func(s
 		if err != nil {
 			return nil, err
 		}
-		var resp *clientv3.TxnResponse
-		if err := s.call(ctx, func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-				Then(clientv3.OpPut(key, rec)).Else(clientv3.OpGet(key)).Commit()
-			return err
-		}); err != nil {
+		resp, err := s.write(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
+			[]clientv3.Op{clientv3.OpPut(key, rec)}, []clientv3.Op{clientv3.OpGet(key)})
+		if err != nil {
 			return nil, err
 		}
 		if resp.Succeeded {
-			s.committed(ctx, resp.Header.Revision)
 			return ns, nil
 		}
 		cur := resp.Responses[0].GetResponseRange().Kvs
@@ -205,12 +194,11 @@ func (s *Store) DeleteSession(ctx context.Context, userID, sid string) error {
 
 // DeleteSessions implements store.Store.
 func (s *Store) DeleteSessions(ctx context.Context, userID string) (int, error) {
-	var resp *clientv3.TxnResponse
-	if err := s.call(ctx, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.userKey(userID)), ">", 0)).
-			Then(clientv3.OpDelete(s.sessionsOf(userID), clientv3.WithPrefix())).Commit()
-		return err
-	}); err != nil {
+	// txn, not write: a user without sessions deletes nothing, and a
+	// transaction that wrote nothing has no revision to wait for.
+	resp, err := s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.userKey(userID)), ">", 0)},
+		[]clientv3.Op{clientv3.OpDelete(s.sessionsOf(userID), clientv3.WithPrefix())}, nil)
+	if err != nil {
 		return 0, err
 	}
 	if !resp.Succeeded {
@@ -268,16 +256,12 @@ func (s *Store) SweepSessions(ctx context.Context, now time.Time) (int, error) {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(v.key), "=", v.rev))
 			ops = append(ops, clientv3.OpDelete(v.key))
 		}
-		var resp *clientv3.TxnResponse
-		if err := s.call(ctx, func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-			return err
-		}); err != nil {
+		resp, err := s.write(ctx, cmps, ops, nil)
+		if err != nil {
 			return false, err
 		}
 		if resp.Succeeded {
 			n += len(vs)
-			s.committed(ctx, resp.Header.Revision)
 		}
 		return resp.Succeeded, nil
 	}

@@ -110,18 +110,13 @@ func (s *Store) createChunk(ctx context.Context, users []*store.User, now time.T
 			ops = append(ops, clientv3.OpPut(s.classKey(c), now.Format(time.RFC3339)))
 		}
 	}
-	var resp *clientv3.TxnResponse
-	err := s.call(ctx, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		return err
-	})
+	resp, err := s.write(ctx, cmps, ops, nil)
 	if err != nil {
 		return err
 	}
 	if !resp.Succeeded {
 		return s.whichTaken(ctx, users)
 	}
-	s.committed(ctx, resp.Header.Revision)
 	return nil
 }
 
@@ -135,11 +130,8 @@ func (s *Store) whichTaken(ctx context.Context, users []*store.User) error {
 			clientv3.OpGet(s.userKey(u.ID), clientv3.WithCountOnly()),
 			clientv3.OpGet(s.tombstoneKey(u.ID), clientv3.WithCountOnly()))
 	}
-	var resp *clientv3.TxnResponse
-	if err := s.call(ctx, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).Then(ops...).Commit()
-		return err
-	}); err != nil {
+	resp, err := s.txn(ctx, nil, ops, nil)
+	if err != nil {
 		return fmt.Errorf("%w (and finding which user clashed failed: %v)", store.ErrExists, err)
 	}
 	for i, u := range users {
@@ -163,13 +155,8 @@ func (s *Store) undoCreate(ctx context.Context, chunks [][]*store.User) {
 	ctx = context.WithoutCancel(ctx)
 	for _, chunk := range chunks {
 		for _, u := range chunk {
-			err := s.call(ctx, func(ctx context.Context) error {
-				_, err := s.cli.Txn(ctx).
-					If(clientv3.Compare(clientv3.Version(s.userKey(u.ID)), "=", 1)).
-					Then(clientv3.OpDelete(s.userKey(u.ID)), clientv3.OpDelete(s.nameKey(u.Username))).
-					Commit()
-				return err
-			})
+			_, err := s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version(s.userKey(u.ID)), "=", 1)},
+				[]clientv3.Op{clientv3.OpDelete(s.userKey(u.ID)), clientv3.OpDelete(s.nameKey(u.Username))}, nil)
 			if err != nil {
 				s.log.Error("undoing a failed batch create", zap.String("user_id", u.ID), zap.Error(err))
 			}
@@ -254,16 +241,12 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User
 		if c := password.Class(u.PasswordHash); c != "" {
 			ops = append(ops, clientv3.OpPut(s.classKey(c), u.UpdatedAt.Format(time.RFC3339)))
 		}
-		var resp *clientv3.TxnResponse
-		if err := s.call(ctx, func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).If(cmps...).Then(ops...).
-				Else(clientv3.OpGet(s.userKey(id)), clientv3.OpGet(newName, clientv3.WithCountOnly())).Commit()
-			return err
-		}); err != nil {
+		resp, err := s.write(ctx, cmps, ops,
+			[]clientv3.Op{clientv3.OpGet(s.userKey(id)), clientv3.OpGet(newName, clientv3.WithCountOnly())})
+		if err != nil {
 			return nil, err
 		}
 		if resp.Succeeded {
-			s.committed(ctx, resp.Header.Revision)
 			return u, nil
 		}
 		cur := resp.Responses[0].GetResponseRange().Kvs
@@ -290,20 +273,16 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 		return err
 	}
 	for range maxAttempts {
-		var resp *clientv3.TxnResponse
-		if err := s.call(ctx, func(ctx context.Context) (err error) {
-			resp, err = s.cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision(s.userKey(id)), "=", rev)).
-				Then(clientv3.OpDelete(s.userKey(id)), clientv3.OpDelete(s.nameKey(u.Username)),
-					clientv3.OpDelete(s.sessionsOf(id), clientv3.WithPrefix()),
-					clientv3.OpPut(s.tombstoneKey(id), encodeTombstone(time.Now().UTC()))).
-				Else(clientv3.OpGet(s.userKey(id))).Commit()
-			return err
-		}); err != nil {
+		resp, err := s.write(ctx,
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.userKey(id)), "=", rev)},
+			[]clientv3.Op{clientv3.OpDelete(s.userKey(id)), clientv3.OpDelete(s.nameKey(u.Username)),
+				clientv3.OpDelete(s.sessionsOf(id), clientv3.WithPrefix()),
+				clientv3.OpPut(s.tombstoneKey(id), encodeTombstone(time.Now().UTC()))},
+			[]clientv3.Op{clientv3.OpGet(s.userKey(id))})
+		if err != nil {
 			return err
 		}
 		if resp.Succeeded {
-			s.committed(ctx, resp.Header.Revision)
 			return nil
 		}
 		cur := resp.Responses[0].GetResponseRange().Kvs
@@ -445,16 +424,12 @@ func (s *Store) Secret(ctx context.Context, name string, generate func() ([]byte
 		return nil, err
 	}
 	key := s.secretKey(name)
-	var resp *clientv3.TxnResponse
-	if err := s.call(ctx, func(ctx context.Context) (err error) {
-		resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, string(v))).Else(clientv3.OpGet(key)).Commit()
-		return err
-	}); err != nil {
+	resp, err := s.write(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, string(v))}, []clientv3.Op{clientv3.OpGet(key)})
+	if err != nil {
 		return nil, err
 	}
 	if resp.Succeeded {
-		s.committed(ctx, resp.Header.Revision)
 		return v, nil
 	}
 	return resp.Responses[0].GetResponseRange().Kvs[0].Value, nil

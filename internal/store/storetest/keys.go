@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,6 +185,15 @@ func testKeysSkipAndAbort(t *testing.T, s store.Store) {
 	if after != before {
 		t.Error("SigningKeys changed its pointer after an update that stored nothing")
 	}
+
+	// An fn that returns nil without changing anything: nothing to
+	// store, and the pointer stays, so callers rebuild nothing.
+	if _, err := s.UpdateSigningKeys(ctx, func(*store.KeySet) error { return nil }); err != nil {
+		t.Fatalf("UpdateSigningKeys without a change: %v", err)
+	}
+	if mustKeys(t, s) != before {
+		t.Error("SigningKeys changed its pointer after an update that changed nothing")
+	}
 }
 
 // testKeysRefusals: every change CheckKeySetChange refuses is refused by
@@ -278,9 +288,11 @@ func testKeysConcurrentFirst(t *testing.T, s store.Store) {
 	var wg sync.WaitGroup
 	results := make([]*store.KeySet, n)
 	errs := make([]error, n)
+	var runs atomic.Int64
 	for i := range n {
 		wg.Go(func() {
 			results[i], errs[i] = s.UpdateSigningKeys(t.Context(), func(ks *store.KeySet) error {
+				runs.Add(1)
 				if len(ks.Keys) > 0 {
 					return store.ErrSkipWrite
 				}
@@ -290,6 +302,7 @@ func testKeysConcurrentFirst(t *testing.T, s store.Store) {
 		})
 	}
 	wg.Wait()
+	t.Logf("%d creators ran fn %d times", n, runs.Load())
 	final := mustKeys(t, s)
 	if len(final.Keys) != 1 {
 		t.Fatalf("%d creators left %d keys, want 1: %s", n, len(final.Keys), describeKeys(final.Keys))

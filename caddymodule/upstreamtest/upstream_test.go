@@ -24,6 +24,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
+	"github.com/crudauth/caddy-crudauth/caddymodule"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -48,7 +49,7 @@ type upstream struct {
 // start discovers the gateway's issuer and JWKS and fills the cache.
 func (u *upstream) start(t *testing.T) {
 	t.Helper()
-	status, body := get(t, gateway+"/.well-known/oauth-authorization-server", "")
+	status, body := get(t, gateway+caddymodule.DefaultMetadataPath, "")
 	var md struct {
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
@@ -56,7 +57,9 @@ func (u *upstream) start(t *testing.T) {
 	if err := json.Unmarshal(body, &md); err != nil || status != http.StatusOK || md.JWKSURI == "" {
 		t.Fatalf("metadata: %d %s", status, body)
 	}
-	u.jwksURI, u.issuer, u.audience = md.JWKSURI, md.Issuer, "caddy-crudauth"
+	// RFC 8414 metadata has no audience: the upstream is configured with
+	// the gateway's, as it would be.
+	u.jwksURI, u.issuer, u.audience = md.JWKSURI, md.Issuer, caddymodule.DefaultAudience
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c, err := jwk.NewCache(ctx, httprc.NewClient())

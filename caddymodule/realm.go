@@ -30,7 +30,7 @@ const DefaultHashQueueTimeout = 2 * time.Second
 
 // DefaultKeyPublishDelay is how long a rotated key is published before it
 // signs when key_publish_delay is not set.
-const DefaultKeyPublishDelay = time.Hour
+const DefaultKeyPublishDelay = keys.DefaultPublishDelay
 
 // RealmSettings are what a realm holds: a store, a password hasher with its
 // hashing cap and policy, a login throttle and the signing key. A realm is

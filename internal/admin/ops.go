@@ -228,7 +228,7 @@ func errorStatus(err error) (int, string) {
 			return http.StatusBadRequest, ue.Kind.String()
 		case users.NotFound:
 			return http.StatusNotFound, ue.Kind.String()
-		case users.Exists:
+		case users.Exists, users.Conflict:
 			return http.StatusConflict, ue.Kind.String()
 		case users.Busy:
 			return http.StatusServiceUnavailable, ue.Kind.String()

@@ -15,17 +15,20 @@ import (
 // The export format is JSON lines, the same whatever backend wrote it or
 // will read it:
 //
-//	{"format":"crudauth-export","version":2,"created_at":"2026-01-02T03:04:05Z"}
+//	{"format":"crudauth-export","version":3,"created_at":"2026-01-02T03:04:05Z"}
 //	{"kind":"user","id":"u...","username":"alice","password_hash":"$argon2id$...","disabled":false,
 //	 "allowed_scopes":null,"token_version":3,"created_at":"...","updated_at":"...","password_changed_at":"..."}
 //	{"kind":"session","id":"s...","user_id":"u...","scopes":["me:read"],"generation":4,"rotated_at":"...",
 //	 "created_at":"...","last_used_at":"...","expires_at":"...","user_agent":"...","address":"192.0.2.1"}
 //	{"kind":"secret","name":"hs256","value":"<standard base64>"}
-//	{"kind":"end","users":1,"sessions":1,"secrets":1}
+//	{"kind":"key","id":"k...","alg":"EdDSA","private":"<PKCS #8 DER, standard base64>",
+//	 "created_at":"...","sign_from":"...","retired_at":"..."}
+//	{"kind":"end","users":1,"sessions":1,"secrets":1,"keys":1}
 //
-// The header comes first; users, sessions and secrets follow in any order
-// (Export writes users in normalized-username order, then each user's
-// sessions, oldest first, then secrets by name); the end line comes last
+// The header comes first; users, sessions, secrets and keys follow in any
+// order (Export writes users in normalized-username order, then each
+// user's sessions, oldest first, then secrets by name, then the signing
+// keys in the store's order); the end line comes last
 // and counts what came before it, so that a file cut short (a full disk, a
 // broken transfer) is refused instead of restoring part of the users.
 // allowed_scopes keeps null (no per-user limit) apart from [] (no scope at
@@ -35,19 +38,26 @@ import (
 // the import as long as the secret they were signed with comes along. Every
 // field of a session is there, its generation included, so that its
 // refresh token keeps working; a session that has expired is not exported.
+// Every signing key of the store's key set is there, retired ones
+// included (retired_at is absent for a key never retired), so that tokens
+// signed before the export verify after the import and a retired key stays
+// retired.
 //
+// Version 2 is version 3 without keys: its end line has no "keys" count.
 // Version 1 is version 2 without sessions: its end line has no "sessions"
-// count, and this build still reads it. A reader refuses what it does not
+// count either. This build reads both. A reader refuses what it does not
 // know: a newer version (a later build wrote the file), a kind it does not
-// know (a session in a version 1 file), a field it does not know. Kinds to
-// come (signing keys) arrive with a version that names them.
+// know (a session in a version 1 file, a key in a version 2 one), a field
+// it does not know.
 const (
 	// ExportFormat is the header's "format".
 	ExportFormat = "crudauth-export"
 	// ExportVersion is the version this build writes and the newest it reads.
-	ExportVersion = 2
+	ExportVersion = 3
 	// exportVersionSessions is the first version with session lines.
 	exportVersionSessions = 2
+	// exportVersionKeys is the first version with key lines.
+	exportVersionKeys = 3
 
 	// maxExportLine bounds one line: a user with many scopes stays far
 	// below it, and a line that is not a record cannot make the reader
@@ -107,12 +117,26 @@ type exportSecret struct {
 	Value []byte `json:"value"`
 }
 
+// exportKey is a key line: every field of SigningKey, under names of its
+// own. Private is standard base64; retired_at is absent for a key never
+// retired.
+type exportKey struct {
+	Kind      string    `json:"kind"`
+	ID        string    `json:"id"`
+	Alg       string    `json:"alg"`
+	Private   []byte    `json:"private"`
+	CreatedAt time.Time `json:"created_at"`
+	SignFrom  time.Time `json:"sign_from"`
+	RetiredAt time.Time `json:"retired_at,omitzero"`
+}
+
 // exportEnd is the last line.
 type exportEnd struct {
 	Kind     string `json:"kind"`
 	Users    int    `json:"users"`
 	Sessions int    `json:"sessions"` // absent (0) in version 1
 	Secrets  int    `json:"secrets"`
+	Keys     int    `json:"keys"` // absent (0) before version 3
 }
 
 // Dump is the content of an export: what Export writes and ReadExport
@@ -122,6 +146,7 @@ type Dump struct {
 	Users     []*User           // in the order read
 	Sessions  []*Session        // in the order read
 	Secrets   map[string][]byte // by name
+	Keys      []SigningKey      // the key set's keys, in the order read
 }
 
 // ImportStats says what Import did.
@@ -133,14 +158,18 @@ type ImportStats struct {
 	// Secrets created, and secrets that were already stored with the same
 	// value (left as they were).
 	Secrets, SecretsKept int
+	// Signing keys added to the key set, and keys that were already stored
+	// with the same content (left as they were).
+	Keys, KeysKept int
 }
 
-// Export writes every user, every session that has not expired, and every
-// secret of s to w in the export format. Users come from one consistent
-// snapshot (ListUsers); each user's sessions are read after it, so a
-// session that begins or ends meanwhile may be in the export or not, and a
-// user deleted meanwhile is exported without sessions. Secrets are read
-// last, which is consistent too, since a stored secret never changes.
+// Export writes every user, every session that has not expired, every
+// secret and every signing key of s to w in the export format. Users come
+// from one consistent snapshot (ListUsers); each user's sessions are read
+// after it, so a session that begins or ends meanwhile may be in the
+// export or not, and a user deleted meanwhile is exported without
+// sessions. Secrets are read next, which is consistent too, since a stored
+// secret never changes, and the key set last, as one set.
 func Export(ctx context.Context, s Store, w io.Writer) error {
 	d := &Dump{CreatedAt: time.Now().UTC()}
 	err := s.ListUsers(ctx, func(u *User) error {
@@ -164,11 +193,16 @@ func Export(ctx context.Context, s Store, w io.Writer) error {
 	if d.Secrets, err = s.Secrets(ctx); err != nil {
 		return fmt.Errorf("export: listing secrets: %w", err)
 	}
+	ks, err := s.SigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("export: reading the signing keys: %w", err)
+	}
+	d.Keys = ks.Clone().Keys // ks is shared
 	return WriteExport(w, d)
 }
 
-// WriteExport writes d in the export format: users and sessions in d's
-// order, secrets by name.
+// WriteExport writes d in the export format: users, sessions and keys in
+// d's order, secrets by name.
 func WriteExport(w io.Writer, d *Dump) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw) // one value per line
@@ -204,7 +238,15 @@ func WriteExport(w io.Writer, d *Dump) error {
 			return fmt.Errorf("export: secret %s: %w", name, err)
 		}
 	}
-	if err := enc.Encode(exportEnd{Kind: "end", Users: len(d.Users), Sessions: len(d.Sessions), Secrets: len(names)}); err != nil {
+	for _, k := range d.Keys {
+		if err := enc.Encode(exportKey{
+			Kind: "key", ID: k.ID, Alg: k.Alg, Private: k.Private,
+			CreatedAt: k.CreatedAt, SignFrom: k.SignFrom, RetiredAt: k.RetiredAt,
+		}); err != nil {
+			return fmt.Errorf("export: key %s: %w", k.ID, err)
+		}
+	}
+	if err := enc.Encode(exportEnd{Kind: "end", Users: len(d.Users), Sessions: len(d.Sessions), Secrets: len(names), Keys: len(d.Keys)}); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
@@ -224,7 +266,8 @@ var ErrNotExport = errors.New("not a crudauth export")
 // ReadExport parses an export. It checks the format, not the store: users
 // with empty or repeated usernames or IDs, sessions without an ID, a user
 // of the file or an expiry, repeated sessions, secrets with empty names or
-// values and repeated secrets are refused here, with the line number;
+// values, repeated secrets, and keys that are not well formed (see
+// CheckKeySetChange) or repeated are refused here, with the line number;
 // whether they clash with what a store holds is for Import to find.
 func ReadExport(r io.Reader) (*Dump, error) {
 	sc := bufio.NewScanner(r)
@@ -274,7 +317,7 @@ func ReadExport(r io.Reader) (*Dump, error) {
 	}
 
 	d := &Dump{CreatedAt: h.CreatedAt, Secrets: map[string][]byte{}}
-	ids, names := map[string]bool{}, map[string]bool{}
+	ids, names, kids := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	type sessionAt struct {
 		line        int
 		user, token string
@@ -357,6 +400,23 @@ func ReadExport(r io.Reader) (*Dump, error) {
 				return nil, lineErr("secret %q repeated", es.Name)
 			}
 			d.Secrets[es.Name] = es.Value
+		case "key":
+			if h.Version < exportVersionKeys {
+				return nil, lineErr("unknown record kind %q (version %d of the format has %s)", k.Kind, h.Version, kindsOf(h.Version))
+			}
+			var ek exportKey
+			if err := strictUnmarshal(b, &ek); err != nil {
+				return nil, lineErr("key: %v", err)
+			}
+			sk := SigningKey{ID: ek.ID, Alg: ek.Alg, Private: ek.Private, CreatedAt: ek.CreatedAt, SignFrom: ek.SignFrom, RetiredAt: ek.RetiredAt}
+			if kids[sk.ID] {
+				return nil, lineErr("key %q repeated", sk.ID)
+			}
+			if err := CheckKeySetChange(&KeySet{}, &KeySet{Keys: []SigningKey{sk}}); err != nil {
+				return nil, lineErr("%v", err)
+			}
+			kids[sk.ID] = true
+			d.Keys = append(d.Keys, sk)
 		case "end":
 			end = new(exportEnd)
 			if err := strictUnmarshal(b, end); err != nil {
@@ -365,11 +425,7 @@ func ReadExport(r io.Reader) (*Dump, error) {
 		case "":
 			return nil, lineErr(`no "kind"`)
 		default:
-			has := "user, session, secret and end"
-			if h.Version < exportVersionSessions {
-				has = "user, secret and end"
-			}
-			return nil, lineErr("unknown record kind %q (version %d of the format has %s)", k.Kind, h.Version, has)
+			return nil, lineErr("unknown record kind %q (version %d of the format has %s)", k.Kind, h.Version, kindsOf(h.Version))
 		}
 	}
 	if err := scanErr(); err != nil {
@@ -378,9 +434,12 @@ func ReadExport(r io.Reader) (*Dump, error) {
 	if end == nil {
 		return nil, fmt.Errorf("no end line after line %d: the export is cut short; nothing imported", line)
 	}
-	if end.Users != len(d.Users) || end.Sessions != len(d.Sessions) || end.Secrets != len(d.Secrets) {
-		return nil, fmt.Errorf("the end line counts %d users, %d sessions and %d secrets, the file holds %d, %d and %d",
-			end.Users, end.Sessions, end.Secrets, len(d.Users), len(d.Sessions), len(d.Secrets))
+	if len(d.Keys) > MaxSigningKeys {
+		return nil, fmt.Errorf("the file holds %d signing keys, a key set holds at most %d", len(d.Keys), MaxSigningKeys)
+	}
+	if end.Users != len(d.Users) || end.Sessions != len(d.Sessions) || end.Secrets != len(d.Secrets) || end.Keys != len(d.Keys) {
+		return nil, fmt.Errorf("the end line counts %d users, %d sessions, %d secrets and %d keys, the file holds %d, %d, %d and %d",
+			end.Users, end.Sessions, end.Secrets, end.Keys, len(d.Users), len(d.Sessions), len(d.Secrets), len(d.Keys))
 	}
 	for _, sl := range sessionLines {
 		if !ids[sl.user] {
@@ -388,6 +447,38 @@ func ReadExport(r io.Reader) (*Dump, error) {
 		}
 	}
 	return d, nil
+}
+
+// kindsOf names the record kinds of a version of the format.
+func kindsOf(version int) string {
+	switch {
+	case version < exportVersionSessions:
+		return "user, secret and end"
+	case version < exportVersionKeys:
+		return "user, session, secret and end"
+	}
+	return "user, session, secret, key and end"
+}
+
+// mergeKeys returns stored with the keys of add that it lacks, in creation
+// order, and how many were added. A key of add whose ID stored holds with
+// other content is a conflict (ErrKeyConflict).
+func mergeKeys(stored *KeySet, add []SigningKey) (*KeySet, int, error) {
+	merged := stored.Clone()
+	n := 0
+	for _, k := range add {
+		if old := stored.Key(k.ID); old != nil {
+			if !sameKey(*old, k) {
+				return nil, 0, fmt.Errorf("signing key %q: %w: stored with other content", k.ID, ErrKeyConflict)
+			}
+			continue
+		}
+		k.Private = bytes.Clone(k.Private)
+		merged.Keys = append(merged.Keys, k)
+		n++
+	}
+	slices.SortStableFunc(merged.Keys, func(a, b SigningKey) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return merged, n, nil
 }
 
 // strictUnmarshal decodes one JSON object into v, refusing fields v does
@@ -410,9 +501,13 @@ func strictUnmarshal(b []byte, v any) error {
 // ErrExists. A secret that s already holds must have the same value, or the
 // import is refused before anything is written: replacing a signing key
 // would break every token signed with it, and keeping it would make the
-// imported users' tokens fail. Secrets are written after the users, and
-// sessions (each with CreateSession, every field as exported) after the
-// secrets: a failure there leaves the users and secrets imported.
+// imported users' tokens fail. Signing keys follow the same rule: a key
+// whose ID s holds must have the same content (retirement included), or
+// the import is refused with ErrKeyConflict; the others are added to s's
+// set. Secrets are written after the users, the keys (one
+// UpdateSigningKeys) after the secrets, and sessions (each with
+// CreateSession, every field as exported) after the keys: a failure there
+// leaves the users, secrets and keys imported.
 func Import(ctx context.Context, s Store, r io.Reader) (ImportStats, error) {
 	d, err := ReadExport(r)
 	if err != nil {
@@ -436,6 +531,17 @@ func ImportDump(ctx context.Context, s Store, d *Dump) (ImportStats, error) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	stored, err := s.SigningKeys(ctx)
+	if err != nil {
+		return stats, err
+	}
+	merged, _, err := mergeKeys(stored, d.Keys)
+	if err != nil {
+		return stats, fmt.Errorf("%w: importing would break the tokens signed with one of them; nothing imported", err)
+	}
+	if err := CheckKeySetChange(stored, merged); err != nil {
+		return stats, fmt.Errorf("%w; nothing imported", err)
+	}
 	users := make([]*User, len(d.Users))
 	for i, u := range d.Users {
 		users[i] = u.Clone()
@@ -464,9 +570,29 @@ func ImportDump(ctx context.Context, s Store, d *Dump) (ImportStats, error) {
 			stats.SecretsKept++
 		}
 	}
+	if len(d.Keys) > 0 {
+		var added, kept int
+		_, err := s.UpdateSigningKeys(ctx, func(ks *KeySet) error {
+			// fn may run again: count from *ks alone.
+			merged, a, err := mergeKeys(ks, d.Keys)
+			if err != nil {
+				return err
+			}
+			added, kept = a, len(d.Keys)-a
+			if a == 0 {
+				return ErrSkipWrite
+			}
+			*ks = *merged
+			return nil
+		})
+		if err != nil {
+			return stats, fmt.Errorf("signing keys: %w (the %d users and the secrets are imported)", err, stats.Users)
+		}
+		stats.Keys, stats.KeysKept = added, kept
+	}
 	for _, x := range d.Sessions {
 		if _, err := s.CreateSession(ctx, x.Clone(), 0); err != nil {
-			return stats, fmt.Errorf("session %s of user %s: %w (the %d users and the secrets are imported, %d sessions)",
+			return stats, fmt.Errorf("session %s of user %s: %w (the %d users, the secrets and the keys are imported, %d sessions)",
 				x.ID, x.UserID, err, stats.Users, stats.Sessions)
 		}
 		stats.Sessions++

@@ -17,11 +17,14 @@ func TestReadExportRefuses(t *testing.T) {
 	header2 := strings.Replace(exportHeaderLine, `"version":1`, `"version":2`, 1)
 	session := `{"kind":"session","id":"s1","user_id":"u1","scopes":["me:read"],"generation":2,"rotated_at":"2026-01-02T03:04:05Z","created_at":"2026-01-02T03:04:05Z","last_used_at":"2026-01-02T03:04:05Z","expires_at":"2026-03-01T00:00:00Z","user_agent":"UA","address":"192.0.2.1"}` + "\n"
 	end2 := `{"kind":"end","users":1,"sessions":1,"secrets":0}` + "\n"
+	header3 := strings.Replace(exportHeaderLine, `"version":1`, `"version":3`, 1)
+	key := `{"kind":"key","id":"k1","alg":"EdDSA","private":"AAEC","created_at":"2026-01-02T03:04:05Z","sign_from":"2026-01-02T03:05:05Z"}` + "\n"
+	endKey := `{"kind":"end","users":0,"sessions":0,"secrets":0,"keys":1}` + "\n"
 	for name, tc := range map[string]struct{ in, want string }{
 		"empty":            {"", "not a crudauth export"},
 		"bbolt file":       {"\x00\x00\x00\x00\x00\x10\x00\x00\xed\xda\x0c\xed", "not a crudauth export"},
 		"other format":     {`{"format":"other","version":1}` + "\n", "not a crudauth export"},
-		"newer version":    {`{"format":"crudauth-export","version":3,"keys":true}` + "\n", "version 3 is newer than this build reads (up to 2)"},
+		"newer version":    {`{"format":"crudauth-export","version":4,"certs":true}` + "\n", "version 4 is newer than this build reads (up to 3)"},
 		"version 0":        {`{"format":"crudauth-export","version":0}` + "\n", "version 0 is not valid"},
 		"unknown kind":     {exportHeaderLine + `{"kind":"session","id":"s1"}` + "\n", `line 2: unknown record kind "session"`},
 		"no kind":          {exportHeaderLine + `{"id":"u1"}` + "\n", `line 2: no "kind"`},
@@ -45,6 +48,14 @@ func TestReadExportRefuses(t *testing.T) {
 		"session no expiry":   {header2 + user + strings.Replace(session, `"2026-03-01T00:00:00Z"`, `"0001-01-01T00:00:00Z"`, 1) + end2, "has no expires_at"},
 		"session bad field":   {header2 + user + strings.Replace(session, `"address"`, `"refresh_token":"x","address"`, 1) + end2, `line 3: session: json: unknown field "refresh_token"`},
 		"sessions miscounted": {header2 + user + session + end1, "counts 1 users, 0 sessions"},
+		"key in v2":           {header2 + key + endKey, `line 2: unknown record kind "key" (version 2 of the format has user, session, secret and end)`},
+		"key repeated":        {header3 + key + key + endKey, `line 3: key "k1" repeated`},
+		"key HS256":           {header3 + strings.Replace(key, `"EdDSA"`, `"HS256"`, 1) + endKey, `line 2: key set: key "k1" has algorithm "HS256"`},
+		"key no id":           {header3 + strings.Replace(key, `"k1"`, `""`, 1) + endKey, "line 2: key set: a key has no ID"},
+		"key no private":      {header3 + strings.Replace(key, `"AAEC"`, `""`, 1) + endKey, `line 2: key set: key "k1" has no private key`},
+		"key signs early":     {header3 + strings.Replace(key, `03:05:05Z`, `03:03:05Z`, 1) + endKey, "sign no earlier than it was created"},
+		"key bad field":       {header3 + strings.Replace(key, `"alg"`, `"public":"x","alg"`, 1) + endKey, `line 2: key: json: unknown field "public"`},
+		"keys miscounted":     {header3 + key + `{"kind":"end","users":0,"sessions":0,"secrets":0}` + "\n", "0 keys, the file holds 0, 0, 0 and 1"},
 	} {
 		_, err := ReadExport(strings.NewReader(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -75,6 +86,10 @@ func TestExportRoundTrip(t *testing.T) {
 			{ID: "s1", UserID: "u1", ExpiresAt: at},
 		},
 		Secrets: map[string][]byte{"hs256": {0, 0xff, '\n'}, "b": []byte("x")},
+		Keys: []SigningKey{
+			{ID: "k2", Alg: AlgES256, Private: []byte{0, 0xff, '"'}, CreatedAt: at, SignFrom: at.Add(time.Hour)},
+			{ID: "k1", Alg: AlgEdDSA, Private: []byte("der"), CreatedAt: at.Add(-time.Hour), SignFrom: at.Add(-time.Hour), RetiredAt: at.Add(time.Nanosecond)},
+		},
 	}
 	var buf bytes.Buffer
 	if err := WriteExport(&buf, in); err != nil {
@@ -83,6 +98,7 @@ func TestExportRoundTrip(t *testing.T) {
 	if strings.Contains(buf.String(), `\u003c`) {
 		t.Errorf("HTML escaping in the export: %s", buf.String())
 	}
+	written := buf.String()
 	out, err := ReadExport(&buf)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +119,12 @@ func TestExportRoundTrip(t *testing.T) {
 		if !bytes.Equal(out.Secrets[k], v) {
 			t.Errorf("secret %s: read %q, wrote %q", k, out.Secrets[k], v)
 		}
+	}
+	if !(&KeySet{Keys: out.Keys}).Equal(&KeySet{Keys: in.Keys}) {
+		t.Errorf("keys: read %+v, wrote %+v", out.Keys, in.Keys)
+	}
+	if n := strings.Count(written, `"retired_at"`); n != 1 {
+		t.Errorf("%d retired_at fields, want 1 (a key never retired has none)", n)
 	}
 	if len(out.Sessions) != len(in.Sessions) {
 		t.Fatalf("read %d sessions, wrote %d", len(out.Sessions), len(in.Sessions))
@@ -136,6 +158,23 @@ func TestReadExportVersion1(t *testing.T) {
 	}
 }
 
+// TestReadExportVersion2: a file written before keys (no key lines, no
+// "keys" count) is still read, its sessions included.
+func TestReadExportVersion2(t *testing.T) {
+	const v2 = `{"format":"crudauth-export","version":2,"created_at":"2026-01-02T03:04:05Z"}` + "\n" +
+		`{"kind":"user","id":"u1","username":"a","password_hash":"h","disabled":false,"allowed_scopes":null,"token_version":3,"created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:05Z","password_changed_at":"2026-01-02T03:04:05Z"}` + "\n" +
+		`{"kind":"session","id":"s1","user_id":"u1","scopes":null,"generation":2,"rotated_at":"2026-01-02T03:04:05Z","created_at":"2026-01-02T03:04:05Z","last_used_at":"2026-01-02T03:04:05Z","expires_at":"2026-03-01T00:00:00Z","user_agent":"","address":""}` + "\n" +
+		`{"kind":"secret","name":"hs256","value":"AAE="}` + "\n" +
+		`{"kind":"end","users":1,"sessions":1,"secrets":1}` + "\n"
+	d, err := ReadExport(strings.NewReader(v2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Users) != 1 || len(d.Sessions) != 1 || d.Sessions[0].Generation != 2 || len(d.Secrets) != 1 || len(d.Keys) != 0 {
+		t.Errorf("version 2 file read as %+v", d)
+	}
+}
+
 // FuzzReadExport: the parser never panics, and whatever it accepts writes
 // back to a file it reads as the same dump.
 func FuzzReadExport(f *testing.F) {
@@ -144,6 +183,8 @@ func FuzzReadExport(f *testing.F) {
 		Users:    []*User{{ID: "u1", Username: "a", AllowedScopes: []string{"x"}}, {ID: "u2", Username: "B", AllowedScopes: []string{}}},
 		Sessions: []*Session{{ID: "s1", UserID: "u2", Scopes: []string{}, Generation: 2, ExpiresAt: time.Unix(1e9, 5)}},
 		Secrets:  map[string][]byte{"hs256": []byte("k")},
+		Keys: []SigningKey{{ID: "k1", Alg: AlgEdDSA, Private: []byte{1}, CreatedAt: time.Unix(1e9, 0), SignFrom: time.Unix(1e9, 7),
+			RetiredAt: time.Unix(2e9, 0)}},
 	})
 	f.Add(buf.Bytes())
 	f.Add([]byte(exportHeaderLine + `{"kind":"end","users":0,"secrets":0}`))
@@ -184,6 +225,9 @@ func FuzzReadExport(f *testing.F) {
 			if !bytes.Equal(d2.Secrets[k], v) {
 				t.Fatalf("secret %q: %q became %q", k, v, d2.Secrets[k])
 			}
+		}
+		if !(&KeySet{Keys: d.Keys}).Equal(&KeySet{Keys: d2.Keys}) {
+			t.Fatalf("keys %+v became %+v", d.Keys, d2.Keys)
 		}
 	})
 }

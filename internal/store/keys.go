@@ -81,10 +81,13 @@ func (ks *KeySet) Key(id string) *SigningKey {
 
 // Equal reports whether a and b hold the same keys in the same order.
 func (ks *KeySet) Equal(b *KeySet) bool {
-	return slices.EqualFunc(ks.Keys, b.Keys, func(x, y SigningKey) bool {
-		return x.ID == y.ID && x.Alg == y.Alg && bytes.Equal(x.Private, y.Private) &&
-			x.CreatedAt.Equal(y.CreatedAt) && x.SignFrom.Equal(y.SignFrom) && x.RetiredAt.Equal(y.RetiredAt)
-	})
+	return slices.EqualFunc(ks.Keys, b.Keys, sameKey)
+}
+
+// sameKey reports whether x and y are the same key, every field equal.
+func sameKey(x, y SigningKey) bool {
+	return x.ID == y.ID && x.Alg == y.Alg && bytes.Equal(x.Private, y.Private) &&
+		x.CreatedAt.Equal(y.CreatedAt) && x.SignFrom.Equal(y.SignFrom) && x.RetiredAt.Equal(y.RetiredAt)
 }
 
 // ErrKeyConflict: a change to a key set that would alter a stored key

@@ -188,3 +188,81 @@ func BenchmarkCacheMissPut(b *testing.B) {
 		c.put(keys[i], ent)
 	}
 }
+
+// algManager is a Manager of each signing algorithm, for the algorithm
+// comparison benchmarks (*Alg): HS256 with the test key, EdDSA and ES256
+// with a generated key.
+func algManager(b *testing.B, alg string, cacheSize int) *Manager {
+	b.Helper()
+	if alg == AlgHS256 {
+		return benchManager(b, cacheSize)
+	}
+	m, err := New(Config{Alg: alg, Issuer: testIss, Audience: testAud, CacheSize: cacheSize, AccessTTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	k := newKey(b, alg, "bench")
+	if err := m.SetKeys(k.ID, []Key{k}); err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+var benchAlgs = []string{AlgHS256, AlgEdDSA, AlgES256}
+
+// BenchmarkVerifyAccessFreshAlg is a token never seen before, verified in
+// full (the cache misses), for each algorithm: the signature check is what
+// differs.
+func BenchmarkVerifyAccessFreshAlg(b *testing.B) {
+	for _, alg := range benchAlgs {
+		b.Run(alg, func(b *testing.B) {
+			m := algManager(b, alg, -1)
+			toks := mint(b, m, min(b.N, 4096))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := m.VerifyAccess(toks[i%len(toks)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkVerifyAccessCachedAlg is a token seen before, for each
+// algorithm: a cache hit costs the same whatever signed the token.
+func BenchmarkVerifyAccessCachedAlg(b *testing.B) {
+	for _, alg := range benchAlgs {
+		b.Run(alg, func(b *testing.B) {
+			m := algManager(b, alg, 0)
+			tok := mint(b, m, 1)[0]
+			if _, err := m.VerifyAccess(tok); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := m.VerifyAccess(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkIssueAccessAlg is the signing of an access token, for each
+// algorithm (a login and every refresh sign one or two).
+func BenchmarkIssueAccessAlg(b *testing.B) {
+	for _, alg := range benchAlgs {
+		b.Run(alg, func(b *testing.B) {
+			m := algManager(b, alg, 0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, _, err := m.IssueAccess(benchSubject); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -22,8 +22,10 @@ import (
 // cache is the local copy of every user's AuthState that AuthState serves
 // from, without a round trip on a warm request.
 //
-// It is loaded from one read of users/ and sessions/ at a single revision
-// R, then kept current by one watch on the whole prefix from R+1, applied
+// It holds the signing key set too (SigningKeys), under the same rules.
+//
+// It is loaded from one read of users/, sessions/ and the key set at a
+// single revision R, then kept current by one watch on the whole prefix from R+1, applied
 // in revision order. When the watch breaks it resumes from the last
 // revision applied; when that revision was compacted away meanwhile it
 // loads everything again. The cache counts as current as long as the
@@ -41,6 +43,9 @@ type cache struct {
 	// holds each user's session IDs, sorted.
 	users    map[string]entry
 	sessions map[string][]string
+	// keys is the signing key set (SigningKeys), replaced only when its
+	// content changes, under mu, so that its pointer says whether it did.
+	keys atomic.Pointer[keysEntry]
 
 	// applied: every change under the prefix up to this revision is in
 	// the maps. floor: a revision a write through this handle committed
@@ -125,13 +130,67 @@ func (c *cache) load(ctx context.Context) error {
 	for _, ids := range sessions {
 		slices.Sort(ids)
 	}
+	var kresp *clientv3.GetResponse
+	if err := c.s.call(ctx, func(ctx context.Context) (err error) {
+		kresp, err = c.s.cli.Get(ctx, c.s.keysKey(), clientv3.WithRev(rev))
+		return err
+	}); err != nil {
+		return err
+	}
+	var keys []byte
+	if len(kresp.Kvs) > 0 {
+		keys = kresp.Kvs[0].Value
+	}
 	c.mu.Lock()
 	c.users, c.sessions = users, sessions
+	c.setKeys(decodeKeysEntry(keys))
 	c.applied.Store(rev)
 	c.mu.Unlock()
 	c.confirm(sent)
 	c.advanced()
 	return nil
+}
+
+// keysEntry is the cached key set; err is set for a record this gateway
+// cannot read, so that no key is trusted rather than a stale set.
+type keysEntry struct {
+	ks  *store.KeySet
+	err error
+}
+
+func decodeKeysEntry(v []byte) *keysEntry {
+	ks, err := decodeKeySet(v)
+	return &keysEntry{ks: ks, err: err}
+}
+
+// setKeys makes e the cached set, unless the cache holds an equal one,
+// whose pointer then stays. Called with mu held.
+func (c *cache) setKeys(e *keysEntry) {
+	if cur := c.keys.Load(); cur != nil && cur.err == nil && e.err == nil && cur.ks.Equal(e.ks) {
+		return
+	}
+	c.keys.Store(e)
+}
+
+// sameKeys returns the cached set when it equals ks, else ks: the set
+// UpdateSigningKeys returns is then the pointer SigningKeys hands out.
+func (c *cache) sameKeys(ks *store.KeySet) *store.KeySet {
+	if cur := c.keys.Load(); cur != nil && cur.err == nil && cur.ks.Equal(ks) {
+		return cur.ks
+	}
+	return ks
+}
+
+// signingKeys serves SigningKeys.
+func (c *cache) signingKeys() (*store.KeySet, error) {
+	if err := c.current("signing keys"); err != nil {
+		return nil, err
+	}
+	e := c.keys.Load()
+	if e.err != nil {
+		return nil, e.err
+	}
+	return e.ks, nil
 }
 
 func decodeEntry(v []byte) entry {
@@ -228,14 +287,24 @@ func (c *cache) waitApplied(ctx context.Context, rev int64, timeout time.Duratio
 	}
 }
 
-// get serves AuthState.
-func (c *cache) get(id string) (store.AuthState, error) {
+// current fails with ErrUnavailable unless the cache was confirmed
+// current within MaxStaleness and holds this handle's own writes; what
+// names what was asked for.
+func (c *cache) current(what string) error {
 	if age := time.Since(time.Unix(0, c.confirmed.Load())); age > c.s.o.MaxStaleness {
-		return store.AuthState{}, fmt.Errorf("%w: auth state not confirmed current for %v (max_staleness %v)",
-			store.ErrUnavailable, age.Truncate(time.Millisecond), c.s.o.MaxStaleness)
+		return fmt.Errorf("%w: %s not confirmed current for %v (max_staleness %v)",
+			store.ErrUnavailable, what, age.Truncate(time.Millisecond), c.s.o.MaxStaleness)
 	}
 	if c.applied.Load() < c.floor.Load() {
-		return store.AuthState{}, fmt.Errorf("%w: auth state behind this gateway's own writes", store.ErrUnavailable)
+		return fmt.Errorf("%w: %s behind this gateway's own writes", store.ErrUnavailable, what)
+	}
+	return nil
+}
+
+// get serves AuthState.
+func (c *cache) get(id string) (store.AuthState, error) {
+	if err := c.current("auth state"); err != nil {
+		return store.AuthState{}, err
 	}
 	c.mu.RLock()
 	e, ok := c.users[id]
@@ -267,6 +336,14 @@ func (c *cache) apply(resp *clientv3.WatchResponse) {
 			continue
 		}
 		last = ev.Kv.ModRevision
+		if string(ev.Kv.Key) == c.s.keysKey() {
+			if ev.Type == mvccpb.DELETE {
+				c.setKeys(&keysEntry{ks: &store.KeySet{}})
+			} else {
+				c.setKeys(decodeKeysEntry(ev.Kv.Value))
+			}
+			continue
+		}
 		if id, ok := c.userID(ev.Kv.Key); ok {
 			if ev.Type == mvccpb.DELETE {
 				delete(c.users, id)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/etcd/etcdtest"
+	"github.com/crudauth/caddy-crudauth/internal/store/storetest"
 )
 
 // waitFor polls cond until it holds or limit passes, and returns how long
@@ -96,7 +97,14 @@ func TestCompactionForcesReload(t *testing.T) {
 	if _, err := a.CreateSession(ctx, sess, 0); err != nil {
 		t.Fatal(err)
 	}
+	k1 := storetest.NewSigningKey(t, store.AlgEdDSA, time.Now())
+	if _, err := a.UpdateSigningKeys(ctx, func(ks *store.KeySet) error { ks.Keys = append(ks.Keys, k1); return nil }); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 5*time.Second, func() bool { return b.AppliedRevision() >= a.AppliedRevision() })
+	if ks, err := b.SigningKeys(ctx); err != nil || len(ks.Keys) != 1 {
+		t.Fatalf("B's SigningKeys before the reload: %d keys, %v", len(ks.Keys), err)
+	}
 
 	// Hold B's watch down.
 	release := make(chan struct{})
@@ -114,6 +122,16 @@ func TestCompactionForcesReload(t *testing.T) {
 	}
 	fresh := &store.User{Username: "fresh"}
 	if err := a.CreateUser(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	// A key retired and one added, which B must learn from the reload.
+	k2 := storetest.NewSigningKey(t, store.AlgES256, time.Now())
+	wantKeys, err := a.UpdateSigningKeys(ctx, func(ks *store.KeySet) error {
+		ks.Key(k1.ID).RetiredAt = time.Now().UTC()
+		ks.Keys = append(ks.Keys, k2)
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second})
@@ -137,6 +155,9 @@ func TestCompactionForcesReload(t *testing.T) {
 	}
 	if _, err := b.AuthState(ctx, fresh.ID); err != nil {
 		t.Errorf("B's AuthState(fresh) after reload: %v", err)
+	}
+	if ks, err := b.SigningKeys(ctx); err != nil || !ks.Equal(wantKeys) {
+		t.Errorf("B's SigningKeys after reload: %s, %v; want k1 retired and k2", keyIDs(ks), err)
 	}
 	// And the watch runs again after the reload.
 	if _, err := store.Revoke(ctx, a, keep.ID); err != nil {
@@ -166,10 +187,17 @@ func TestStaleness(t *testing.T) {
 	if err := s.CreateUser(ctx, u); err != nil {
 		t.Fatal(err)
 	}
+	key := storetest.NewSigningKey(t, store.AlgEdDSA, time.Now())
+	if _, err := s.UpdateSigningKeys(ctx, func(ks *store.KeySet) error { ks.Keys = append(ks.Keys, key); return nil }); err != nil {
+		t.Fatal(err)
+	}
 	// Idle for longer than MaxStaleness: progress requests keep it fresh.
 	time.Sleep(maxStale + maxStale/2)
 	if _, err := s.AuthState(ctx, u.ID); err != nil {
 		t.Fatalf("idle cache: %v", err)
+	}
+	if _, err := s.SigningKeys(ctx); err != nil {
+		t.Fatalf("idle cache, SigningKeys: %v", err)
 	}
 
 	begin := time.Now()
@@ -208,15 +236,34 @@ func TestStaleness(t *testing.T) {
 		_, err := s.AuthState(ctx, u.ID)
 		if errors.Is(err, store.ErrUnavailable) {
 			t.Logf("AuthState failed closed %v after the stop", time.Since(stopped))
+			// The key set is held to the same bound: a key another
+			// gateway retired must not keep verifying past it.
+			if _, err := s.SigningKeys(ctx); !errors.Is(err, store.ErrUnavailable) {
+				t.Errorf("SigningKeys once AuthState failed closed: %v, want ErrUnavailable", err)
+			}
 			break
 		}
 		if err != nil {
 			t.Fatalf("AuthState: %v", err)
 		}
+		if _, err := s.SigningKeys(ctx); err != nil && !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("SigningKeys: %v", err)
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("AuthState still answering %v after the stop (MaxStaleness %v)", time.Since(stopped), maxStale)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A key set write fails like the others (after the loop above, so
+	// that the loop starts before its deadline).
+	began := time.Now()
+	_, err := s.UpdateSigningKeys(ctx, func(ks *store.KeySet) error {
+		ks.Keys = append(ks.Keys, storetest.NewSigningKey(t, store.AlgEdDSA, time.Now()))
+		return nil
+	})
+	if took := time.Since(began); !errors.Is(err, store.ErrUnavailable) || took > dial+250*time.Millisecond {
+		t.Errorf("UpdateSigningKeys with the member down: %v after %v, want ErrUnavailable within DialTimeout %v (+250ms)", err, took, dial)
 	}
 
 	// After the restart the same Store confirms its cache current again
@@ -229,6 +276,9 @@ func TestStaleness(t *testing.T) {
 		return err == nil
 	})
 	t.Logf("AuthState answering again %v after the restart", time.Since(restarted))
+	if ks, err := s.SigningKeys(ctx); err != nil || !ks.Equal(&store.KeySet{Keys: []store.SigningKey{key}}) {
+		t.Errorf("SigningKeys after the restart: %s, %v; want the one key", keyIDs(ks), err)
+	}
 	got, err := store.Revoke(ctx, s, u.ID)
 	if err != nil {
 		t.Fatalf("Revoke after the restart: %v", err)

@@ -5,8 +5,8 @@
 // guard what the write read (ModRevision, CreateRevision); when another
 // writer committed in between, the write reads again and re-runs the
 // caller's fn. Reads other than AuthState are linearizable reads of the
-// cluster. AuthState, on the path of every proxied request, is served from
-// a local cache that one watch on the prefix keeps current, in revision
+// cluster. AuthState and SigningKeys, on the path of every proxied request,
+// are served from a local cache that one watch on the prefix keeps current, in revision
 // order; a handle that cannot confirm the cache as current within
 // MaxStaleness answers store.ErrUnavailable rather than risk honouring a
 // revoked token (see cache.go).
@@ -19,6 +19,7 @@
 //	tombstones/<id>            tombstoneRecord: a deleted ID is never reused
 //	sessions/<userID>/<sid>    sessionRecord
 //	secrets/<name>             the secret's bytes, created once
+//	keys                       keySetRecord: the signing keys (see keys.go)
 //	classes/<class>            a password hash class stored at least once
 //	throttle/...               reserved for the shared login throttle
 package etcd

@@ -46,18 +46,28 @@ func testExportImport(t *testing.T, src, dst store.Store) {
 	if _, err := src.Secret(ctx, "hs256", func() ([]byte, error) { return []byte{0, 1, 2, 0xff, '\n', '"'}, nil }); err != nil {
 		t.Fatal(err)
 	}
+	// A retired key and one that signs from an hour on.
+	k1, k2 := NewSigningKey(t, store.AlgES256, time.Now().Add(-time.Hour)), NewSigningKey(t, store.AlgEdDSA, time.Now())
+	k1.RetiredAt = time.Now().UTC().Truncate(time.Microsecond)
+	k2.SignFrom = k2.CreatedAt.Add(time.Hour)
+	if _, err := src.UpdateSigningKeys(ctx, func(ks *store.KeySet) error {
+		ks.Keys = append(ks.Keys, k1, k2)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	var buf bytes.Buffer
 	if err := store.Export(ctx, src, &buf); err != nil {
 		t.Fatal(err)
 	}
-	if lines := strings.Count(buf.String(), "\n"); lines != 8 {
-		t.Errorf("export has %d lines, want header, 2 users, 3 sessions, 1 secret, end:\n%s", lines, buf.String())
+	if lines := strings.Count(buf.String(), "\n"); lines != 10 {
+		t.Errorf("export has %d lines, want header, 2 users, 3 sessions, 1 secret, 2 keys, end", lines)
 	}
 	stats, err := store.Import(ctx, dst, bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Users != 2 || stats.Sessions != 3 || stats.Secrets != 1 || stats.SecretsKept != 0 {
+	if stats.Users != 2 || stats.Sessions != 3 || stats.Secrets != 1 || stats.SecretsKept != 0 || stats.Keys != 2 || stats.KeysKept != 0 {
 		t.Errorf("ImportStats = %+v", stats)
 	}
 	SameContent(t, src, dst)
@@ -100,10 +110,59 @@ func testImportConflicts(t *testing.T, s store.Store) {
 	}
 }
 
+// testImportKeys: a key whose ID the store holds with other content
+// (retirement included) refuses the whole import before any user is
+// written; an equal one is kept; the others are added to the set.
+func testImportKeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mine := NewSigningKey(t, store.AlgEdDSA, time.Now().Add(-time.Hour))
+	addKey(t, s, mine)
+	export := func(user string, keys ...store.SigningKey) *bytes.Reader {
+		var buf bytes.Buffer
+		d := &store.Dump{Users: []*store.User{{ID: "u" + user, Username: user, PasswordHash: "h"}}, Keys: keys}
+		if err := store.WriteExport(&buf, d); err != nil {
+			t.Fatal(err)
+		}
+		return bytes.NewReader(buf.Bytes())
+	}
+	other := mine
+	other.Private = NewSigningKey(t, store.AlgEdDSA, time.Now()).Private
+	retired := mine
+	retired.RetiredAt = time.Now().UTC().Truncate(time.Microsecond)
+	for name, k := range map[string]store.SigningKey{"another private key": other, "retired there": retired} {
+		_, err := store.Import(ctx, s, export("refused", k))
+		if !errors.Is(err, store.ErrKeyConflict) || !strings.Contains(err.Error(), mine.ID) {
+			t.Errorf("import of a key with %s: %v, want ErrKeyConflict naming %s", name, err, mine.ID)
+		}
+		if _, err := s.GetUser(ctx, "urefused"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a refused import stored its user: %v", err)
+		}
+		keysAre(t, "after a refused import", mustKeys(t, s), mine)
+	}
+
+	// Kept, and added in creation order: older is older than mine.
+	older, newer := NewSigningKey(t, store.AlgES256, time.Now().Add(-2*time.Hour)), NewSigningKey(t, store.AlgEdDSA, time.Now())
+	stats, err := store.Import(ctx, s, export("merged", newer, mine, older))
+	if err != nil || stats.Users != 1 || stats.Keys != 2 || stats.KeysKept != 1 {
+		t.Fatalf("import with the same key and two new ones: %+v, %v", stats, err)
+	}
+	keysAre(t, "after the merge", mustKeys(t, s), older, mine, newer)
+
+	// Nothing new: the set is left as it is.
+	before := mustKeys(t, s)
+	stats, err = store.Import(ctx, s, export("again", mine, newer))
+	if err != nil || stats.Keys != 0 || stats.KeysKept != 2 {
+		t.Errorf("import of keys all stored: %+v, %v", stats, err)
+	}
+	if after := mustKeys(t, s); after != before {
+		t.Error("an import that added no key changed the set's pointer")
+	}
+}
+
 // SameContent fails t unless a and b hold the same users (every field,
 // IDs and timestamps included, in the same order), the same sessions that
-// have not expired (every field) and the same secrets. Backends' tests use
-// it for round trips across backends.
+// have not expired (every field), the same secrets and the same signing
+// keys. Backends' tests use it for round trips across backends.
 func SameContent(t *testing.T, a, b store.Store) {
 	t.Helper()
 	ctx := t.Context()
@@ -164,5 +223,8 @@ func SameContent(t *testing.T, a, b store.Store) {
 		if !bytes.Equal(v, sb[k]) {
 			t.Errorf("secret %s: %q, and %q", k, v, sb[k])
 		}
+	}
+	if ka, kb := mustKeys(t, a), mustKeys(t, b); !ka.Equal(kb) {
+		t.Errorf("signing keys %s, and %s", describeKeys(ka.Keys), describeKeys(kb.Keys))
 	}
 }

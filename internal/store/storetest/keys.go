@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,9 +279,11 @@ func testKeysConcurrentFirst(t *testing.T, s store.Store) {
 	var wg sync.WaitGroup
 	results := make([]*store.KeySet, n)
 	errs := make([]error, n)
+	var runs atomic.Int64
 	for i := range n {
 		wg.Go(func() {
 			results[i], errs[i] = s.UpdateSigningKeys(t.Context(), func(ks *store.KeySet) error {
+				runs.Add(1)
 				if len(ks.Keys) > 0 {
 					return store.ErrSkipWrite
 				}
@@ -290,6 +293,7 @@ func testKeysConcurrentFirst(t *testing.T, s store.Store) {
 		})
 	}
 	wg.Wait()
+	t.Logf("%d creators ran fn %d times", n, runs.Load())
 	final := mustKeys(t, s)
 	if len(final.Keys) != 1 {
 		t.Fatalf("%d creators left %d keys, want 1: %s", n, len(final.Keys), describeKeys(final.Keys))

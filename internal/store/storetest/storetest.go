@@ -131,6 +131,7 @@ func Run(t *testing.T, b Backend) {
 	}
 	t.Run("ExportImportRoundTrip", func(t *testing.T) { testExportImport(t, open(t), open(t)) })
 	t.Run("ImportConflicts", func(t *testing.T) { testImportConflicts(t, open(t)) })
+	t.Run("ImportKeys", func(t *testing.T) { testImportKeys(t, open(t)) })
 	twoHandles := []struct {
 		name string
 		fn   func(t *testing.T, p *pair)

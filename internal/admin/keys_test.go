@@ -132,6 +132,18 @@ func TestKeyEndpoints(t *testing.T) {
 		t.Errorf("retirement logged at %s with %v", retired[0].Level, f)
 	}
 
+	// A refused key operation is logged with the key it named, not as a
+	// user's.
+	for _, e := range logs.FilterMessage("admin operation failed").All() {
+		f := e.ContextMap()
+		if _, ok := f["username"]; ok || f["operation"] == "key_retire" && f["kid"] != "nokey" && f["kid"] != ids["old"] {
+			t.Errorf("refusal logged with %v", f)
+		}
+	}
+	if n := logs.FilterMessage("admin operation failed").FilterField(zap.String("kid", "nokey")).Len(); n != 1 {
+		t.Errorf("%d refusals logged with kid nokey, want 1", n)
+	}
+
 	// No answer and no log line holds a private key.
 	var logText strings.Builder
 	for _, e := range logs.All() {

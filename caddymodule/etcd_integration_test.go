@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/etcd"
 	"github.com/crudauth/caddy-crudauth/internal/store/etcd/etcdtest"
@@ -134,4 +135,75 @@ func TestEtcdGateway(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	g.mustLogin(t, "alice", "")
+}
+
+// TestEtcdSharedKeys runs an EdDSA gateway on etcd with a second store
+// handle standing in for another gateway: the key pair the gateway made
+// at start is the one the other sees, a rotation written elsewhere shows
+// in this gateway's JWKS, and a retirement written elsewhere refuses the
+// retired key's tokens here, through the watch, without a restart.
+func TestEtcdSharedKeys(t *testing.T) {
+	member := etcdtest.StartMember(t)
+	eps := member.Endpoints()
+	prefix := fmt.Sprintf("/crudauth-keys-%d/", time.Now().UnixNano())
+	g := &gateway{backend: newBackend(t), client: newClient(),
+		etcd: fmt.Sprintf("\t\t\tendpoints %s\n\t\t\tprefix %s", strings.Join(eps, " "), prefix)}
+	mod := &EtcdStore{Endpoints: eps, Prefix: prefix}
+	st, key, err := acquireStore(mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = releaseStore(key) })
+	g.st = st
+	other, err := etcd.Open(t.Context(), etcd.Options{Endpoints: eps, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+
+	g.load(t, gwConfig{auth: "refresh body\n\t\tsigning_alg EdDSA\n\t\tkey_publish_delay 1h"})
+	g.addUser(t, "alice", nil)
+	lr := g.mustLogin(t, "alice", "")
+	kid := decodeSegment(t, strings.Split(lr.access, ".")[0])["kid"].(string)
+	var ks *store.KeySet
+	waitFor(t, time.Second, func() bool {
+		ks, err = other.SigningKeys(context.Background())
+		return err == nil && ks.Key(kid) != nil
+	})
+
+	k, err := keys.Rotate(context.Background(), other, store.AlgEdDSA, time.Now(), time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, func() bool { return g.jwksOf(t)[k.ID] != nil })
+
+	wantStatus(t, g.get(t, "/api", lr.access), http.StatusOK)
+	g.backend.wantOne(t)
+	if _, _, err := keys.Retire(context.Background(), other, kid, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, time.Second, func() bool { return g.get(t, "/api", lr.access).status == http.StatusUnauthorized })
+	t.Logf("a key retired elsewhere was refused here after %v", time.Since(start))
+	g.backend.wantNone(t)
+	// The retirement added a replacement (the pending key does not sign
+	// yet): logins go on with it.
+	fresh := g.mustLogin(t, "alice", "")
+	if got := decodeSegment(t, strings.Split(fresh.access, ".")[0])["kid"]; got == kid || got == k.ID {
+		t.Fatalf("after the retirement a login was signed by %v", got)
+	}
+	wantStatus(t, g.get(t, "/api", fresh.access), http.StatusOK)
+	g.backend.wantOne(t)
+}
+
+// waitFor polls cond until it holds or limit passed.
+func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -89,6 +89,9 @@ type RestoreResult struct {
 	Sessions    int `json:"sessions"`
 	Secrets     int `json:"secrets"`
 	SecretsKept int `json:"secrets_kept"`
+	// Signing keys added, and keys that were already stored, equal.
+	Keys     int `json:"keys"`
+	KeysKept int `json:"keys_kept"`
 }
 
 // maxBody caps JSON bodies other than imports.

@@ -1,18 +1,23 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/backup"
 	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/memory"
+	"github.com/crudauth/caddy-crudauth/internal/store/storetest"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
@@ -127,5 +132,48 @@ func TestRoutes(t *testing.T) {
 				t.Errorf("%d %q Allow %q; want %d %q Allow %q", rec.Code, rec.Body, rec.Header().Get("Allow"), tc.status, tc.body, tc.allow)
 			}
 		})
+	}
+}
+
+// TestRestoreKeys: a restore reports the signing keys it added and kept,
+// and a key stored with other content is a conflict (409), as a secret is.
+func TestRestoreKeys(t *testing.T) {
+	keep := memory.Open("admin-restore-keys", memory.Options{})
+	defer keep.Close()
+	mine := storetest.NewSigningKey(t, store.AlgEdDSA, time.Now())
+	if _, err := keep.UpdateSigningKeys(t.Context(), func(ks *store.KeySet) error {
+		ks.Keys = append(ks.Keys, mine)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hasher, err := password.NewHasher(password.DefaultParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Resolver: namedResolver{"admin-restore-keys", users.Settings{Hasher: hasher}}, Logger: zap.NewNop()}
+	restore := func(user string, keys ...store.SigningKey) *httptest.ResponseRecorder {
+		var buf bytes.Buffer
+		d := &store.Dump{Users: []*store.User{{ID: "u" + user, Username: user, PasswordHash: "h"}}, Keys: keys}
+		if err := store.WriteExport(&buf, d); err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/crudauth/restore", &buf))
+		return rec
+	}
+	rec := restore("alice", mine, storetest.NewSigningKey(t, store.AlgES256, time.Now()))
+	var got RestoreResult
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); rec.Code != http.StatusOK || err != nil ||
+		got != (RestoreResult{Users: 1, Keys: 1, KeysKept: 1}) {
+		t.Errorf("restore with a stored key and a new one: %d %s", rec.Code, rec.Body)
+	}
+	other := mine
+	other.Private = storetest.NewSigningKey(t, store.AlgEdDSA, time.Now()).Private
+	if rec := restore("bob", other); rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), mine.ID) {
+		t.Errorf("restore with a key stored with other content: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := keep.GetUserByName(t.Context(), "bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused restore stored its user: %v", err)
 	}
 }

@@ -140,9 +140,10 @@ func serveRestore(c *call) error {
 		return c.fail(err)
 	}
 	c.h.Logger.Info("export restored", zap.Int("users", stats.Users), zap.Int("sessions", stats.Sessions), zap.Int("secrets", stats.Secrets),
-		zap.Int("secrets_kept", stats.SecretsKept), zap.String("db", c.t.Name), zap.String("client_ip", clientIP(c.r)))
+		zap.Int("secrets_kept", stats.SecretsKept), zap.Int("keys", stats.Keys), zap.Int("keys_kept", stats.KeysKept),
+		zap.String("db", c.t.Name), zap.String("client_ip", clientIP(c.r)))
 	return writeJSON(c.w, http.StatusOK, RestoreResult{Users: stats.Users, Sessions: stats.Sessions, Secrets: stats.Secrets,
-		SecretsKept: stats.SecretsKept})
+		SecretsKept: stats.SecretsKept, Keys: stats.Keys, KeysKept: stats.KeysKept})
 }
 
 // serveBackup streams a consistent snapshot of the store: the portable
@@ -238,7 +239,7 @@ func errorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, backup.ErrFormat), errors.Is(err, backup.ErrNoFileSnapshot):
 		return http.StatusBadRequest, ""
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrSecretConflict):
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrSecretConflict), errors.Is(err, store.ErrKeyConflict):
 		return http.StatusConflict, ""
 	}
 	return http.StatusInternalServerError, ""

@@ -49,8 +49,9 @@ func Write(ctx context.Context, st store.Store, w io.Writer, format string) (int
 }
 
 // Restore imports an export into st (see store.ImportDump): all the
-// users or none, and no secret that would replace another. A conflict wraps
-// store.ErrExists or store.ErrSecretConflict.
+// users or none, and no secret or signing key that would replace another.
+// A conflict wraps store.ErrExists, store.ErrSecretConflict or
+// store.ErrKeyConflict.
 func Restore(ctx context.Context, st store.Store, d *store.Dump) (store.ImportStats, error) {
 	stats, err := store.ImportDump(ctx, st, d)
 	if errors.Is(err, store.ErrExists) {

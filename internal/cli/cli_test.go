@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -18,7 +21,9 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/admin"
 	"github.com/crudauth/caddy-crudauth/internal/password"
+	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/memory"
+	"github.com/crudauth/caddy-crudauth/internal/store/storetest"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
@@ -151,4 +156,73 @@ func (m memResolver) Resolve(q url.Values) (admin.Target, error) {
 // tcpAddress reads a host:port admin address.
 func tcpAddress(addr string) (Endpoint, error) {
 	return Endpoint{Network: "tcp", Dial: addr, Origin: "http://" + addr}, nil
+}
+
+// TestRestoreReportsKeys: `restore` reports the signing keys it added and
+// found already there, on a file and through the admin API, and refuses
+// a key stored with other content through either.
+func TestRestoreReportsKeys(t *testing.T) {
+	mine := storetest.NewSigningKey(t, store.AlgEdDSA, time.Now())
+	other := mine
+	other.Private = storetest.NewSigningKey(t, store.AlgEdDSA, time.Now()).Private
+	export := func(t *testing.T, user string, keys ...store.SigningKey) string {
+		var buf bytes.Buffer
+		d := &store.Dump{Users: []*store.User{{ID: "u" + user, Username: user, PasswordHash: "h"}}, Keys: keys}
+		if err := store.WriteExport(&buf, d); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), user+".jsonl")
+		if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	fresh := storetest.NewSigningKey(t, store.AlgES256, time.Now())
+
+	t.Run("file", func(t *testing.T) {
+		var out bytes.Buffer
+		h, _ := testHasher(t)
+		env := &Env{DB: filepath.Join(t.TempDir(), "users.db"), Stdout: &out,
+			Settings: func() (users.Settings, error) { return users.Settings{Hasher: h}, nil }}
+		if err := env.Restore(export(t, "alice", mine)); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Restore(export(t, "bob", mine, fresh)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "1 signing keys (0 already there, equal)") ||
+			!strings.Contains(out.String(), "1 signing keys (1 already there, equal)") {
+			t.Errorf("output:\n%s", out.String())
+		}
+		if err := env.Restore(export(t, "carol", other)); !errors.Is(err, store.ErrKeyConflict) {
+			t.Errorf("restore of a key stored with other content: %v", err)
+		}
+	})
+
+	t.Run("admin API", func(t *testing.T) {
+		keep := memory.Open("restore-keys-test", memory.Options{})
+		defer keep.Close()
+		a := &admin.Handler{Resolver: memResolver{t: t, name: "memory:restore-keys-test"}, Logger: zap.NewNop()}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := a.Serve(w, r); err != nil {
+				t.Errorf("%s %s: %v", r.Method, r.URL, err)
+			}
+		}))
+		defer srv.Close()
+		var out bytes.Buffer
+		env := &Env{Stdout: &out, ParseAddress: tcpAddress}
+		ops := env.Remote(srv.Listener.Addr().String(), "memory:restore-keys-test")
+		d := &store.Dump{Users: []*store.User{{ID: "ualice", Username: "alice", PasswordHash: "h"}}, Keys: []store.SigningKey{mine}}
+		if stats, err := ops.Restore(t.Context(), d); err != nil || stats.Keys != 1 || stats.KeysKept != 0 {
+			t.Errorf("first restore: %+v, %v", stats, err)
+		}
+		d = &store.Dump{Users: []*store.User{{ID: "ubob", Username: "bob", PasswordHash: "h"}}, Keys: []store.SigningKey{mine, fresh}}
+		if stats, err := ops.Restore(t.Context(), d); err != nil || stats.Keys != 1 || stats.KeysKept != 1 {
+			t.Errorf("second restore: %+v, %v", stats, err)
+		}
+		d = &store.Dump{Users: []*store.User{{ID: "ucarol", Username: "carol", PasswordHash: "h"}}, Keys: []store.SigningKey{other}}
+		if _, err := ops.Restore(t.Context(), d); err == nil || !strings.Contains(err.Error(), "signing key conflict") {
+			t.Errorf("restore of a key stored with other content: %v", err)
+		}
+	})
 }

@@ -295,8 +295,8 @@ func (env *Env) Restore(src string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", src, err)
 		}
-		fmt.Fprintf(env.Stdout, "restored %d users, %d sessions and %d secrets (%d already there, equal) from %s\n",
-			stats.Users, stats.Sessions, stats.Secrets, stats.SecretsKept, src)
+		fmt.Fprintf(env.Stdout, "restored %d users, %d sessions and %d secrets (%d already there, equal), %d signing keys (%d already there, equal) from %s\n",
+			stats.Users, stats.Sessions, stats.Secrets, stats.SecretsKept, stats.Keys, stats.KeysKept, src)
 		return nil
 	})
 }

@@ -116,11 +116,13 @@ func (env *Env) lockWait() time.Duration {
 	return defaultLockWait
 }
 
-// Migrate copies every user, session and secret from one store to another
-// (a bolt file or an etcd prefix, either way), exactly: IDs, password
-// hashes, token versions, sessions with their generations, the signing
-// secret. So every token issued against the source verifies against the
-// target. The target must hold no user and no secret. The copy is read back
+// Migrate copies every user, session, secret and signing key from one store
+// to another (a bolt file or an etcd prefix, either way), exactly: IDs,
+// password hashes, token versions, sessions with their generations, the
+// signing secret, the signing keys with their retirements. So every token
+// issued against the source verifies against the target, and none that is
+// refused there is accepted. The target must hold no user, no secret and
+// no signing key. The copy is read back
 // from both sides and compared before Migrate reports success.
 //
 // What is not copied: sessions that have expired (their tokens have too),
@@ -181,8 +183,8 @@ func (env *Env) Migrate(from, to string) error {
 			// target is as it was.
 			return fmt.Errorf("copying into %s: %w; nothing written there", dst, err)
 		}
-		return fmt.Errorf("copying into %s: %w; %d users, %d sessions and %d secrets were copied before it failed: "+
-			"empty the target before migrating again", dst, err, stats.Users, stats.Sessions, stats.Secrets)
+		return fmt.Errorf("copying into %s: %w; %d users, %d sessions, %d secrets and %d signing keys were copied before it failed: "+
+			"empty the target before migrating again", dst, err, stats.Users, stats.Sessions, stats.Secrets, stats.Keys)
 	}
 	fmt.Fprintf(env.Stdout, "copied %s from %s to %s\n", counts(d), src, dst)
 
@@ -215,9 +217,10 @@ func (env *Env) Migrate(from, to string) error {
 	return nil
 }
 
-// refuseNonEmpty refuses a target that holds any user or secret: merging
-// two sets of users could clash on names, and a secret of its own would
-// make the tokens of one side fail.
+// refuseNonEmpty refuses a target that holds any user, secret or signing
+// key: merging two sets of users could clash on names, and a secret or key
+// of its own would make the tokens of one side fail, or sign tokens the
+// source's gateways do not know.
 func refuseNonEmpty(ctx context.Context, st store.Store, l location) error {
 	n := 0
 	if err := st.ListUsers(ctx, func(*store.User) error { n++; return nil }); err != nil {
@@ -227,21 +230,29 @@ func refuseNonEmpty(ctx context.Context, st store.Store, l location) error {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", l, err)
 	}
-	if n == 0 && len(secrets) == 0 {
+	keys, err := st.SigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", l, err)
+	}
+	if n == 0 && len(secrets) == 0 && len(keys.Keys) == 0 {
 		return nil
 	}
 	why := "migrate into an empty store: a new file, or a prefix no gateway has used"
 	if n == 0 {
 		// A gateway that starts on an empty store generates its signing
-		// secret: the likely story is that the gateways were started on
-		// the target before the migration.
-		why = "a gateway that started on it has generated its signing secret; migrate before starting the gateways on the target, or use a new prefix"
+		// secret or key: the likely story is that the gateways were
+		// started on the target before the migration.
+		why = "a gateway that started on it has generated its signing secret or key; migrate before starting the gateways on the target, or use a new prefix"
 	}
-	return fmt.Errorf("%s already holds %s and %s: nothing copied; %s", l, plural(n, "user"), plural(len(secrets), "secret"), why)
+	holds := plural(n, "user") + " and " + plural(len(secrets), "secret")
+	if len(keys.Keys) > 0 {
+		holds = plural(n, "user") + ", " + plural(len(secrets), "secret") + " and " + plural(len(keys.Keys), "signing key")
+	}
+	return fmt.Errorf("%s already holds %s: nothing copied; %s", l, holds, why)
 }
 
-// dumpOf reads every user, every session alive at now and every secret of
-// st. One now for every read makes two dumps of equal stores equal, even
+// dumpOf reads every user, every session alive at now, every secret and
+// every signing key of st. One now for every read makes two dumps of equal stores equal, even
 // when a session expires between them.
 func dumpOf(ctx context.Context, st store.Store, now time.Time) (*store.Dump, error) {
 	d := &store.Dump{CreatedAt: now}
@@ -262,6 +273,11 @@ func dumpOf(ctx context.Context, st store.Store, now time.Time) (*store.Dump, er
 	if d.Secrets, err = st.Secrets(ctx); err != nil {
 		return nil, err
 	}
+	ks, err := st.SigningKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	d.Keys = ks.Clone().Keys // ks is shared
 	return d, nil
 }
 
@@ -307,13 +323,18 @@ func canonical(d *store.Dump) *store.Dump {
 	slices.SortFunc(c.Sessions, func(a, b *store.Session) int {
 		return cmp.Or(cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.ID, b.ID))
 	})
+	for _, k := range (&store.KeySet{Keys: d.Keys}).Clone().Keys {
+		k.CreatedAt, k.SignFrom, k.RetiredAt = k.CreatedAt.UTC(), k.SignFrom.UTC(), k.RetiredAt.UTC()
+		c.Keys = append(c.Keys, k)
+	}
+	slices.SortFunc(c.Keys, func(a, b store.SigningKey) int { return cmp.Compare(a.ID, b.ID) })
 	return c
 }
 
 // compareDumps says how two canonical dumps differ, without printing a
-// hash or a secret; "" when they are equal.
+// hash, a secret or a key; "" when they are equal.
 func compareDumps(a, b *store.Dump) string {
-	if len(a.Users) != len(b.Users) || len(a.Sessions) != len(b.Sessions) || len(a.Secrets) != len(b.Secrets) {
+	if len(a.Users) != len(b.Users) || len(a.Sessions) != len(b.Sessions) || len(a.Secrets) != len(b.Secrets) || len(a.Keys) != len(b.Keys) {
 		return fmt.Sprintf("%s against %s", counts(a), counts(b))
 	}
 	for i := range a.Users {
@@ -331,6 +352,11 @@ func compareDumps(a, b *store.Dump) string {
 			return fmt.Sprintf("secret %q differs", name)
 		}
 	}
+	for i := range a.Keys {
+		if !(&store.KeySet{Keys: a.Keys[i : i+1]}).Equal(&store.KeySet{Keys: b.Keys[i : i+1]}) {
+			return fmt.Sprintf("signing key %s differs", a.Keys[i].ID)
+		}
+	}
 	return ""
 }
 
@@ -345,7 +371,11 @@ func digest(c *store.Dump) (string, error) {
 }
 
 func counts(d *store.Dump) string {
-	return fmt.Sprintf("%s, %s and %s", plural(len(d.Users), "user"), plural(len(d.Sessions), "session"), plural(len(d.Secrets), "secret"))
+	if len(d.Keys) == 0 {
+		return fmt.Sprintf("%s, %s and %s", plural(len(d.Users), "user"), plural(len(d.Sessions), "session"), plural(len(d.Secrets), "secret"))
+	}
+	return fmt.Sprintf("%s, %s, %s and %s", plural(len(d.Users), "user"), plural(len(d.Sessions), "session"), plural(len(d.Secrets), "secret"),
+		plural(len(d.Keys), "signing key"))
 }
 
 func plural(n int, what string) string {

@@ -21,6 +21,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
 	"github.com/crudauth/caddy-crudauth/internal/store/etcd"
 	"github.com/crudauth/caddy-crudauth/internal/store/etcd/etcdtest"
+	"github.com/crudauth/caddy-crudauth/internal/store/storetest"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
@@ -87,8 +88,9 @@ func gateway(t *testing.T, st store.Store) *auth.Service {
 // migrateFixture fills a new bolt file: alice logs in and refreshes once
 // (her session is at generation 2) and keeps the tokens; bob is disabled,
 // may hold no scope, and has a session at generation 7; carol has no
-// per-user limit and was revoked twice; dave was deleted. It returns the
-// path and alice's tokens.
+// per-user limit and was revoked twice; dave was deleted. The key set
+// holds a retired ES256 key and an EdDSA key that signs from an hour on.
+// It returns the path and alice's tokens.
 func migrateFixture(t *testing.T) (string, *auth.Tokens) {
 	t.Helper()
 	ctx := t.Context()
@@ -140,6 +142,15 @@ func migrateFixture(t *testing.T) (string, *auth.Tokens) {
 	}
 	if s, err := st.GetSession(ctx, second.UserID, second.SessionID); err != nil || s.Generation != 2 {
 		t.Fatalf("alice's session after one refresh: %+v, %v", s, err)
+	}
+	old, next := storetest.NewSigningKey(t, store.AlgES256, time.Now().Add(-time.Hour)), storetest.NewSigningKey(t, store.AlgEdDSA, time.Now())
+	old.RetiredAt = time.Now().UTC().Truncate(time.Microsecond)
+	next.SignFrom = next.CreatedAt.Add(time.Hour)
+	if _, err := st.UpdateSigningKeys(ctx, func(ks *store.KeySet) error {
+		ks.Keys = append(ks.Keys, old, next)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return path, second
 }
@@ -207,7 +218,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 	endpoints := etcdtest.Start(t)
 	src, toks := migrateFixture(t)
 	want := readAll(t, &Env{}, src)
-	if len(want.Users) != 3 || len(want.Sessions) != 2 || len(want.Secrets) != 1 {
+	if len(want.Users) != 3 || len(want.Sessions) != 2 || len(want.Secrets) != 1 || len(want.Keys) != 2 {
 		t.Fatalf("fixture: %s", counts(want))
 	}
 
@@ -217,7 +228,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 	if err := env.Migrate(src, url); err != nil {
 		t.Fatalf("bolt -> etcd: %v", err)
 	}
-	for _, s := range []string{"copied 3 users, 2 sessions and 1 secret from " + src, "verified: ", "sha256 "} {
+	for _, s := range []string{"copied 3 users, 2 sessions, 1 secret and 2 signing keys from " + src, "verified: ", "sha256 "} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("output does not say %q:\n%s", s, out.String())
 		}
@@ -249,7 +260,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 	// Not into a store that holds users, whichever side it is.
 	for _, target := range []string{url, back} {
 		err := env.Migrate(src, target)
-		if err == nil || !strings.Contains(err.Error(), "already holds 3 users and 1 secret: nothing copied") {
+		if err == nil || !strings.Contains(err.Error(), "already holds 3 users, 1 secret and 2 signing keys: nothing copied") {
 			t.Errorf("into the non-empty %s: %v", target, err)
 		}
 	}
@@ -267,6 +278,27 @@ func TestMigrateRoundTrip(t *testing.T) {
 	}
 	if d := readAll(t, env, fresh); len(d.Users) != 0 {
 		t.Errorf("users copied into a refused target: %d", len(d.Users))
+	}
+	// Nor into one where a gateway on an asymmetric algorithm created its
+	// first key, and no secret.
+	keyed := etcdURL(endpoints)
+	if st, _, err = env.openEtcd(t.Context(), keyed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateSigningKeys(t.Context(), func(ks *store.KeySet) error {
+		ks.Keys = append(ks.Keys, storetest.NewSigningKey(t, store.AlgEdDSA, time.Now()))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	err = env.Migrate(src, keyed)
+	if err == nil || !strings.Contains(err.Error(), "already holds 0 users, 0 secrets and 1 signing key") ||
+		!strings.Contains(err.Error(), "generated its signing secret or key") {
+		t.Errorf("into a prefix where a gateway created a key: %v", err)
+	}
+	if d := readAll(t, env, keyed); len(d.Users) != 0 || len(d.Keys) != 1 {
+		t.Errorf("copied into a refused target: %s", counts(d))
 	}
 }
 
@@ -337,9 +369,13 @@ func TestVerifyFindsDifferences(t *testing.T) {
 		Sessions: []*store.Session{{ID: "s1", UserID: "u1", Generation: 4, ExpiresAt: now.Add(time.Hour)},
 			{ID: "s2", UserID: "u1", Generation: 1, ExpiresAt: now.Add(time.Hour)}},
 		Secrets: map[string][]byte{"hs256": []byte("0123456789abcdef0123456789abcdef")},
+		Keys: []store.SigningKey{
+			{ID: "k2", Alg: store.AlgEdDSA, Private: []byte("der 2"), CreatedAt: now, SignFrom: now.Add(time.Hour)},
+			{ID: "k1", Alg: store.AlgES256, Private: []byte("der 1"), CreatedAt: now.Add(-time.Hour), SignFrom: now.Add(-time.Hour), RetiredAt: now},
+		},
 	}
 	clone := func() *store.Dump {
-		c := canonical(base)
+		c := canonical(base) // the keys are copies
 		c.Secrets = map[string][]byte{"hs256": bytes.Clone(base.Secrets["hs256"])}
 		return c
 	}
@@ -361,6 +397,14 @@ func TestVerifyFindsDifferences(t *testing.T) {
 		"secret":        func(d *store.Dump) { d.Secrets["hs256"][0] ^= 1 },
 		"session gone":  func(d *store.Dump) { d.Sessions = d.Sessions[:1] },
 		"expiry":        func(d *store.Dump) { d.Sessions[1].ExpiresAt = d.Sessions[1].ExpiresAt.Add(time.Nanosecond) },
+		"key gone":      func(d *store.Dump) { d.Keys = d.Keys[1:] },
+		"key private":   func(d *store.Dump) { d.Keys[0].Private[0] ^= 1 },
+		// Canonical order: k1 (ES256, retired), then k2 (EdDSA).
+		"key retired":   func(d *store.Dump) { d.Keys[1].RetiredAt = now },
+		"retired later": func(d *store.Dump) { d.Keys[0].RetiredAt = d.Keys[0].RetiredAt.Add(time.Nanosecond) },
+		"key unretired": func(d *store.Dump) { d.Keys[0].RetiredAt = time.Time{} },
+		"key sign_from": func(d *store.Dump) { d.Keys[1].SignFrom = d.Keys[1].SignFrom.Add(time.Second) },
+		"key alg":       func(d *store.Dump) { d.Keys[1].Alg = store.AlgES256 },
 	} {
 		d := clone()
 		mod(d)

@@ -539,7 +539,8 @@ func (o *Remote) Restore(ctx context.Context, d *store.Dump) (store.ImportStats,
 	}
 	var out admin.RestoreResult
 	err := o.json(ctx, http.MethodPost, "/crudauth/restore", exportBody(buf.Bytes()), &out)
-	return store.ImportStats{Users: out.Users, Sessions: out.Sessions, Secrets: out.Secrets, SecretsKept: out.SecretsKept}, err
+	return store.ImportStats{Users: out.Users, Sessions: out.Sessions, Secrets: out.Secrets, SecretsKept: out.SecretsKept,
+		Keys: out.Keys, KeysKept: out.KeysKept}, err
 }
 
 func (o *Remote) Backup(ctx context.Context, w io.Writer, format string) (int64, error) {

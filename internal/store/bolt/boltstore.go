@@ -433,6 +433,8 @@ func (s *Store) Close() error {
 	}
 	err := s.db.Close()
 	s.cache.clear()
+	// Drop the private keys with the rest of the cache.
+	s.keys.Store(&keysState{err: store.ErrClosed})
 	if err != nil {
 		return fmt.Errorf("close database %s: %w", s.path, err)
 	}

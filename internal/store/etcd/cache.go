@@ -99,6 +99,8 @@ func (c *cache) start(ctx context.Context) error {
 func (c *cache) stop() {
 	c.cancel()
 	c.done.Wait()
+	// Drop the private keys with the rest of the cache.
+	c.keys.Store(&keysEntry{err: store.ErrClosed})
 }
 
 func (c *cache) appliedRevision() int64 { return c.applied.Load() }

@@ -449,6 +449,11 @@ func (s *Store) UpdateSigningKeys(ctx context.Context, fn func(ks *store.KeySet)
 		if err := store.CheckKeySetChange(st.keys, next); err != nil {
 			return err
 		}
+		if next.Equal(st.keys) {
+			// Unchanged: keep the pointer, so that callers rebuild nothing.
+			out = st.keys
+			return nil
+		}
 		st.keys = next.Clone() // the caller keeps next
 		out = st.keys
 		return nil

@@ -185,6 +185,15 @@ func testKeysSkipAndAbort(t *testing.T, s store.Store) {
 	if after != before {
 		t.Error("SigningKeys changed its pointer after an update that stored nothing")
 	}
+
+	// An fn that returns nil without changing anything: nothing to
+	// store, and the pointer stays, so callers rebuild nothing.
+	if _, err := s.UpdateSigningKeys(ctx, func(*store.KeySet) error { return nil }); err != nil {
+		t.Fatalf("UpdateSigningKeys without a change: %v", err)
+	}
+	if mustKeys(t, s) != before {
+		t.Error("SigningKeys changed its pointer after an update that changed nothing")
+	}
 }
 
 // testKeysRefusals: every change CheckKeySetChange refuses is refused by

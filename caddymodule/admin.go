@@ -126,7 +126,7 @@ func resolveTarget(q url.Values) (string, store.Store, func(), users.Settings, e
 	if err != nil {
 		return "", nil, nil, users.Settings{}, err
 	}
-	return key, st, release, r.passwordSettings(), nil
+	return key, st, release, r.adminSettings(app), nil
 }
 
 // resolveDB finds the store a request is about (db: its name, as

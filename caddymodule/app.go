@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -175,6 +176,26 @@ func (a *App) byStore(key string) (*realm, bool) {
 		}
 	}
 	return nil, false
+}
+
+// tokenLifetime is the longest a token of this config's handlers on the
+// store with pool key key lives; zero when none of them signs with the
+// store's key set.
+func (a *App) tokenLifetime(key string) time.Duration {
+	var life time.Duration
+	for _, r := range a.declared {
+		if r.storeKey == key {
+			life = max(life, r.tokenLifetime())
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.own {
+		if r.storeKey == key {
+			life = max(life, r.tokenLifetime())
+		}
+	}
+	return life
 }
 
 // parseAppOption parses the global option:

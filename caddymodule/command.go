@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -18,12 +19,12 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "crudauth",
-		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | session <list|revoke> ... | backup <file> | restore <file> | migrate --from <store> --to <store> | explain --config <file> <METHOD> <target>",
+		Usage: "user <add|passwd|revoke|disable|enable|del|scopes|show|list|import> ... | session <list|revoke> ... | key <list|rotate|retire> ... | backup <file> | restore <file> | migrate --from <store> --to <store> | explain --config <file> <METHOD> <target>",
 		Short: "Manages the users of the crudauth gateway and explains its rules",
 		Long: `
-Manages the users in a crudauth database and their sessions, takes backups
-of it and restores them; explain shows how a config's rules judge one
-request.
+Manages the users in a crudauth database, their sessions and the signing
+keys, takes backups of it and restores them; explain shows how a config's
+rules judge one request.
 
 When no process holds the database file, the commands open it directly.
 When a running Caddy holds it (or --address is given), they go through that
@@ -44,7 +45,7 @@ Passwords are read from a prompt that does not echo, or from standard input
 with --password-stdin; never from a flag.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			env := &cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-			cmd.AddCommand(userCommand(env), sessionCommand(env), backupCommand(env), restoreCommand(env), migrateCommand(env), explainCommand(env))
+			cmd.AddCommand(userCommand(env), sessionCommand(env), keyCommand(env), backupCommand(env), restoreCommand(env), migrateCommand(env), explainCommand(env))
 			requireSubcommand(cmd)
 			cmd.SilenceUsage = true
 		},
@@ -171,6 +172,87 @@ own text: characters a terminal could act on are printed escaped ().`,
 		c.SilenceUsage = true
 	}
 	return session
+}
+
+// keyCommand: caddy crudauth key list | rotate | retire <kid>
+func keyCommand(env *cli.Env) *cobra.Command {
+	key := &cobra.Command{
+		Use:   "key",
+		Short: "Lists, rotates and retires the signing keys (signing_alg EdDSA or ES256)",
+		Long: `With signing_alg EdDSA or ES256 the gateway signs tokens with a key pair
+kept in the store, and publishes the public keys (the JWKS) so that
+upstreams can verify tokens themselves. A key is:
+
+  pending    published, signs from its SIGNS_FROM on
+  signing    the key new tokens are signed with
+  verifying  superseded by a newer key; verifies its tokens until the last
+             one has expired (VERIFY_UNTIL), then leaves the JWKS
+  expired    nothing it signed is still valid; pruned from the store
+  retired    ended by 'key retire': every token it signed is refused
+
+'key rotate' publishes a new key at once and lets it sign only after a
+delay, so that upstreams caching the JWKS hold it first: no token is
+refused by a rotation. 'key retire' ends a key at once (a compromised one):
+its tokens are refused from the next request on.
+
+Through a running caddy's admin API the commands use the realm's
+signing_alg, key_publish_delay and token lifetime (its handlers' longest
+refresh_ttl). On a store they opened themselves they know none of these:
+list judges VERIFY_UNTIL with --token-lifetime (default 720h, the default
+refresh_ttl), rotate needs --alg when the store holds keys of both
+algorithms and waits --delay (default 1h), and no spent key is pruned.
+
+HS256 signs with one secret: it has no key set, nothing to rotate.`,
+	}
+	addTargetFlags(env, key)
+	requireSubcommand(key)
+	key.SilenceUsage = true
+
+	var listAlg string
+	var lifetime time.Duration
+	list := withJSONFlag(env, &cobra.Command{
+		Use:   "list",
+		Short: "Lists the signing keys: kid, algorithm, state, created, signs from, signed until, verify until, retired (UTC)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.ListKeys(ctx, ops, listAlg, lifetime)
+			})
+		},
+	})
+	list.Flags().StringVar(&listAlg, "alg", "", "list the keys of EdDSA or ES256 only (default: the realm's signing_alg; on a store opened directly, every algorithm present)")
+	list.Flags().DurationVar(&lifetime, "token-lifetime", 0, "the longest a token lives, to judge VERIFY_UNTIL by (default: the realm's longest refresh_ttl; on a store opened directly, 720h)")
+
+	var rotateAlg string
+	var delay time.Duration
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Publishes a new signing key now; it signs after --delay, the old key keeps verifying its tokens",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.RotateKey(ctx, ops, rotateAlg, delay, cmd.Flags().Changed("delay"))
+			})
+		},
+	}
+	rotate.Flags().StringVar(&rotateAlg, "alg", "", "EdDSA or ES256 (default: the realm's signing_alg; on a store opened directly, the one algorithm of its keys)")
+	rotate.Flags().DurationVar(&delay, "delay", 0, "how long the new key is published before it signs (default: the realm's key_publish_delay; on a store opened directly, 1h)")
+
+	retire := &cobra.Command{
+		Use:   "retire <kid>",
+		Short: "Ends a key at once: every token it signed is refused from the next request; a replacement signs if no other key does",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return env.WithOps(func(ctx context.Context, ops cli.Ops) error {
+				return env.RetireKey(ctx, ops, args[0])
+			})
+		},
+	}
+	key.AddCommand(list, rotate, retire)
+	for _, c := range key.Commands() {
+		c.SilenceUsage = true
+	}
+	return key
 }
 
 // hostEnv gives env what the CLI needs of Caddy: the default database,

@@ -149,6 +149,8 @@ func (h *Handler) provisionKeys(ctx context.Context) error {
 		if err := h.keyRing.Sync(ctx); err != nil {
 			return fmt.Errorf("signing keys (%s) in %s: %w", r.signingAlg, storeName(r.storeKey), err)
 		}
+		// The admin API's key commands judge keys by this lifetime too.
+		r.addRing(h.keyRing)
 	}
 	return nil
 }

@@ -458,6 +458,9 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared store handle.
 func (h *Handler) Cleanup() error {
+	if h.realm != nil && h.keyRing != nil {
+		h.realm.removeRing(h.keyRing)
+	}
 	if !h.ownRealm || h.realm == nil {
 		return nil
 	}

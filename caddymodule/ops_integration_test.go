@@ -101,6 +101,8 @@ func runCLIAgainst(t *testing.T, db, stdin string, args ...string) cliResult {
 		cmd, args = restoreCommand(env), args[1:]
 	case "session":
 		cmd, args = sessionCommand(env), args[1:]
+	case "key":
+		cmd, args = keyCommand(env), args[1:]
 	}
 	if db != "" {
 		args = append(args, "--db", db)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,7 @@ const DefaultHashQueueTimeout = 2 * time.Second
 
 // DefaultKeyPublishDelay is how long a rotated key is published before it
 // signs when key_publish_delay is not set.
-const DefaultKeyPublishDelay = time.Hour
+const DefaultKeyPublishDelay = keys.DefaultPublishDelay
 
 // RealmSettings are what a realm holds: a store, a password hasher with its
 // hashing cap and policy, a login throttle and the signing key. A realm is
@@ -272,12 +273,54 @@ type realm struct {
 	// read a realm of the old config while a reload releases it.
 	releaseOnce sync.Once
 	releaseErr  error
+
+	// rings are the key rings of the handlers that use the realm now,
+	// added as each is provisioned and removed in its Cleanup: the key
+	// commands judge keys by their token lifetimes (tokenLifetime).
+	ringsMu sync.Mutex
+	rings   []*keys.Ring
+}
+
+func (r *realm) addRing(k *keys.Ring) {
+	r.ringsMu.Lock()
+	r.rings = append(r.rings, k)
+	r.ringsMu.Unlock()
+}
+
+func (r *realm) removeRing(k *keys.Ring) {
+	r.ringsMu.Lock()
+	r.rings = slices.DeleteFunc(r.rings, func(o *keys.Ring) bool { return o == k })
+	r.ringsMu.Unlock()
+}
+
+// tokenLifetime is the longest a token of the realm's handlers lives (the
+// lifetime their rings judge keys by); zero while no handler signs with
+// the key set.
+func (r *realm) tokenLifetime() time.Duration {
+	r.ringsMu.Lock()
+	defer r.ringsMu.Unlock()
+	var life time.Duration
+	for _, k := range r.rings {
+		life = max(life, k.Life())
+	}
+	return life
 }
 
 // passwordSettings is how the admin API and the CLI hash and check new
 // passwords for this realm.
 func (r *realm) passwordSettings() users.Settings {
 	return users.Settings{Policy: r.policy, Hasher: r.hasher, Limiter: r.hashLimit}
+}
+
+// adminSettings are the realm's settings for the admin API: how new
+// passwords are hashed and checked, and what the key commands judge and
+// change keys by. The token lifetime is the longest of every handler of
+// app on the realm's store, not of this realm's alone: a key is spent only
+// once no gateway on the store can hold a live token it signed.
+func (r *realm) adminSettings(app *App) users.Settings {
+	s := r.passwordSettings()
+	s.Keys = users.KeySettings{Alg: r.signingAlg, PublishDelay: r.publishDelay, TokenLifetime: app.tokenLifetime(r.storeKey)}
+	return s
 }
 
 // provision builds the realm: the hasher, the policy, the secret, the
@@ -418,7 +461,7 @@ func settingsFor(key string) (users.Settings, error) {
 	if key != "" {
 		if mod, err := caddy.ActiveContext().AppIfConfigured("crudauth"); err == nil {
 			if r, ok := mod.(*App).byStore(key); ok {
-				return r.passwordSettings(), nil
+				return r.adminSettings(mod.(*App)), nil
 			}
 		}
 	}

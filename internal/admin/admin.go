@@ -6,7 +6,8 @@
 //
 // JSON in and out. A refused user operation answers {"error": "...",
 // "kind": "..."}, the kind being that of internal/users (invalid 400,
-// not_found 404, exists 409, busy 503 with Retry-After, internal 500), so
+// not_found 404, exists 409, conflict 409, busy 503 with Retry-After,
+// internal 500), so
 // that the CLI acts on the kind, never on the message; other errors are
 // {"error": "..."}.
 //
@@ -24,11 +25,14 @@
 //	PUT    /crudauth/users/<name>/scopes          set {"allowed_scopes": [...] or null}
 //	GET    /crudauth/users/<name>/sessions        the user's live sessions, oldest first
 //	DELETE /crudauth/users/<name>/sessions/<sid>  end one session of the user
+//	GET    /crudauth/keys[?alg=&token_lifetime=]  the signing keys and their state (public metadata only)
+//	POST   /crudauth/keys/rotate                  add a key that signs after a delay {"alg","delay"}, both optional
+//	POST   /crudauth/keys/<kid>/retire            end a key at once; a replacement signs if none else does
 //	POST   /crudauth/import                       add users with existing hashes, all or none
 //	GET    /crudauth/backup[?format=export|bolt]  the portable export (default) or the bbolt file
 //	POST   /crudauth/restore                      import an export: all its users or none
 //
-// <name> and <sid> are path-escaped. Which store a request is about is the
+// <name>, <sid> and <kid> are path-escaped. Which store a request is about is the
 // Resolver's to say, from the query (?realm=, ?db=).
 package admin
 
@@ -191,6 +195,9 @@ var routes = []route{
 	{method: http.MethodPut, pattern: "users/*/scopes", op: "scopes", serve: viewChange("allowed scopes changed", http.StatusOK, setScopes)},
 	{method: http.MethodGet, pattern: "users/*/sessions", op: "session_list", read: true, serve: serveSessions},
 	{method: http.MethodDelete, pattern: "users/*/sessions/*", op: "session_revoke", serve: serveSessionRevoke},
+	{method: http.MethodGet, pattern: "keys", op: "key_list", read: true, serve: serveKeys},
+	{method: http.MethodPost, pattern: "keys/rotate", op: "key_rotate", serve: serveKeyRotate},
+	{method: http.MethodPost, pattern: "keys/*/retire", op: "key_retire", serve: serveKeyRetire},
 	{method: http.MethodPost, pattern: "import", op: "import", serve: serveImport},
 	{method: http.MethodGet, pattern: "backup", op: "backup", serve: serveBackup},
 	{method: http.MethodPost, pattern: "restore", op: "restore", serve: serveRestore},
@@ -225,7 +232,7 @@ type call struct {
 	ctx      context.Context // the request's, not cancelled when the client leaves
 	t        Target
 	svc      *users.Service
-	username string   // the user the request is about, for the logs
+	username string   // the user the request is about, for the logs; "" for the key routes
 	args     []string // the path segments the route's wildcards stand for
 }
 
@@ -278,14 +285,14 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if rt == nil {
-		if segs[0] == "users" && len(segs) == 3 {
+		if (segs[0] == "users" || segs[0] == "keys") && len(segs) == 3 {
 			return Errorf(http.StatusNotFound, "unknown action %q", segs[2])
 		}
 		return Errorf(http.StatusNotFound, "unknown endpoint %s", r.URL.Path)
 	}
 	c.rt = rt
 	c.args, _ = rt.match(segs)
-	if len(c.args) > 0 {
+	if len(c.args) > 0 && segs[0] == "users" {
 		c.username = c.args[0]
 	}
 	return rt.serve(c)

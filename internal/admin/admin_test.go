@@ -37,6 +37,7 @@ func TestFailKinds(t *testing.T) {
 		{&users.Error{Kind: users.Invalid, Msg: `no user "alice"`}, http.StatusBadRequest, "invalid", ""},
 		{&users.Error{Kind: users.NotFound, Msg: `no user "alice"`}, http.StatusNotFound, "not_found", ""},
 		{&users.Error{Kind: users.Exists, Msg: `no user "alice"`}, http.StatusConflict, "exists", ""},
+		{&users.Error{Kind: users.Conflict, Msg: `a rotation is already pending`}, http.StatusConflict, "conflict", ""},
 		{&users.Error{Kind: users.Busy, Msg: `no user "alice"`}, http.StatusServiceUnavailable, "busy", "1"},
 		{&users.Error{Kind: users.Internal, Msg: `no user "alice"`}, http.StatusInternalServerError, "internal", ""},
 		// Errors that are not the users service's carry no kind.
@@ -50,7 +51,7 @@ func TestFailKinds(t *testing.T) {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			rec := httptest.NewRecorder()
 			r := httptest.NewRequest(http.MethodPost, "/crudauth/users/alice/revoke", nil)
-			if err := h.fail(rec, r, "revoke", false, "memory:x", "alice", tc.err); err != nil {
+			if err := h.fail(rec, r, "revoke", false, "memory:x", zap.String("username", "alice"), tc.err); err != nil {
 				t.Errorf("fail returned %v to the host", err)
 			}
 			if rec.Code != tc.status || rec.Header().Get("Retry-After") != tc.retryAfter {

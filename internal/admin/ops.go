@@ -241,7 +241,7 @@ func errorKind(err error) (int, string) {
 			return http.StatusBadRequest, ue.Kind.String()
 		case users.NotFound:
 			return http.StatusNotFound, ue.Kind.String()
-		case users.Exists:
+		case users.Exists, users.Conflict:
 			return http.StatusConflict, ue.Kind.String()
 		case users.Busy:
 			return http.StatusServiceUnavailable, ue.Kind.String()
@@ -258,7 +258,15 @@ func errorKind(err error) (int, string) {
 }
 
 func (c *call) fail(err error) error {
-	return c.h.fail(c.w, c.r, c.rt.op, c.rt.read, c.t.Name, c.username, err)
+	who := zap.String("username", c.username)
+	if strings.HasPrefix(c.rt.pattern, "keys") {
+		// A key operation is about a key, not a user.
+		who = zap.Skip()
+		if len(c.args) > 0 {
+			who = zap.String("kid", c.args[0])
+		}
+	}
+	return c.h.fail(c.w, c.r, c.rt.op, c.rt.read, c.t.Name, who, err)
 }
 
 // fail answers a refused operation. It writes the answer itself rather than
@@ -266,7 +274,8 @@ func (c *call) fail(err error) error {
 // answer {"error"} and would log every refusal (a show of an unknown user
 // among them) as a request error. Failed changes are logged at warn level,
 // failures of our own at error level; a read logs only the latter.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, op string, read bool, path, username string, err error) error {
+// who names what the operation was about: the user, or the key.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, op string, read bool, path string, who zap.Field, err error) error {
 	status, kind := errorStatus(err)
 	if status == http.StatusInternalServerError || !read {
 		log := h.Logger.Warn
@@ -275,7 +284,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, op string, read b
 		}
 		log("admin operation failed",
 			zap.String("operation", op),
-			zap.String("username", username),
+			who,
 			zap.String("client_ip", clientIP(r)),
 			zap.String("db", path),
 			zap.Int("status", status),

@@ -44,6 +44,12 @@ type Ops interface {
 	ListSessions(ctx context.Context, username string) ([]users.SessionView, error)
 	// RevokeSession ends the user's session sid.
 	RevokeSession(ctx context.Context, username, sid string) (users.View, error)
+	// ListKeys returns the signing keys with their state.
+	ListKeys(ctx context.Context, req users.KeyListRequest) (users.KeyList, error)
+	// RotateKey adds a key that signs after a delay.
+	RotateKey(ctx context.Context, req users.KeyRotateRequest) (users.KeyRotateResult, error)
+	// RetireKey ends the key kid at once.
+	RetireKey(ctx context.Context, kid string) (users.KeyRetireResult, error)
 }
 
 // defaultLockWait is how long the CLI waits for the file lock before it
@@ -249,6 +255,15 @@ func (l *Local) ListSessions(ctx context.Context, name string) ([]users.SessionV
 func (l *Local) RevokeSession(ctx context.Context, name, sid string) (users.View, error) {
 	return l.svc.RevokeSession(ctx, name, sid)
 }
+func (l *Local) ListKeys(ctx context.Context, req users.KeyListRequest) (users.KeyList, error) {
+	return l.svc.ListKeys(ctx, req)
+}
+func (l *Local) RotateKey(ctx context.Context, req users.KeyRotateRequest) (users.KeyRotateResult, error) {
+	return l.svc.RotateKey(ctx, req)
+}
+func (l *Local) RetireKey(ctx context.Context, kid string) (users.KeyRetireResult, error) {
+	return l.svc.RetireKey(ctx, kid)
+}
 
 // Remote goes through the admin API of a running Caddy. Before its first
 // request it makes sure that what answers at addr is crudauth's admin API
@@ -290,7 +305,7 @@ type remoteError struct {
 func (e *remoteError) Error() string { return e.msg }
 
 // userErrorKinds are the kinds the admin API may name in an error.
-var userErrorKinds = []users.Kind{users.Internal, users.Invalid, users.NotFound, users.Exists, users.Busy}
+var userErrorKinds = []users.Kind{users.Internal, users.Invalid, users.NotFound, users.Exists, users.Busy, users.Conflict}
 
 // remoteErrorOf rebuilds the error of an admin API answer with status >= 400
 // and body b: the *users.Error the operation failed with when the answer
@@ -548,4 +563,31 @@ func (o *Remote) ListSessions(ctx context.Context, name string) ([]users.Session
 }
 func (o *Remote) RevokeSession(ctx context.Context, name, sid string) (users.View, error) {
 	return o.view(ctx, http.MethodDelete, userPath(name, "sessions", sid), nil)
+}
+
+func (o *Remote) ListKeys(ctx context.Context, req users.KeyListRequest) (users.KeyList, error) {
+	q := url.Values{}
+	if req.Alg != "" {
+		q.Set("alg", req.Alg)
+	}
+	if req.TokenLifetime != "" {
+		q.Set("token_lifetime", req.TokenLifetime)
+	}
+	path := "/crudauth/keys"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var l users.KeyList
+	err := o.json(ctx, http.MethodGet, path, nil, &l)
+	return l, err
+}
+func (o *Remote) RotateKey(ctx context.Context, req users.KeyRotateRequest) (users.KeyRotateResult, error) {
+	var r users.KeyRotateResult
+	err := o.json(ctx, http.MethodPost, "/crudauth/keys/rotate", req, &r)
+	return r, err
+}
+func (o *Remote) RetireKey(ctx context.Context, kid string) (users.KeyRetireResult, error) {
+	var r users.KeyRetireResult
+	err := o.json(ctx, http.MethodPost, "/crudauth/keys/"+url.PathEscape(kid)+"/retire", nil, &r)
+	return r, err
 }

@@ -51,6 +51,11 @@ const (
 	Retired   State = "retired"
 )
 
+// DefaultPublishDelay is how long a rotated key is published before it
+// signs when nothing else is configured (the realm's key_publish_delay,
+// the CLI's --delay).
+const DefaultPublishDelay = time.Hour
+
 // Errors of Rotate and Retire.
 var (
 	ErrKeyNotFound     = errors.New("no signing key with that id")

@@ -25,6 +25,9 @@ const (
 	// Busy: no password hashing slot was free in time; retrying shortly
 	// may succeed.
 	Busy
+	// Conflict: the change clashes with the store's state (a key rotation
+	// that is still pending); it may succeed once that state has passed.
+	Conflict
 )
 
 func (k Kind) String() string {
@@ -37,6 +40,8 @@ func (k Kind) String() string {
 		return "exists"
 	case Busy:
 		return "busy"
+	case Conflict:
+		return "conflict"
 	case Internal:
 		return "internal"
 	}

@@ -33,13 +33,18 @@ type Settings struct {
 	Hasher *password.Hasher
 	// Limiter bounds concurrent hashing; nil imposes no limit.
 	Limiter *password.Limiter
+	// Keys are the realm's signing key settings, which the key operations
+	// judge and change keys by; the zero value when no running gateway
+	// holds the store (the CLI on a store it opened itself).
+	Keys KeySettings
 }
 
-// Service administers the users of one store. It holds no state of its own
-// and is safe for concurrent use.
+// Service administers the users of one store, and its signing keys. It
+// holds no state of its own and is safe for concurrent use.
 type Service struct {
 	st       store.Store
 	settings Settings
+	now      func() time.Time // the key operations' clock; nil: time.Now
 }
 
 // New returns the service over st. It panics when s.Hasher is nil: that is

@@ -146,8 +146,8 @@ func (s *Status) Verifies() bool {
 }
 
 // Describe returns the status of every key of alg in ks at now, for tokens
-// that live at most life, in creation order (CreatedAt, then ID), retired
-// keys among them.
+// that live at most life, in creation order (CreatedAt, then SignFrom,
+// then ID), retired keys among them.
 //
 // A key signs from its SignFrom until a key created after it starts
 // signing (the earliest SignFrom among the later keys that are live, or
@@ -165,7 +165,9 @@ func Describe(ks *store.KeySet, alg string, now time.Time, life time.Duration) [
 		}
 	}
 	slices.SortFunc(keys, func(a, b *store.SigningKey) int {
-		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
+		// Keys created at the same instant (a clock that did not move)
+		// are taken in the order they sign.
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), a.SignFrom.Compare(b.SignFrom), cmp.Compare(a.ID, b.ID))
 	})
 	out := make([]Status, len(keys))
 	var taken time.Time // earliest SignFrom of the later keys that sign(ed); zero: none
@@ -184,7 +186,9 @@ func Describe(ks *store.KeySet, alg string, now time.Time, life time.Duration) [
 			signs = !k.RetiredAt.Before(k.SignFrom)
 		case !taken.IsZero() && !now.Before(taken):
 			s.State = Verifying
-			if !now.Before(s.VerifyUntil) {
+			if !now.Before(s.VerifyUntil) || !taken.After(k.SignFrom) {
+				// Its last token expired, or it never signed: a pending
+				// key overtaken by a newer one before its time came.
 				s.State = Expired
 			}
 		case now.Before(k.SignFrom):

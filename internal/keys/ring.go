@@ -75,7 +75,11 @@ func (r *Ring) Sync(ctx context.Context) error {
 	}
 	sts := Describe(set, r.m.Alg(), now, r.life)
 	if signer(sts) == nil {
-		if set, err = Ensure(ctx, r.st, r.m.Alg(), now, r.life); err != nil {
+		// life 0: no pruning here. Gateways on one store may give their
+		// tokens different lifetimes, and a key spent for this one may
+		// still verify another's; pruning is for a rotation through the
+		// admin API, which judges by the longest lifetime it knows.
+		if set, err = Ensure(ctx, r.st, r.m.Alg(), now, 0); err != nil {
 			return fmt.Errorf("keys: creating a signing key: %w", err)
 		}
 		sts = Describe(set, r.m.Alg(), now, r.life)

@@ -140,14 +140,16 @@ func TestKeyOperations(t *testing.T) {
 			}
 		}},
 		{at: 13 * time.Minute, svc: "offline", op: "retire", arg: "A", want: "retired new - R"},
-		{at: 13 * time.Minute, svc: "online", op: "list", want: "A:retired B:retired C:verifying R:signing"},
+		// C, pending, was overtaken by R before its time came: it never
+		// signed, so it is not published (expired at once).
+		{at: 13 * time.Minute, svc: "online", op: "list", want: "A:retired B:retired C:expired R:signing"},
 
 		// A second algorithm in the store: offline, rotate needs one named
 		// and list shows both; online, the realm's only, with a note.
 		{at: 14 * time.Minute, svc: "offline", op: "ensure-es256"},
 		{at: 14 * time.Minute, svc: "offline", op: "rotate", kind: Invalid, err: []string{"the store holds keys of ES256 and EdDSA: name the algorithm to rotate"}},
-		{at: 14 * time.Minute, svc: "offline", op: "list", want: "E:signing A:retired B:retired C:verifying R:signing"},
-		{at: 14 * time.Minute, svc: "online", op: "list", want: "A:retired B:retired C:verifying R:signing", note: "the store also holds keys of ES256"},
+		{at: 14 * time.Minute, svc: "offline", op: "list", want: "E:signing A:retired B:retired C:expired R:signing"},
+		{at: 14 * time.Minute, svc: "online", op: "list", want: "A:retired B:retired C:expired R:signing", note: "the store also holds keys of ES256"},
 		{at: 14 * time.Minute, svc: "offline", op: "list", alg: "ES256", want: "E:signing", note: "also holds keys of EdDSA"},
 
 		// Offline never prunes; online prunes what the realm's lifetime

@@ -255,6 +255,23 @@ func TestFaultQuorumLost(t *testing.T) {
 	if _, err := store.Revoke(ctx, gw[0], u.ID); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
+	// Both handles' caches must hold the user before the cluster goes:
+	// the other handle learns of gw[0]'s writes through its watch, a
+	// moment after they committed, and a freeze in that moment would
+	// leave it without the user for the rest of the test.
+	for g, s := range gw {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st, err := s.AuthState(ctx, u.ID)
+			if err == nil && st.TokenVersion == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("gateway %d never saw the revocation before the freeze: %+v, %v", g, st, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 
 	// Freeze the leader and one follower, so the member left has neither
 	// a leader nor a quorum.

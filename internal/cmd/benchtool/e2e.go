@@ -204,6 +204,8 @@ type e2e struct {
 	// rotation, presented in every run (they never change).
 	staticRefresh string
 	set           serverSet // the processes of the GC setting being measured
+	// algs are the tokens of the EdDSA and ES256 sites (e2e_alg.go).
+	algs map[string]algTokens
 }
 
 // serverSet is the processes compared under one GC setting.
@@ -216,7 +218,8 @@ type serverSet struct {
 	plainPort, fwdPort     int
 	plainAAPort            int
 	gwSmallPort, gwBigPort int
-	gwNoRotatePort         int // the gateway on the small database with rotate_refresh off
+	gwNoRotatePort         int            // the gateway on the small database with rotate_refresh off
+	gwAlgPorts             map[string]int // the sites signing with EdDSA and ES256, by algorithm
 }
 
 func logf(format string, a ...any) {
@@ -354,6 +357,10 @@ func (e *e2e) run() error {
 	}
 
 	e.smallTokens, e.bigTokens, e.oneToken = smallFile, bigFile, one[0]
+	logf("creating the EdDSA and ES256 keys and their tokens")
+	if err := e.prepareAlgs(); err != nil {
+		return fmt.Errorf("signing algorithms: %w", err)
+	}
 
 	if err := e.startUpstream(); err != nil {
 		return err
@@ -417,7 +424,7 @@ func (e *e2e) cases() []benchCase {
 	plainPids := func() []int { return []int{s.plainC.pid()} }
 	gwPids := func() []int { return []int{s.gwC.pid()} }
 	fwdPids := func() []int { return []int{s.fwdC.pid(), s.fwd.pid()} }
-	return []benchCase{
+	cases := []benchCase{
 		{info: caseInfo{Name: "plain", Desc: "plain reverse_proxy, one token (ignored)", CPUOf: "plain Caddy"},
 			spec: wrkSpec{url: url(s.plainPort), headers: []string{auth}}, pids: plainPids},
 		{info: caseInfo{Name: "plain_aa", Desc: "a second plain reverse_proxy process, identical to `plain` (A/A: how far two identical cases differ)", CPUOf: "second plain Caddy"},
@@ -441,6 +448,7 @@ func (e *e2e) cases() []benchCase {
 				env: []string{"BENCH_ROTATE=0", threadsEnv, "BENCH_REFRESH_TOKENS=" + e.staticRefresh}},
 			pids: gwPids, countErrors: true},
 	}
+	return append(cases, e.algCases(url, fresh, threadsEnv)...)
 }
 
 // refreshConns is how many sessions a run of a refresh case uses: two per
@@ -761,6 +769,12 @@ func (e *e2e) startSet(gc gcSetting) error {
 	}
 	s.authPort, s.plainPort, s.fwdPort, s.gwSmallPort, s.gwBigPort, s.plainAAPort = ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
 	s.gwNoRotatePort = ports[6]
+	s.gwAlgPorts = map[string]int{}
+	for _, alg := range benchAlgs {
+		if s.gwAlgPorts[alg], err = freePort(); err != nil {
+			return err
+		}
+	}
 	env := e.goEnv(gc.Env)
 	name := func(base string) string { return base + "-" + gc.Name }
 	// Start everything, then wait for everything: starts overlap.
@@ -783,6 +797,9 @@ func (e *e2e) startSet(gc gcSetting) error {
 		site(s.gwSmallPort, e.gatewayBlock(filepath.Join(e.work, "small.db"))+"\treverse_proxy "+up+"\n") +
 		site(s.gwBigPort, e.gatewayBlock(filepath.Join(e.work, "big.db"))+"\treverse_proxy "+up+"\n") +
 		site(s.gwNoRotatePort, e.gatewayBlock(filepath.Join(e.work, "small.db"), "rotate_refresh off")+"\treverse_proxy "+up+"\n")
+	for _, alg := range benchAlgs {
+		gw += site(s.gwAlgPorts[alg], e.gatewayBlockAlg(filepath.Join(e.work, "small.db"), alg)+"\treverse_proxy "+up+"\n")
+	}
 	if s.gwC, err = e.launchCaddy(name("caddy-gateway"), "caddy-gateway", gw, env); err != nil {
 		return err
 	}
@@ -867,6 +884,17 @@ func (e *e2e) sanity(setting int, smallFresh, bigFresh string) error {
 	} {
 		if _, err := call(t.method, t.url, t.auth, t.body, t.ctype, t.want); err != nil {
 			return fmt.Errorf("sanity check: %w", err)
+		}
+	}
+	// The algorithm sites accept their own tokens and refuse HS256's: the
+	// cases measure what they say they measure.
+	for _, alg := range benchAlgs {
+		port := e.set.gwAlgPorts[alg]
+		if _, err := call("GET", u(port, "/api/items"), e.algs[alg].one, "", "", 200); err != nil {
+			return fmt.Errorf("sanity check, %s: %w", alg, err)
+		}
+		if _, err := call("GET", u(port, "/api/items"), tok, "", "", 401); err != nil {
+			return fmt.Errorf("sanity check, %s refuses HS256: %w", alg, err)
 		}
 	}
 	// Rotation: the successor works, and so does the access token that

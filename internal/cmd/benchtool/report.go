@@ -352,6 +352,19 @@ func render(in reportInput) string {
 	add(target{what: "proxied throughput, one token", goal: "≥ 0.95 × plain reverse_proxy", measured: m, alt: a, ok: v >= 0.95, doc: "throughput-one-token"})
 	m, v, a = ratioFig("gateway_fresh", "plain_lua", rps)
 	add(target{what: "proxied throughput, a different token per request", goal: "≥ 0.95 × plain reverse_proxy (same Lua driver)", measured: m, alt: a, ok: v >= 0.95, doc: "throughput-fresh-tokens"})
+	// The signing algorithms: a token seen before costs the same whatever
+	// signed it; a new one costs its signature check. Added only when the
+	// run has the cases (an e2e.json from before them has not).
+	if len(ratioOf(head, algCaseName("gateway", "EdDSA"), "plain", rps)) > 0 {
+		for _, alg := range benchAlgs {
+			m, v, a = ratioFig(algCaseName("gateway", alg), "plain", rps)
+			add(target{what: "proxied throughput, one token, signing with " + alg, goal: "≥ 0.95 × plain reverse_proxy", measured: m, alt: a, ok: v >= 0.95, doc: "throughput-by-signing-algorithm"})
+		}
+		m, v, a = ratioFig(algCaseName("gateway_fresh", "EdDSA"), "plain_lua", rps)
+		add(target{what: "proxied throughput, a different token per request, signing with EdDSA", goal: "≥ 0.6 × plain reverse_proxy (same Lua driver)", measured: m, alt: a, ok: v >= 0.6, doc: "throughput-by-signing-algorithm"})
+		m, _, a = ratioFig(algCaseName("gateway_fresh", "ES256"), "plain_lua", rps)
+		add(target{what: "proxied throughput, a different token per request, signing with ES256 (reported, no target)", goal: "—", measured: m, alt: a, ok: true, doc: "throughput-by-signing-algorithm"})
+	}
 	m, v, a = ratioFig("gateway", "plain", p99)
 	add(target{what: "p99 latency, one token", goal: "≤ 1.10 × plain reverse_proxy", measured: m, alt: a, ok: v <= 1.10, doc: "p99-latency"})
 	m, v, a = ratioFig("gateway_fresh", "plain_lua", p99)

@@ -40,6 +40,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,7 +69,18 @@ type Limiter struct {
 
 	mu     sync.Mutex
 	leases map[int64]clientv3.LeaseID // bucket end, Unix seconds of the real clock
+
+	// stripes serialise this gateway's Fail calls on the same keys (by a
+	// hash of each key): a flood of failed logins for one username would
+	// otherwise race its own compare-and-swaps, each round committing one
+	// of them and sending the rest back to etcd, so that the calls of a
+	// busy gateway cost quadratically many transactions and run out of
+	// time. Only gateways then contend with each other.
+	stripes [failStripes]chan struct{}
 }
+
+// failStripes is the number of key stripes of Limiter.stripes.
+const failStripes = 64
 
 // New returns a Limiter storing its keys under prefix+"throttle/" (prefix
 // is the store's, e.g. "/crudauth/"). cfg is the policy, as for Memory;
@@ -79,7 +92,7 @@ func New(cli *clientv3.Client, prefix string, cfg throttle.Config, timeout time.
 		timeout = DefaultTimeout
 	}
 	cfg = cfg.WithDefaults()
-	return &Limiter{
+	l := &Limiter{
 		cli:     cli,
 		prefix:  prefix + "throttle/",
 		cfg:     cfg,
@@ -91,6 +104,38 @@ func New(cli *clientv3.Client, prefix string, cfg throttle.Config, timeout time.
 		now:    time.Now,
 		leases: make(map[int64]clientv3.LeaseID),
 	}
+	for i := range l.stripes {
+		l.stripes[i] = make(chan struct{}, 1)
+	}
+	return l
+}
+
+// lockKeys takes the stripes of the slots' keys, in ascending order (so
+// that two calls never wait on each other crosswise), until ctx ends. The
+// returned func releases them.
+func (l *Limiter) lockKeys(ctx context.Context, slots []slot) (func(), error) {
+	var idx []int
+	for _, s := range slots {
+		h := fnv.New32a()
+		h.Write([]byte(s.key))
+		idx = append(idx, int(h.Sum32()%failStripes))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	release := func(n int) {
+		for _, i := range idx[:n] {
+			<-l.stripes[i]
+		}
+	}
+	for n, i := range idx {
+		select {
+		case l.stripes[i] <- struct{}{}:
+		case <-ctx.Done():
+			release(n)
+			return nil, unavailable(ctx.Err())
+		}
+	}
+	return func() { release(len(idx)) }, nil
 }
 
 // Config returns the configuration in force, defaults filled in.
@@ -194,6 +239,11 @@ func (l *Limiter) Fail(ctx context.Context, ip, username string) (time.Duration,
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
+	unlock, err := l.lockKeys(ctx, slots)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	if err := l.read(ctx, slots); err != nil {
 		return 0, err
 	}

@@ -14,16 +14,19 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
 
-// Per transaction of LoadEmpty: etcd refuses a transaction with more than
-// --max-txn-ops (default 128) compares or more than that many operations,
-// and each user is two keys (the user, its name), each session one.
-const (
-	bulkUsersPerTxn    = 64
-	bulkSessionsPerTxn = 128
-	// bulkTxnTimeout bounds one transaction of LoadEmpty: a full one
-	// carries some 40 KB, longer to commit than a store call under load.
-	bulkTxnTimeout = 30 * time.Second
-)
+// bulkTxnTimeout bounds one transaction of LoadEmpty: a full one carries
+// tens of KB or more, longer to commit than a store call under load.
+const bulkTxnTimeout = 30 * time.Second
+
+// LoadOptions tune LoadEmpty.
+type LoadOptions struct {
+	// Parallel is how many transactions are in flight at once. Default 4.
+	Parallel int
+	// MaxTxnOps is the cluster's --max-txn-ops: etcd refuses a
+	// transaction with more compares or more operations. Each user is two
+	// keys (the user, its name), each session one. Default 128, etcd's.
+	MaxTxnOps int
+}
 
 // LoadEmpty writes the users, sessions and secrets of d into a prefix that
 // holds no key at all, with several large transactions in flight. It is
@@ -41,11 +44,18 @@ const (
 // written them. Users are written before any session, and a session of a
 // user not in d is refused up front. On error part of d may be written:
 // empty the prefix before trying again.
-//
-// parallel is how many transactions are in flight at once (at least 1).
-func LoadEmpty(ctx context.Context, o Options, d *store.Dump, parallel int) error {
+func LoadEmpty(ctx context.Context, o Options, d *store.Dump, lo LoadOptions) error {
 	if err := o.setDefaults(); err != nil {
 		return err
+	}
+	if lo.Parallel <= 0 {
+		lo.Parallel = 4
+	}
+	if lo.MaxTxnOps <= 0 {
+		lo.MaxTxnOps = 128
+	}
+	if lo.MaxTxnOps < 2 {
+		return errors.New("etcd: LoadOptions.MaxTxnOps below 2")
 	}
 	now := time.Now().UTC()
 	users, sessions, err := prepareLoad(d, now)
@@ -72,7 +82,8 @@ func LoadEmpty(ctx context.Context, o Options, d *store.Dump, parallel int) erro
 		return fmt.Errorf("etcd: prefix %s holds %d keys: LoadEmpty fills an empty prefix only", o.Prefix, resp.Count)
 	}
 
-	// The hash classes and the secrets: one small transaction.
+	// The hash classes and the secrets: one small transaction (a dump
+	// holds a handful of each).
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	classes := map[string]bool{}
@@ -110,7 +121,7 @@ func LoadEmpty(ctx context.Context, o Options, d *store.Dump, parallel int) erro
 		}
 		return bulkTxn(ctx, cli, cmps, ops)
 	}
-	if err := inParallel(ctx, slices.Collect(slices.Chunk(users, bulkUsersPerTxn)), parallel, userTxn); err != nil {
+	if err := inParallel(ctx, slices.Collect(slices.Chunk(users, lo.MaxTxnOps/2)), lo.Parallel, userTxn); err != nil {
 		return fmt.Errorf("etcd: users: %w", err)
 	}
 	sessionTxn := func(chunk []*store.Session) error {
@@ -127,7 +138,7 @@ func LoadEmpty(ctx context.Context, o Options, d *store.Dump, parallel int) erro
 		}
 		return bulkTxn(ctx, cli, cmps, ops)
 	}
-	if err := inParallel(ctx, slices.Collect(slices.Chunk(sessions, bulkSessionsPerTxn)), parallel, sessionTxn); err != nil {
+	if err := inParallel(ctx, slices.Collect(slices.Chunk(sessions, lo.MaxTxnOps)), lo.Parallel, sessionTxn); err != nil {
 		return fmt.Errorf("etcd: sessions: %w", err)
 	}
 	return nil

@@ -36,7 +36,7 @@ func TestLoadEmpty(t *testing.T) {
 	d := &store.Dump{Secrets: map[string][]byte{"hs256": []byte("0123456789abcdef0123456789abcdef")}}
 	// More users and sessions than one transaction holds, so that the
 	// chunks and the parallel writers are exercised.
-	for i := range 3*bulkUsersPerTxn + 5 {
+	for i := range 3*64 + 5 {
 		u := &store.User{ID: store.NewID(), Username: fmt.Sprintf("User%04d", i), PasswordHash: hash,
 			TokenVersion: uint64(i % 3), AllowedScopes: []string{"api:read"}}
 		d.Users = append(d.Users, u)
@@ -46,7 +46,7 @@ func TestLoadEmpty(t *testing.T) {
 		}
 	}
 	o := Options{Endpoints: endpoints, Prefix: prefix}
-	if err := LoadEmpty(t.Context(), o, d, 4); err != nil {
+	if err := LoadEmpty(t.Context(), o, d, LoadOptions{Parallel: 4}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -94,7 +94,7 @@ func TestLoadEmpty(t *testing.T) {
 	// Not empty any more: refused, and nothing written.
 	before := countKeys(t, endpoints, prefix)
 	again := &store.Dump{Users: []*store.User{{ID: store.NewID(), Username: "other", PasswordHash: hash}}}
-	if err := LoadEmpty(ctx, o, again, 2); err == nil {
+	if err := LoadEmpty(ctx, o, again, LoadOptions{}); err == nil {
 		t.Fatal("LoadEmpty into a filled prefix succeeded")
 	}
 	if after := countKeys(t, endpoints, prefix); after != before {
@@ -122,7 +122,7 @@ func TestLoadEmptyRefusesBadDumps(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			prefix := freshPrefix()
-			err := LoadEmpty(t.Context(), Options{Endpoints: endpoints, Prefix: prefix}, tc.d, 2)
+			err := LoadEmpty(t.Context(), Options{Endpoints: endpoints, Prefix: prefix}, tc.d, LoadOptions{})
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("LoadEmpty = %v, want an error (%v)", err, tc.want)
 			}

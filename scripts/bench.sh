@@ -106,6 +106,7 @@ if [ "$mode" = full ]; then
 	count=1 benchtime=500ms # context: the store, the token package, the hash
 	gb ./internal/token/ '^Benchmark(VerifyAccess|VerifyRefresh|IssueAccess|ParseAuthorization|GolangJWTParse|CacheMissPut)'
 	gb ./internal/store/bolt/ '^Benchmark(AuthState|GetUserByName|UpdateUser|CreateUser)'
+	gb ./internal/store/etcd/ '^BenchmarkAuthState$' # the same read on etcd: the watch-fed cache
 	gb ./internal/password/ '^Benchmark(Hash|Verify)$'
 fi
 

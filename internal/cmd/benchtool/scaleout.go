@@ -36,29 +36,30 @@ import (
 
 // scaleoutConfig sizes the etcd phase.
 type scaleoutConfig struct {
-	Mode        string        `json:"mode"`
-	Rounds      int           `json:"rounds"`
-	Duration    time.Duration `json:"duration"`
-	Warmup      time.Duration `json:"warmup"`
-	Threads     int           `json:"threads"`
-	Conns       int           `json:"conns"`
-	Users       int           `json:"users"`
-	ListLen     int           `json:"list_len"`
-	FloodRounds int           `json:"flood_rounds"`
-	Revocations int           `json:"revocations"`
-	BigUsers    int           `json:"big_users"`
-	RawDuration time.Duration `json:"raw_duration"`
-	RawConc     []int         `json:"raw_conc"`
-	Members     int           `json:"members"`
-	Gateways    int           `json:"gateways"`
-	GoMemLimit  string        `json:"gomemlimit"`
+	Mode         string        `json:"mode"`
+	Rounds       int           `json:"rounds"`
+	Duration     time.Duration `json:"duration"`
+	Warmup       time.Duration `json:"warmup"`
+	Threads      int           `json:"threads"`
+	Conns        int           `json:"conns"`
+	Users        int           `json:"users"`
+	ListLen      int           `json:"list_len"`
+	FloodRounds  int           `json:"flood_rounds"`
+	LoginSamples int           `json:"login_samples"`
+	Revocations  int           `json:"revocations"`
+	BigUsers     int           `json:"big_users"`
+	RawDuration  time.Duration `json:"raw_duration"`
+	RawConc      []int         `json:"raw_conc"`
+	Members      int           `json:"members"`
+	Gateways     int           `json:"gateways"`
+	GoMemLimit   string        `json:"gomemlimit"`
 	// PollEvery is the revocation pollers' period.
 	PollEvery time.Duration `json:"poll_every"`
 }
 
 func scaleoutConfigFor(mode string) (scaleoutConfig, error) {
 	c := scaleoutConfig{Mode: mode, Threads: 2, Conns: 32, Users: 1000, ListLen: 32_768, Members: 3, Gateways: 3,
-		RawConc: []int{1, 32}, PollEvery: time.Millisecond}
+		RawConc: []int{1, 32}, PollEvery: time.Millisecond, LoginSamples: 10}
 	switch mode {
 	case "quick":
 		c.Rounds, c.Duration, c.Warmup, c.FloodRounds, c.Revocations, c.BigUsers, c.RawDuration = 3, 2*time.Second, time.Second, 2, 200, 50_000, 2*time.Second
@@ -110,16 +111,20 @@ type scaleoutResult struct {
 
 	Migrate migrateResult `json:"migrate"`
 
-	Cases []caseInfo        `json:"cases"`
-	Runs  []caseResult      `json:"runs"`
-	Flood []sideFlood       `json:"flood"`
-	Hash  []float64         `json:"flood_hash_ms"` // one argon2.IDKey at the start of each flood round
-	Cap   int               `json:"hash_cap"`
-	Raw   []rawRate         `json:"raw"`
-	Sizes recordSizes       `json:"sizes"`
-	Revs  []revocation      `json:"revocations"`
-	Big   bigGateway        `json:"big"`
-	Files map[string]string `json:"caddyfiles"`
+	Cases []caseInfo   `json:"cases"`
+	Runs  []caseResult `json:"runs"`
+	Flood []sideFlood  `json:"flood"`
+	Hash  []float64    `json:"flood_hash_ms"` // one argon2.IDKey at the start of each flood round
+	// Serial logins, one at a time, alternating sides, and one IDKey
+	// timed between them: what a login adds to its hash on each side.
+	LoginMs     map[string][]float64 `json:"login_ms"`
+	LoginHashMs []float64            `json:"login_hash_ms"`
+	Cap         int                  `json:"hash_cap"`
+	Raw         []rawRate            `json:"raw"`
+	Sizes       recordSizes          `json:"sizes"`
+	Revs        []revocation         `json:"revocations"`
+	Big         bigGateway           `json:"big"`
+	Files       map[string]string    `json:"caddyfiles"`
 }
 
 type migrateResult struct {
@@ -615,6 +620,23 @@ func (so *scaleout) logins() error {
 		sideBolt: fmt.Sprintf("http://127.0.0.1:%d", so.ports[0]),
 		sideEtcd: fmt.Sprintf("http://127.0.0.1:%d", so.ports[1]),
 	}
+	so.res.LoginMs = map[string][]float64{}
+	lc := httpClient(2)
+	for i := range cfg.LoginSamples {
+		for k := range 2 {
+			side := []string{sideBolt, sideEtcd}[(i+k)%2]
+			user := userName((i*7919 + 13) % cfg.Users)
+			t := time.Now()
+			status, err := login(lc, bases[side], user)
+			if err != nil || status != http.StatusOK {
+				return fmt.Errorf("login %s on %s: status %d, %v", user, side, status, err)
+			}
+			so.res.LoginMs[side] = append(so.res.LoginMs[side], float64(time.Since(t).Microseconds())/1000)
+		}
+		so.res.LoginHashMs = append(so.res.LoginHashMs, hashSamples(1)...)
+	}
+	logf("serial logins: median bbolt %.1f ms, etcd %.1f ms, one IDKey %.1f ms", median(so.res.LoginMs[sideBolt]),
+		median(so.res.LoginMs[sideEtcd]), median(so.res.LoginHashMs))
 	for r := range cfg.FloodRounds {
 		h := median(hashSamples(6))
 		so.res.Hash = append(so.res.Hash, h)

@@ -199,6 +199,11 @@ func renderScaleout(p func(string, ...any), s *scaleoutResult) {
 		p("| %d | %.1f ms | %.1f | %.1f | %.1f | %.2f | %d / %d | %d / %d |\n", r+1, h, b.Rate, b.LoginsPerS, e.LoginsPerS, ratio, b.Busy, e.Busy, b.Other, e.Other)
 	}
 
+	if len(s.LoginMs) > 0 {
+		p("\nSerial logins, one at a time, alternating sides (%d each): median **%.1f ms** on bbolt, **%.1f ms** on etcd; one `argon2.IDKey` timed between them: median %.1f ms. The hashing slot is held for the throttle's second check, the user's lookup and the hash: on etcd the check and the lookup are linearizable reads of the cluster (each a round trip through the leader), so a login holds the slot longer there, and the flood's logins/s drop by about that proportion.\n",
+			len(s.LoginMs[sideEtcd]), median(s.LoginMs[sideBolt]), median(s.LoginMs[sideEtcd]), median(s.LoginHashMs))
+	}
+
 	p("\n### Revocation propagation\n\n%d users revoked one at a time through gateway A's admin API (`POST /crudauth/users/<name>/revoke`); for each, one poller per other gateway sent the user's token every %v (each poll a full proxied request) from before the revocation until it got 401. The time is from the admin API's answer to the first 401; 0 when the gateway already refused the token by then. The admin call itself (an etcd transaction for the epoch, one for the sessions, each waiting for A's own cache) took a median %.2f ms.\n\n| gateway | revocations | p50 | p90 | p99 | max | not refused within %v |\n|---|---|---|---|---|---|---|\n",
 		len(s.Revs), cfg.PollEvery, median(revAck(s.Revs)), revokeGiveUpTime)
 	for i := range max(cfg.Gateways-1, 0) {

@@ -70,6 +70,8 @@ func scaleoutFixture(ratio float64, revMs []float64, timedOut int) *scaleoutResu
 	}
 	s.Big = bigGateway{Users: 50000, Sessions: 50000, FirstSeconds: 4, OpenSeconds: 3.3, HeapBytes: 50000 * 300,
 		Mem: memStatus{VmRSS: 100 << 10, RssAnon: 50 << 10}, MemGC: defaultGC}
+	s.LoginMs = map[string][]float64{sideBolt: {30, 31, 32}, sideEtcd: {40, 41, 42}}
+	s.LoginHashMs = []float64{25, 26, 27}
 	s.Migrate = migrateResult{Command: "caddy crudauth migrate", Users: 1000, Sessions: 1000, Seconds: 10}
 	return s
 }
@@ -148,6 +150,9 @@ func TestScaleoutSection(t *testing.T) {
 			// with a session each is 50 times that: about 8 minutes.
 			if !strings.Contains(out, "about **8 minutes** (extrapolated)") {
 				t.Errorf("no migration estimate of 8 minutes in:\n%s", out)
+			}
+			if !strings.Contains(out, "median **31.0 ms** on bbolt, **41.0 ms** on etcd") {
+				t.Errorf("no serial login medians in the section")
 			}
 			if !strings.Contains(out, "**300 B per user**") {
 				t.Errorf("no per-user memory of 300 B")

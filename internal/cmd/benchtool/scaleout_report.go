@@ -230,7 +230,7 @@ func renderScaleout(p func(string, ...any), s *scaleoutResult) {
 	mig := s.Migrate
 	if mig.Sessions > 0 && mig.Seconds > 0 {
 		est := mig.Seconds * float64(b.Sessions+b.Users/40) / float64(mig.Sessions+mig.Users/40)
-		p("**Loading.** `%s` copied %d users and %d sessions in %.1f s: users go 40 to a transaction, sessions one each (`CreateSession`, a read and a transaction), one at a time. At that rate %d users with a session each would take about **%.0f minutes** (extrapolated). `etcd.LoadEmpty`, the store package's loader for an empty prefix (%d users or %d sessions per transaction, the cluster started with `--max-txn-ops %d`; each key created only if absent; %d transactions in flight), wrote them in **%.1f s** (measured).\n\n",
+		p("**Loading.** `%s` copied %d users and %d sessions in %.1f s: users go 40 to a transaction, sessions one each (`CreateSession`, a read and a transaction), one at a time. At that rate %d users with a session each would take about **%.0f minutes** (extrapolated). `etcd.LoadEmpty`, the store package's loader for an empty prefix (%d users or %d sessions per transaction, etcd's limit being %d operations; each key created only if absent; %d transactions in flight), wrote them in **%.1f s** (measured).\n\n",
 			mig.Command, mig.Users, mig.Sessions, mig.Seconds, b.Users, est/60, b.LoadTxnOps/2, b.LoadTxnOps, b.LoadTxnOps, b.LoadParallel, b.LoadSeconds)
 	}
 	var etcdRSS float64

@@ -84,59 +84,47 @@ func LoadEmpty(ctx context.Context, o Options, d *store.Dump, lo LoadOptions) er
 
 	// The hash classes and the secrets: one small transaction (a dump
 	// holds a handful of each).
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
+	var meta []bulkKV
 	classes := map[string]bool{}
 	for _, u := range users {
 		if c := password.Class(u.PasswordHash); c != "" && !classes[c] {
 			classes[c] = true
-			k := s.classKey(c)
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-			ops = append(ops, clientv3.OpPut(k, now.Format(time.RFC3339)))
+			meta = append(meta, bulkKV{s.classKey(c), now.Format(time.RFC3339)})
 		}
 	}
 	for name, v := range d.Secrets {
-		k := s.secretKey(name)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-		ops = append(ops, clientv3.OpPut(k, string(v)))
+		meta = append(meta, bulkKV{s.secretKey(name), string(v)})
 	}
-	if len(ops) > 0 {
-		if err := bulkTxn(ctx, cli, cmps, ops); err != nil {
+	for chunk := range slices.Chunk(meta, lo.MaxTxnOps) {
+		if err := createAll(ctx, cli, chunk); err != nil {
 			return fmt.Errorf("etcd: secrets and hash classes: %w", err)
 		}
 	}
 
 	userTxn := func(chunk []*store.User) error {
-		var cmps []clientv3.Cmp
-		var ops []clientv3.Op
+		kvs := make([]bulkKV, 0, 2*len(chunk))
 		for _, u := range chunk {
 			rec, err := encodeUser(u)
 			if err != nil {
 				return err
 			}
-			cmps = append(cmps,
-				clientv3.Compare(clientv3.CreateRevision(s.userKey(u.ID)), "=", 0),
-				clientv3.Compare(clientv3.CreateRevision(s.nameKey(u.Username)), "=", 0))
-			ops = append(ops, clientv3.OpPut(s.userKey(u.ID), rec), clientv3.OpPut(s.nameKey(u.Username), u.ID))
+			kvs = append(kvs, bulkKV{s.userKey(u.ID), rec}, bulkKV{s.nameKey(u.Username), u.ID})
 		}
-		return bulkTxn(ctx, cli, cmps, ops)
+		return createAll(ctx, cli, kvs)
 	}
 	if err := inParallel(ctx, slices.Collect(slices.Chunk(users, lo.MaxTxnOps/2)), lo.Parallel, userTxn); err != nil {
 		return fmt.Errorf("etcd: users: %w", err)
 	}
 	sessionTxn := func(chunk []*store.Session) error {
-		var cmps []clientv3.Cmp
-		var ops []clientv3.Op
+		kvs := make([]bulkKV, 0, len(chunk))
 		for _, x := range chunk {
 			rec, err := encodeSession(x)
 			if err != nil {
 				return err
 			}
-			k := s.sessionKey(x.UserID, x.ID)
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-			ops = append(ops, clientv3.OpPut(k, rec))
+			kvs = append(kvs, bulkKV{s.sessionKey(x.UserID, x.ID), rec})
 		}
-		return bulkTxn(ctx, cli, cmps, ops)
+		return createAll(ctx, cli, kvs)
 	}
 	if err := inParallel(ctx, slices.Collect(slices.Chunk(sessions, lo.MaxTxnOps)), lo.Parallel, sessionTxn); err != nil {
 		return fmt.Errorf("etcd: sessions: %w", err)
@@ -199,17 +187,89 @@ func prepareLoad(d *store.Dump, now time.Time) ([]*store.User, []*store.Session,
 	return users, sessions, nil
 }
 
-func bulkTxn(ctx context.Context, cli *clientv3.Client, cmps []clientv3.Cmp, ops []clientv3.Op) error {
+// bulkKV is one key LoadEmpty creates, with its value.
+type bulkKV struct{ key, value string }
+
+// bulkAttempts bounds how often createAll tries a transaction whose
+// outcome a timeout left unknown.
+const bulkAttempts = 5
+
+// createAll creates every key of kvs in one transaction, each only if
+// absent. A cluster that times out (a busy machine, a leader change) may
+// still have committed the transaction: then the keys are read back, and
+// the transaction counts as done when every key holds exactly its value,
+// is tried again when none exists, and fails when only some do or one
+// holds another value.
+func createAll(ctx context.Context, cli *clientv3.Client, kvs []bulkKV) error {
+	cmps := make([]clientv3.Cmp, len(kvs))
+	ops := make([]clientv3.Op, len(kvs))
+	for i, kv := range kvs {
+		cmps[i] = clientv3.Compare(clientv3.CreateRevision(kv.key), "=", 0)
+		ops[i] = clientv3.OpPut(kv.key, kv.value)
+	}
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, bulkTxnTimeout)
+		resp, err := cli.Txn(cctx).If(cmps...).Then(ops...).Commit()
+		cancel()
+		if err == nil && resp.Succeeded {
+			return nil
+		}
+		if err == nil && attempt == 1 {
+			return fmt.Errorf("a key of the batch exists: %w", store.ErrExists)
+		}
+		if err != nil && (!isUnavailable(err) || attempt == bulkAttempts || ctx.Err() != nil) {
+			return unavailable(err)
+		}
+		// A timeout, or a later attempt's compares failing: did an
+		// earlier attempt commit?
+		present, err := keysHolding(ctx, cli, kvs)
+		switch {
+		case err != nil && attempt == bulkAttempts:
+			return err
+		case err != nil:
+		case present == len(kvs):
+			return nil
+		case present > 0:
+			return fmt.Errorf("%d of %d keys of a batch exist after a timeout: %w", present, len(kvs), store.ErrExists)
+		}
+		if attempt == bulkAttempts {
+			return fmt.Errorf("a batch not committed after %d attempts: %w", attempt, store.ErrUnavailable)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff *= 2
+	}
+}
+
+// keysHolding reads every key of kvs in one transaction and returns how
+// many exist, or an error when one holds another value than kvs gives it.
+func keysHolding(ctx context.Context, cli *clientv3.Client, kvs []bulkKV) (int, error) {
+	ops := make([]clientv3.Op, len(kvs))
+	for i, kv := range kvs {
+		ops[i] = clientv3.OpGet(kv.key)
+	}
 	cctx, cancel := context.WithTimeout(ctx, bulkTxnTimeout)
 	defer cancel()
-	resp, err := cli.Txn(cctx).If(cmps...).Then(ops...).Commit()
+	resp, err := cli.Txn(cctx).Then(ops...).Commit()
 	if err != nil {
-		return unavailable(err)
+		return 0, unavailable(err)
 	}
-	if !resp.Succeeded {
-		return fmt.Errorf("a key of the batch exists: %w", store.ErrExists)
+	n := 0
+	for i, r := range resp.Responses {
+		got := r.GetResponseRange().Kvs
+		if len(got) == 0 {
+			continue
+		}
+		if string(got[0].Value) != kvs[i].value {
+			return 0, fmt.Errorf("key %s holds another value: %w", kvs[i].key, store.ErrExists)
+		}
+		n++
 	}
-	return nil
+	return n, nil
 }
 
 // inParallel runs fn on every chunk, at most parallel at a time, and

@@ -148,3 +148,45 @@ func countKeys(t *testing.T, endpoints []string, prefix string) int64 {
 	}
 	return resp.Count
 }
+
+// TestKeysHolding: after a timed-out batch, the keys are read back to
+// tell a batch that committed (every key with its value) from one that
+// did not (none) and from a clash (some, or another value).
+func TestKeysHolding(t *testing.T) {
+	endpoints := etcdtest.Start(t)
+	prefix := freshPrefix()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := t.Context()
+	kvs := []bulkKV{{prefix + "a", "1"}, {prefix + "b", "2"}, {prefix + "c", "3"}}
+	if n, err := keysHolding(ctx, cli, kvs); n != 0 || err != nil {
+		t.Errorf("none written: %d, %v; want 0, nil", n, err)
+	}
+	if _, err := cli.Put(ctx, prefix+"b", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := keysHolding(ctx, cli, kvs); n != 1 || err != nil {
+		t.Errorf("one written: %d, %v; want 1, nil", n, err)
+	}
+	if err := createAll(ctx, cli, kvs); !errors.Is(err, store.ErrExists) {
+		t.Errorf("createAll over an existing key: %v, want ErrExists", err)
+	}
+	if _, err := cli.Put(ctx, prefix+"a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, prefix+"c", "3"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := keysHolding(ctx, cli, kvs); n != 3 || err != nil {
+		t.Errorf("all written: %d, %v; want 3, nil", n, err)
+	}
+	if _, err := cli.Put(ctx, prefix+"c", "other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keysHolding(ctx, cli, kvs); !errors.Is(err, store.ErrExists) {
+		t.Errorf("a key with another value: %v, want ErrExists", err)
+	}
+}

@@ -732,8 +732,8 @@ func (so *scaleout) revocations() error {
 }
 
 // rawRates drives the store operations behind logins (CreateSession),
-// refreshes (UpdateSession) and revocations (Revoke: UpdateUser and
-// DeleteSessions) against the cluster from this process, each for
+// refreshes (GetSession, UpdateSession) and revocations (Revoke:
+// UpdateUser and DeleteSessions) against the cluster from this process, each for
 // RawDuration at each concurrency, on a prefix of its own. It also
 // measures the records' sizes and the watch events they make.
 func (so *scaleout) rawRates() error {
@@ -780,6 +780,11 @@ func (so *scaleout) rawRates() error {
 				s.RotatedAt, s.LastUsedAt = now, now
 				return nil
 			})
+			return err
+		}},
+		{"GetSession (a linearizable read: a refresh's first step)", func(w, i int) error {
+			x := sessions[(w+i*maxConc(cfg))%len(sessions)]
+			_, err := st.GetSession(ctx, x[0], x[1])
 			return err
 		}},
 		{"Revoke (UpdateUser and DeleteSessions)", func(w, i int) error {

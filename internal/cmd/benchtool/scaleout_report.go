@@ -216,7 +216,7 @@ func renderScaleout(p func(string, ...any), s *scaleoutResult) {
 	p("| all, timed from the request to A instead (the write included) | %d | %.2f ms | %.2f ms | %.2f ms | %.2f ms | |\n", len(sent), percentile(sent, 50), percentile(sent, 90), percentile(sent, 99), percentile(sent, 100))
 	p("\nA revocation is two transactions (the epoch bump, then the end of the sessions), and the first already refuses the token; the acknowledgement comes after both, each having waited for A's own cache. The other gateways' watches deliver each transaction about when A's does, so by the acknowledgement they have mostly refused the token already (0 above).\n")
 
-	p("\n### Write rates of the store operations\n\nThe etcd store package driven from the bench program against the same cluster, on a prefix of its own with %d users, each operation for %s at each concurrency; every call is the store's own transaction and waits, as in a gateway, until its handle's cache has applied it. The gateways were stopped by then.\n\n| operation | concurrent callers | calls/s | mean latency | errors |\n|---|---|---|---|---|\n",
+	p("\n### Rates of the store operations\n\nThe etcd store package driven from the bench program against the same cluster, on a prefix of its own with %d users, each operation for %s at each concurrency; every call is the store's own transaction and waits, as in a gateway, until its handle's cache has applied it. The gateways were stopped by then.\n\n| operation | concurrent callers | calls/s | mean latency | errors |\n|---|---|---|---|---|\n",
 		cfg.Users, cfg.RawDuration)
 	for _, r := range s.Raw {
 		p("| %s | %d | %.0f | %.2f ms | %d |\n", r.Op, r.Conc, r.PerS, r.MeanMs, r.Errors)

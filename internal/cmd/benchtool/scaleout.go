@@ -205,10 +205,14 @@ func runScaleout(args []string) error {
 	etcdBin := fs.String("etcd", "", "etcd binary (default: etcd from PATH)")
 	memLimit := fs.String("gomemlimit", "300MiB", "GOMEMLIMIT of the compared gateways (GOGC=off)")
 	out := fs.String("out", "", "output directory (scaleout.json, logs, work files)")
+	bigUsers := fs.Int("big-users", 0, "users in the new gateway's prefix (default: 1000000 in full mode, 50000 in quick)")
 	_ = fs.Parse(args)
 	cfg, err := scaleoutConfigFor(*mode)
 	if err != nil {
 		return err
+	}
+	if *bigUsers > 0 {
+		cfg.BigUsers = *bigUsers
 	}
 	if *out == "" {
 		return errors.New("-out is required")

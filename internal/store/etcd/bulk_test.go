@@ -190,3 +190,29 @@ func TestKeysHolding(t *testing.T) {
 		t.Errorf("a key with another value: %v, want ErrExists", err)
 	}
 }
+
+// TestCacheLoadPages: the first load of the auth cache reads 12000 users
+// and their sessions in two pages each. With pages of a thousand keys it
+// took twelve and thirteen reads, and on etcd 3.4, which walks a range to
+// its end before applying the limit, a million users then took minutes.
+func TestCacheLoadPages(t *testing.T) {
+	endpoints := etcdtest.Start(t)
+	prefix := freshPrefix()
+	d := &store.Dump{}
+	exp := time.Now().Add(time.Hour)
+	for i := range 12000 {
+		u := &store.User{ID: store.NewID(), Username: fmt.Sprintf("u%05d", i), PasswordHash: "x"}
+		d.Users = append(d.Users, u)
+		d.Sessions = append(d.Sessions, &store.Session{ID: store.NewSessionID(), UserID: u.ID, ExpiresAt: exp})
+	}
+	if err := LoadEmpty(t.Context(), Options{Endpoints: endpoints, Prefix: prefix}, d, LoadOptions{Parallel: 8}); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, endpoints, prefix)
+	if n := s.pages.Load(); n != 4 {
+		t.Errorf("the cache load read %d pages, want 4 (2 of users, 2 of sessions)", n)
+	}
+	if st, err := s.AuthState(t.Context(), d.Users[11999].ID); err != nil || len(st.Sessions) != 1 {
+		t.Errorf("the last user: %+v, %v", st, err)
+	}
+}

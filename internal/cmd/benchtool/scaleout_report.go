@@ -246,7 +246,7 @@ func renderScaleout(p func(string, ...any), s *scaleoutResult) {
 	}
 	p("| etcd, all %d members: data directories; resident memory | %.0f MB; %.0f MB |\n\n", len(b.EtcdMem), float64(b.EtcdDBBytes)/(1<<20), etcdRSS)
 	if b.FirstSeconds > 0 {
-		p("The cache load is %.0f %% of the time to the first answer: the new gateway reads every user and session key of the prefix (1000 keys per request) and decodes each user record before it serves anything.\n\n", 100*b.OpenSeconds/b.FirstSeconds)
+		p("The cache load is %.0f %% of the time to the first answer: the new gateway reads every user and session key of the prefix, page by page, and decodes each user record before it serves anything.\n\n", 100*b.OpenSeconds/b.FirstSeconds)
 	}
 
 	p("<details><summary>Commands and configurations of the etcd phase</summary>\n\n```sh\n")

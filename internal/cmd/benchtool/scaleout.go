@@ -797,6 +797,12 @@ func (so *scaleout) rawRates() error {
 		}},
 	}
 	for _, op := range ops {
+		if strings.HasPrefix(op.name, "Revoke") {
+			// Revocations end the users' sessions: the sizes first.
+			if so.res.Sizes, err = measureSizes(ctx, so.endpoints()); err != nil {
+				return err
+			}
+		}
 		for _, conc := range cfg.RawConc {
 			r := driveRate(op.fn, conc, cfg.RawDuration)
 			r.Op = op.name
@@ -804,8 +810,7 @@ func (so *scaleout) rawRates() error {
 			logf("raw %-40s conc %2d: %7.0f/s, mean %.2f ms, errors %d", op.name, conc, r.PerS, r.MeanMs, r.Errors)
 		}
 	}
-	so.res.Sizes, err = measureSizes(ctx, so.endpoints())
-	return err
+	return nil
 }
 
 func maxConc(cfg scaleoutConfig) int { return slices.Max(cfg.RawConc) }

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# make bench / make bench-quick: in-process Go benchmarks plus the end-to-end
-# wrk comparison (plain reverse_proxy, the gateway, forward_auth), written to
-# BENCHMARKS.md. Usage: scripts/bench.sh full|quick
+# make bench / make bench-quick: in-process Go benchmarks, the end-to-end
+# wrk comparison (plain reverse_proxy, the gateway, forward_auth) and the
+# etcd phase (three gateways on a three-member etcd cluster against one on
+# bbolt), written to BENCHMARKS.md. Usage: scripts/bench.sh full|quick
 #
 # The end-to-end cases run twice: with every compared process at GOGC=off
 # and GOMEMLIMIT=$BENCH_GOMEMLIMIT (300MiB unless set; the headline
 # figures), then with Go's default collector. docs/dev/benchmarks.md says
 # why and what the figures mean.
 #
-# Everything it starts (Caddy processes, the upstream, the auth service, wrk)
-# runs in one process group that is killed on any exit. All traffic goes to
-# 127.0.0.1. BENCH_KEEP=1 keeps the work directory (logs, raw wrk output,
-# e2e.json) and prints where it is.
+# Everything it starts (Caddy processes, the upstream, the auth service, wrk,
+# the etcd members) runs in one process group per phase, killed on any
+# exit. All traffic goes to 127.0.0.1. BENCH_KEEP=1 keeps the work
+# directory (logs, raw wrk output, e2e.json, scaleout.json) and prints
+# where it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,13 +60,17 @@ run() { # run CMD...: log the command for the report, then run it
 	"$@"
 }
 
-# wrk from Debian when missing (fresh machines, CI).
-if ! command -v wrk >/dev/null 2>&1; then
-	say "installing wrk"
+# wrk and etcd from Debian when missing (fresh machines, CI).
+missing=
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+if [ -n "$missing" ]; then
+	say "installing$missing"
 	sudo=
 	[ "$(id -u)" = 0 ] || sudo=sudo
 	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+	# shellcheck disable=SC2086 # one word per package
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
 
 # build OUT PKG: go build, skipped when OUT is newer than every Go source,
@@ -100,6 +106,7 @@ if [ "$mode" = full ]; then
 	count=1 benchtime=500ms # context: the store, the token package, the hash
 	gb ./internal/token/ '^Benchmark(VerifyAccess|VerifyRefresh|IssueAccess|ParseAuthorization|GolangJWTParse|CacheMissPut)'
 	gb ./internal/store/bolt/ '^Benchmark(AuthState|GetUserByName|UpdateUser|CreateUser)'
+	gb ./internal/store/etcd/ '^BenchmarkAuthState$' # the same read on etcd: the watch-fed cache
 	gb ./internal/password/ '^Benchmark(Hash|Verify)$'
 fi
 
@@ -112,6 +119,20 @@ setsid bin/benchtool e2e -mode "$mode" -caddy bin/caddy -gomemlimit "$gomemlimit
 e2e_pid=$!
 wait "$e2e_pid"
 e2e_pid=
+
+say "etcd phase ($mode): three gateways on a three-member etcd cluster, one on bbolt"
+printf '%s\n' "bin/benchtool scaleout -mode $mode -caddy bin/caddy -gomemlimit $gomemlimit ${BENCH_ETCD_BIG_USERS:+-big-users $BENCH_ETCD_BIG_USERS }-out <tmpdir>" >>"$commands"
+phase_started=$(date +%s)
+# Its own session too: the etcd members are its children, killed with the
+# group (and by the tool itself on any exit).
+# BENCH_ETCD_BIG_USERS sets the size of the new gateway's prefix (loading
+# a million users takes minutes on a busy two-core machine).
+setsid bin/benchtool scaleout -mode "$mode" -caddy bin/caddy -gomemlimit "$gomemlimit" \
+	${BENCH_ETCD_BIG_USERS:+-big-users "$BENCH_ETCD_BIG_USERS"} -out "$work" &
+e2e_pid=$!
+wait "$e2e_pid"
+e2e_pid=
+say "etcd phase done in $(($(date +%s) - phase_started)) s"
 
 say "writing BENCHMARKS.md"
 {
@@ -126,6 +147,6 @@ say "writing BENCHMARKS.md"
 	fi
 } >"$work/machine.txt"
 minutes=$(awk -v s="$(($(date +%s) - started))" 'BEGIN { printf "%.1f", s / 60 }')
-bin/benchtool report -mode "$mode" -e2e "$work/e2e.json" -gobench "$gobench" \
+bin/benchtool report -mode "$mode" -e2e "$work/e2e.json" -scaleout "$work/scaleout.json" -gobench "$gobench" \
 	-machine "$work/machine.txt" -commands "$commands" -minutes "$minutes" -out BENCHMARKS.md
 say "done in $minutes min: BENCHMARKS.md"

@@ -695,12 +695,18 @@ const (
 // gatewayBlock is the crudauth configuration the targets are about:
 // a valid token, a scope rule, the epoch check and the identity headers.
 func (e *e2e) gatewayBlock(db string, extra ...string) string {
+	return e.gatewayBlockOn("db "+db, extra...)
+}
+
+// gatewayBlockOn is gatewayBlock with the line (or block) that names the
+// store given whole: "db FILE", or a `store etcd { ... }` block.
+func (e *e2e) gatewayBlockOn(storeLine string, extra ...string) string {
 	more := ""
 	for _, x := range extra {
 		more += "\t\t" + x + "\n"
 	}
 	return fmt.Sprintf(`	crudauth {
-		db %s
+		%s
 		secret %s
 		issuer %s
 		audience %s
@@ -711,7 +717,7 @@ func (e *e2e) gatewayBlock(db string, extra ...string) string {
 		grantable_scopes api:read api:write
 		require /api/* api:read
 %s	}
-`, db, e.secret, benchIssuer, benchAudience, more)
+`, storeLine, e.secret, benchIssuer, benchAudience, more)
 }
 
 func (e *e2e) startCaddy(name, caddyfile string, env []string, waitPort int) (*proc, error) {

@@ -5,7 +5,10 @@
 //	    the end-to-end comparison: fills the databases, mints tokens,
 //	    starts the upstream, the auth service and the Caddy processes,
 //	    drives them with wrk under each GC setting and writes DIR/e2e.json
-//	benchtool report -e2e FILE -gobench FILE -mode M -machine FILE -commands FILE -out BENCHMARKS.md
+//	benchtool scaleout -mode quick|full -caddy bin/caddy [-gomemlimit 300MiB] -out DIR
+//	    the etcd phase: a three-member etcd cluster, three gateways on it
+//	    and one on bbolt as the baseline; writes DIR/scaleout.json
+//	benchtool report -e2e FILE -gobench FILE [-scaleout FILE] -mode M -machine FILE -commands FILE -out BENCHMARKS.md
 //	    writes the report
 //	benchtool upstream -addr 127.0.0.1:PORT
 //	    the tiny upstream: 200 "ok" to everything
@@ -26,7 +29,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool e2e|report|upstream|fwdauth|fill [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool e2e|scaleout|report|upstream|fwdauth|fill [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -34,6 +37,8 @@ func main() {
 	switch os.Args[1] {
 	case "e2e":
 		err = runE2E(args)
+	case "scaleout":
+		err = runScaleout(args)
 	case "report":
 		err = runReport(args)
 	case "upstream":

@@ -90,6 +90,7 @@ type reportInput struct {
 	machine  map[string]string
 	commands string
 	minutes  string
+	scaleout *scaleoutResult // the etcd phase, when it ran
 }
 
 func runReport(args []string) error {
@@ -101,6 +102,7 @@ func runReport(args []string) error {
 	commands := fs.String("commands", "", "file with the commands that ran")
 	minutes := fs.String("minutes", "", "how long the whole run took")
 	out := fs.String("out", "BENCHMARKS.md", "where to write the report")
+	scaleoutPath := fs.String("scaleout", "", "scaleout.json of the etcd phase, if it ran")
 	_ = fs.Parse(args)
 	in := reportInput{mode: *mode, machine: map[string]string{}, minutes: *minutes}
 	b, err := os.ReadFile(*e2ePath)
@@ -109,6 +111,16 @@ func runReport(args []string) error {
 	}
 	if err := json.Unmarshal(b, &in.e2e); err != nil {
 		return err
+	}
+	if *scaleoutPath != "" {
+		sb, err := os.ReadFile(*scaleoutPath)
+		if err != nil {
+			return err
+		}
+		in.scaleout = &scaleoutResult{}
+		if err := json.Unmarshal(sb, in.scaleout); err != nil {
+			return err
+		}
 	}
 	if in.benches, err = parseGoBench(*benchPath); err != nil {
 		return err
@@ -592,6 +604,10 @@ func render(in reportInput) string {
 			}
 			p("\n</details>\n\n")
 		}
+	}
+
+	if in.scaleout != nil {
+		renderScaleout(p, in.scaleout)
 	}
 
 	// --- go benchmarks

@@ -112,6 +112,8 @@ type Store struct {
 	// while the others wait for it (the contract runs generate once);
 	// across handles the transaction decides which value is stored.
 	secretMu sync.Mutex
+	// pages counts the range reads of rangeAt (a test hook).
+	pages atomic.Int64
 }
 
 // Open connects to the cluster, loads the auth cache from one consistent

@@ -42,6 +42,10 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logf, if set, is told about retries and restarts.
 	Logf func(format string, args ...any)
+	// Args are more flags for every member, after the ones Start sets
+	// (etcd takes the last of a repeated flag): a larger
+	// --quota-backend-bytes for a benchmark's million users, say.
+	Args []string
 }
 
 // Member is one etcd process. Its ports and data directory stay the same
@@ -203,6 +207,7 @@ func tryStart(ctx context.Context, opts Options, attempt int) (*Cluster, error) 
 			"--logger", "zap",
 			"--log-level", "error",
 		}
+		m.args = append(m.args, opts.Args...)
 	}
 	for _, m := range c.members {
 		if err := c.start(m); err != nil {

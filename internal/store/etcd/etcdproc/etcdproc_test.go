@@ -2,6 +2,7 @@ package etcdproc
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -72,4 +73,32 @@ func TestStartWithoutTesting(t *testing.T) {
 		t.Errorf("Close left %s behind (%v)", dir, err)
 	}
 	c.Close() // a second Close is harmless
+}
+
+// TestArgs: the extra flags reach every member, after the defaults: a
+// transaction of 200 operations, refused under etcd's default
+// --max-txn-ops of 128, commits with --max-txn-ops 256.
+func TestArgs(t *testing.T) {
+	if _, err := exec.LookPath("etcd"); err != nil {
+		StartT(t, 1) // skips, or fails under CI
+	}
+	c, err := Start(t.Context(), Options{Members: 1, Dir: t.TempDir(), Logf: t.Logf, Args: []string{"--max-txn-ops", "256"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ops := make([]clientv3.Op, 200)
+	for i := range ops {
+		ops[i] = clientv3.OpPut(fmt.Sprintf("k%03d", i), "v")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		t.Fatalf("a 200-operation transaction with --max-txn-ops 256: %v", err)
+	}
 }

@@ -201,8 +201,10 @@ func checkPassed(b *testing.B, h *Handler, r *http.Request, err error) {
 // BenchmarkServeHTTPRepeatedToken is the per-request check for a token seen
 // before: one request object reused, as a keep-alive client sending the same
 // token would present it.
-func BenchmarkServeHTTPRepeatedToken(b *testing.B) {
-	f := benchHandler(b)
+func BenchmarkServeHTTPRepeatedToken(b *testing.B) { benchRepeated(b, benchHandler(b)) }
+
+// benchRepeated runs f's handler on one token, again and again.
+func benchRepeated(b *testing.B, f *benchFixture) {
 	r := benchRequest(http.MethodGet, benchPath, nil)
 	auth := []string{f.mint(b, 1)[0]}
 	r.Header["Authorization"] = auth
@@ -250,8 +252,10 @@ func BenchmarkServeHTTPRepeatedTokenParallel(b *testing.B) {
 // BenchmarkServeHTTPFreshToken is the check for a token never seen before:
 // b.N distinct tokens minted beforehand, spread over the fixture's users.
 // Past the verified-token cache's bound every call also evicts.
-func BenchmarkServeHTTPFreshToken(b *testing.B) {
-	f := benchHandler(b)
+func BenchmarkServeHTTPFreshToken(b *testing.B) { benchFresh(b, benchHandler(b)) }
+
+// benchFresh runs f's handler on b.N tokens it never saw.
+func benchFresh(b *testing.B, f *benchFixture) {
 	toks := f.mint(b, b.N)
 	r := benchRequest(http.MethodGet, benchPath, nil)
 	w := &discardWriter{hdr: http.Header{}}
@@ -270,36 +274,8 @@ func BenchmarkServeHTTPFreshToken(b *testing.B) {
 // token never seen before (its signature checked: HMAC, Ed25519 or ECDSA).
 func BenchmarkServeHTTPAlg(b *testing.B) {
 	for _, alg := range []string{token.AlgHS256, token.AlgEdDSA, token.AlgES256} {
-		b.Run(alg+"/repeated", func(b *testing.B) {
-			f := benchHandlerAlg(b, alg)
-			r := benchRequest(http.MethodGet, benchPath, nil)
-			auth := []string{f.mint(b, 1)[0]}
-			r.Header["Authorization"] = auth
-			w := &discardWriter{hdr: http.Header{}}
-			checkPassed(b, f.h, r, f.h.ServeHTTP(w, r, nextOK))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				r.Header["Authorization"] = auth // the handler removed it
-				if err := f.h.ServeHTTP(w, r, nextOK); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run(alg+"/fresh", func(b *testing.B) {
-			f := benchHandlerAlg(b, alg)
-			toks := f.mint(b, b.N)
-			r := benchRequest(http.MethodGet, benchPath, nil)
-			w := &discardWriter{hdr: http.Header{}}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				r.Header["Authorization"] = []string{toks[i]}
-				if err := f.h.ServeHTTP(w, r, nextOK); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		b.Run(alg+"/repeated", func(b *testing.B) { benchRepeated(b, benchHandlerAlg(b, alg)) })
+		b.Run(alg+"/fresh", func(b *testing.B) { benchFresh(b, benchHandlerAlg(b, alg)) })
 	}
 }
 

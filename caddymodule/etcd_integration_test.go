@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/etcd"
@@ -24,23 +26,7 @@ import (
 // dial_timeout; with the member back, everything works again.
 func TestEtcdGateway(t *testing.T) {
 	member := etcdtest.StartMember(t)
-	eps := member.Endpoints()
-	prefix := fmt.Sprintf("/crudauth-it-%d/", time.Now().UnixNano())
-	g := &gateway{backend: newBackend(t), client: newClient(),
-		etcd: fmt.Sprintf("\t\t\tendpoints %s\n\t\t\tprefix %s\n\t\t\tdial_timeout 500ms\n\t\t\tmax_staleness 1s",
-			strings.Join(eps, " "), prefix)}
-	mod := &EtcdStore{Endpoints: eps, Prefix: prefix, DialTimeout: 5e8, MaxStaleness: 1e9}
-	st, key, err := acquireStore(mod) // the handle the gateway uses too
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = releaseStore(key) })
-	g.st = st
-	other, err := etcd.Open(t.Context(), etcd.Options{Endpoints: eps, Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = other.Close() })
+	g, other := newEtcdGateway(t, member, 500*time.Millisecond, time.Second)
 
 	g.load(t, gwConfig{auth: "refresh body\n\t\tdefault_scopes me:read"})
 	alice := g.addUser(t, "alice", nil)
@@ -143,31 +129,14 @@ func TestEtcdGateway(t *testing.T) {
 // in this gateway's JWKS, and a retirement written elsewhere refuses the
 // retired key's tokens here, through the watch, without a restart.
 func TestEtcdSharedKeys(t *testing.T) {
-	member := etcdtest.StartMember(t)
-	eps := member.Endpoints()
-	prefix := fmt.Sprintf("/crudauth-keys-%d/", time.Now().UnixNano())
-	g := &gateway{backend: newBackend(t), client: newClient(),
-		etcd: fmt.Sprintf("\t\t\tendpoints %s\n\t\t\tprefix %s", strings.Join(eps, " "), prefix)}
-	mod := &EtcdStore{Endpoints: eps, Prefix: prefix}
-	st, key, err := acquireStore(mod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = releaseStore(key) })
-	g.st = st
-	other, err := etcd.Open(t.Context(), etcd.Options{Endpoints: eps, Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = other.Close() })
+	g, other := newEtcdGateway(t, etcdtest.StartMember(t), 0, 0)
 
 	g.load(t, gwConfig{auth: "refresh body\n\t\tsigning_alg EdDSA\n\t\tkey_publish_delay 1h"})
 	g.addUser(t, "alice", nil)
 	lr := g.mustLogin(t, "alice", "")
 	kid := decodeSegment(t, strings.Split(lr.access, ".")[0])["kid"].(string)
-	var ks *store.KeySet
 	waitFor(t, time.Second, func() bool {
-		ks, err = other.SigningKeys(context.Background())
+		ks, err := other.SigningKeys(context.Background())
 		return err == nil && ks.Key(kid) != nil
 	})
 
@@ -194,6 +163,37 @@ func TestEtcdSharedKeys(t *testing.T) {
 	}
 	wantStatus(t, g.get(t, "/api", fresh.access), http.StatusOK)
 	g.backend.wantOne(t)
+}
+
+// newEtcdGateway makes a gateway on `store etcd` against member, on a
+// prefix of its own (dial_timeout and max_staleness when not 0), holding
+// the store handle the running gateway uses too; other is a second handle
+// on the same prefix, standing in for another gateway.
+func newEtcdGateway(t *testing.T, member *etcdtest.Member, dial, stale time.Duration) (g *gateway, other *etcd.Store) {
+	t.Helper()
+	eps := member.Endpoints()
+	prefix := fmt.Sprintf("/crudauth-it-%d/", time.Now().UnixNano())
+	lines := fmt.Sprintf("\t\t\tendpoints %s\n\t\t\tprefix %s", strings.Join(eps, " "), prefix)
+	if dial != 0 {
+		lines += fmt.Sprintf("\n\t\t\tdial_timeout %s", dial)
+	}
+	if stale != 0 {
+		lines += fmt.Sprintf("\n\t\t\tmax_staleness %s", stale)
+	}
+	g = &gateway{backend: newBackend(t), client: newClient(), etcd: lines}
+	mod := &EtcdStore{Endpoints: eps, Prefix: prefix, DialTimeout: caddy.Duration(dial), MaxStaleness: caddy.Duration(stale)}
+	st, key, err := acquireStore(mod) // the handle the gateway uses too
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = releaseStore(key) })
+	g.st = st
+	other, err = etcd.Open(t.Context(), etcd.Options{Endpoints: eps, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	return g, other
 }
 
 // waitFor polls cond until it holds or limit passed.

@@ -701,13 +701,19 @@ func (e *e2e) gatewayBlock(db string, extra ...string) string {
 // gatewayBlockOn is gatewayBlock with the line (or block) that names the
 // store given whole: "db FILE", or a `store etcd { ... }` block.
 func (e *e2e) gatewayBlockOn(storeLine string, extra ...string) string {
+	return e.gatewayBlockSigned(storeLine, "secret "+e.secret, extra...)
+}
+
+// gatewayBlockSigned is gatewayBlockOn with the line that says how tokens
+// are signed given whole: "secret KEY" (HS256), "signing_alg EdDSA", ...
+func (e *e2e) gatewayBlockSigned(storeLine, keyLine string, extra ...string) string {
 	more := ""
 	for _, x := range extra {
 		more += "\t\t" + x + "\n"
 	}
 	return fmt.Sprintf(`	crudauth {
 		%s
-		secret %s
+		%s
 		issuer %s
 		audience %s
 		access_ttl 2h
@@ -717,7 +723,7 @@ func (e *e2e) gatewayBlockOn(storeLine string, extra ...string) string {
 		grantable_scopes api:read api:write
 		require /api/* api:read
 %s	}
-`, storeLine, e.secret, benchIssuer, benchAudience, more)
+`, storeLine, keyLine, benchIssuer, benchAudience, more)
 }
 
 func (e *e2e) startCaddy(name, caddyfile string, env []string, waitPort int) (*proc, error) {
@@ -804,7 +810,7 @@ func (e *e2e) startSet(gc gcSetting) error {
 		site(s.gwBigPort, e.gatewayBlock(filepath.Join(e.work, "big.db"))+"\treverse_proxy "+up+"\n") +
 		site(s.gwNoRotatePort, e.gatewayBlock(filepath.Join(e.work, "small.db"), "rotate_refresh off")+"\treverse_proxy "+up+"\n")
 	for _, alg := range benchAlgs {
-		gw += site(s.gwAlgPorts[alg], e.gatewayBlockAlg(filepath.Join(e.work, "small.db"), alg)+"\treverse_proxy "+up+"\n")
+		gw += site(s.gwAlgPorts[alg], e.gatewayBlockSigned("db "+filepath.Join(e.work, "small.db"), "signing_alg "+alg)+"\treverse_proxy "+up+"\n")
 	}
 	if s.gwC, err = e.launchCaddy(name("caddy-gateway"), "caddy-gateway", gw, env); err != nil {
 		return err

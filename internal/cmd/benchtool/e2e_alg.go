@@ -80,24 +80,6 @@ func (e *e2e) prepareAlgs() error {
 	return nil
 }
 
-// gatewayBlockAlg is gatewayBlock for a site that signs with alg: the key
-// pair comes from the store, so no secret.
-func (e *e2e) gatewayBlockAlg(db, alg string) string {
-	return fmt.Sprintf(`	crudauth {
-		db %s
-		signing_alg %s
-		issuer %s
-		audience %s
-		access_ttl 2h
-		refresh_ttl 24h
-		refresh body
-		default_scopes api:read
-		grantable_scopes api:read api:write
-		require /api/* api:read
-	}
-`, db, alg, benchIssuer, benchAudience)
-}
-
 // algCaseName is the case name of alg's gateway site: gateway_eddsa,
 // gateway_fresh_es256, ...
 func algCaseName(prefix, alg string) string {

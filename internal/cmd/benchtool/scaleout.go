@@ -184,6 +184,9 @@ type bigGateway struct {
 	// OpenSeconds is etcd.Open in this process: the full load of the
 	// AuthState cache and the watch started, nothing else.
 	OpenSeconds float64 `json:"open_seconds"`
+	// ReadySeconds is until its first AuthState answered: after a load
+	// longer than max_staleness, once the watch confirmed the cache.
+	ReadySeconds float64 `json:"ready_seconds"`
 	// HeapBytes is the live heap the loaded cache added in this process.
 	HeapBytes int64 `json:"heap_bytes"`
 	// FirstSeconds: from starting Caddy to its first 200 to an
@@ -205,6 +208,7 @@ func runScaleout(args []string) error {
 	etcdBin := fs.String("etcd", "", "etcd binary (default: etcd from PATH)")
 	memLimit := fs.String("gomemlimit", "300MiB", "GOMEMLIMIT of the compared gateways (GOGC=off)")
 	out := fs.String("out", "", "output directory (scaleout.json, logs, work files)")
+	bigOnly := fs.Bool("big-only", false, "only the new gateway on the big prefix (no comparison, no report section): for working on that step")
 	bigUsers := fs.Int("big-users", 0, "users in the new gateway's prefix (default: 1000000 in full mode, 50000 in quick)")
 	_ = fs.Parse(args)
 	cfg, err := scaleoutConfigFor(*mode)
@@ -228,7 +232,7 @@ func runScaleout(args []string) error {
 	}
 	ps := &procs{}
 	defer ps.stopAll()
-	so := &scaleout{cfg: cfg, etcdBin: *etcdBin}
+	so := &scaleout{cfg: cfg, etcdBin: *etcdBin, bigOnly: *bigOnly}
 	// The etcd members are children of this process too (etcdproc), in
 	// its process group, and die with it (Pdeathsig); Close stops them on
 	// an ordinary exit and on a signal.
@@ -252,6 +256,7 @@ type scaleout struct {
 	cfg     scaleoutConfig
 	e       *e2e // the e2e phase's helpers: processes, Caddy, wrk, measure
 	etcdBin string
+	bigOnly bool
 	res     scaleoutResult
 
 	cmu     sync.Mutex
@@ -334,6 +339,12 @@ func (so *scaleout) run() error {
 		so.res.EtcdVer = strings.TrimSpace(strings.SplitN(v, "\n", 2)[0])
 	}
 
+	if so.bigOnly {
+		if so.hash, err = newHash(); err != nil {
+			return err
+		}
+		return so.finish(so.bigGateway())
+	}
 	if err := so.prepare(); err != nil {
 		return err
 	}
@@ -360,9 +371,15 @@ func (so *scaleout) run() error {
 	if err := so.rawRates(); err != nil {
 		return err
 	}
-	if err := so.bigGateway(); err != nil {
+	return so.finish(so.bigGateway())
+}
+
+// finish writes scaleout.json after the last step's err.
+func (so *scaleout) finish(err error) error {
+	if err != nil {
 		return err
 	}
+	e := so.e
 	so.res.Files = e.res.Caddyfiles
 	so.res.Finished = time.Now().UTC()
 	so.res.LoadAfter = loadavg()
@@ -920,11 +937,23 @@ func (so *scaleout) bigGateway() error {
 		return err
 	}
 	b.OpenSeconds = time.Since(start).Seconds()
-	open := heap()
-	if _, err := st.AuthState(ctx, probeUser); err != nil {
-		st.Close()
-		return fmt.Errorf("big: a loaded user: %w", err)
+	// A load that took longer than max_staleness leaves the cache
+	// unconfirmed until the watch, started at the load's revision,
+	// confirms it: until then AuthState fails closed, as a gateway's
+	// first requests would.
+	for {
+		_, err := st.AuthState(ctx, probeUser)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrUnavailable) || time.Since(start) > time.Duration(b.OpenSeconds*float64(time.Second))+time.Minute {
+			st.Close()
+			return fmt.Errorf("big: a loaded user: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	b.ReadySeconds = time.Since(start).Seconds()
+	open := heap()
 	st.Close()
 	st = nil
 	b.HeapBytes = open - heap()

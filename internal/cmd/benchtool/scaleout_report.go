@@ -239,7 +239,7 @@ func renderScaleout(p func(string, ...any), s *scaleoutResult) {
 	}
 	p("| | |\n|---|---|\n")
 	p("| a new Caddy (`%s`), from its start to its first 200 to an authenticated request | **%.1f s** (first answer of any kind after %.1f s: Caddy listens once the store is provisioned) |\n", strings.Join(b.MemGC, " "), b.FirstSeconds, b.ListenSeconds)
-	p("| of which the full load of the AuthState cache, timed alone (`etcd.Open` in the bench program) | %.1f s |\n", b.OpenSeconds)
+	p("| of which the full load of the AuthState cache, timed alone (`etcd.Open` in the bench program) | %.1f s; its first AuthState answered after %.1f s (a load longer than `max_staleness` leaves the cache unconfirmed until the watch confirms it) |\n", b.OpenSeconds, b.ReadySeconds)
 	p("| the new gateway's memory after its first request | VmRSS %.0f MB, anonymous %.0f MB, heap in use %.0f MB |\n", kib(b.Mem.VmRSS), kib(b.Mem.RssAnon), float64(b.HeapInuse)/(1<<20))
 	if b.Users > 0 {
 		p("| live heap the loaded cache adds (bench program, after a collection) | %.0f MB, **%.0f B per user** with one session |\n", float64(b.HeapBytes)/(1<<20), float64(b.HeapBytes)/float64(b.Users))

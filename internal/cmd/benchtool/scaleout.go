@@ -473,13 +473,19 @@ func (so *scaleout) refreshFile(run int) string {
 
 // etcdStoreBlock is the `store etcd` block of gateway i: every member,
 // listed from a different one for each gateway.
-func (so *scaleout) etcdStoreBlock(i int, prefix string) string {
+func (so *scaleout) etcdStoreBlock(i int, prefix, dialTimeout string) string {
 	eps := so.hostports()
 	k := i % len(eps)
 	eps = append(eps[k:], eps[:k]...)
-	return fmt.Sprintf("store etcd {\n\t\t\tendpoints %s\n\t\t\tprefix %s\n\t\t\tdial_timeout 2s\n\t\t\tmax_staleness 10s\n\t\t}",
-		strings.Join(eps, " "), prefix)
+	return fmt.Sprintf("store etcd {\n\t\t\tendpoints %s\n\t\t\tprefix %s\n\t\t\tdial_timeout %s\n\t\t\tmax_staleness 10s\n\t\t}",
+		strings.Join(eps, " "), prefix, dialTimeout)
 }
+
+// bigDialTimeout is the new gateway's dial_timeout: the store module
+// bounds the whole of the store's start, the full load of the cache
+// included, by twice dial_timeout, and a million users take minutes to
+// load here; with the default 2s such a gateway does not start.
+const bigDialTimeout = "10m"
 
 // startGateways starts the bbolt gateway and the etcd gateways, each its
 // own Caddy process with the headline GC setting, each in front of the
@@ -516,7 +522,7 @@ func (so *scaleout) startGateways() error {
 	}
 	for i := range cfg.Gateways {
 		cf := fmt.Sprintf(caddyGlobal, fmt.Sprintf("127.0.0.1:%d", so.admins[i])) +
-			site(so.ports[1+i], e.gatewayBlockOn(so.etcdStoreBlock(i, benchPrefix)))
+			site(so.ports[1+i], e.gatewayBlockOn(so.etcdStoreBlock(i, benchPrefix, "2s")))
 		name := fmt.Sprintf("etcd phase: gateway %c", 'A'+i)
 		if i > 0 {
 			name = "" // the same but for the ports and the order of the endpoints
@@ -979,7 +985,7 @@ func (so *scaleout) bigGateway() error {
 	b.MemGC = defaultGC
 	cf := fmt.Sprintf(caddyGlobal, fmt.Sprintf("127.0.0.1:%d", adminPort)) +
 		fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n%s\trespond \"ok\" 200\n}\n", port,
-			e.gatewayBlockOn(so.etcdStoreBlock(0, bigPrefix)))
+			e.gatewayBlockOn(so.etcdStoreBlock(0, bigPrefix, bigDialTimeout)))
 	tok, _, err := so.m.IssueAccess(token.Subject{UserID: probeUser, SessionID: probeSession, Scopes: scope.MustNew("api:read")})
 	if err != nil {
 		return err

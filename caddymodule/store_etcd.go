@@ -131,13 +131,12 @@ func (e *EtcdStore) openStore() (store.Store, error) {
 		}
 		o.TLS = cfg
 	}
-	timeout := o.DialTimeout
-	if timeout == 0 {
-		timeout = etcd.DefaultDialTimeout
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*timeout)
-	defer cancel()
-	return etcd.Open(ctx, o)
+	// No bound on the whole Open: each request is bounded (an unreachable
+	// cluster fails the start within about dial_timeout), but the first
+	// load of a large prefix takes as long as it takes (minutes for a
+	// million users on etcd 3.4), and a bound here would keep such a
+	// gateway from ever starting.
+	return etcd.Open(context.Background(), o)
 }
 
 func (t *EtcdTLS) config() (*tls.Config, error) {

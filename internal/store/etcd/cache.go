@@ -87,6 +87,10 @@ func newCache(s *Store) *cache {
 
 // start loads the cache and starts the watch.
 func (c *cache) start(ctx context.Context) error {
+	if err := c.s.reachable(ctx); err != nil {
+		c.cancel()
+		return err
+	}
 	if err := c.load(ctx); err != nil {
 		c.cancel()
 		return err

@@ -216,15 +216,37 @@ func (s *Store) ns(name string) string { return s.o.Prefix + name + "/" }
 // call runs one request to the cluster under a context bounded by
 // DialTimeout, so that no call outlives it, and maps its failure.
 func (s *Store) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	return s.callWithin(ctx, s.o.DialTimeout, fn)
+}
+
+// pageTimeout bounds one page of a range read (rangeAt), which may take
+// far longer than an ordinary request: etcd 3.4 walks a limited range to
+// its end, so a page at the start of a million users' prefix takes
+// seconds. A cluster that does not answer at all is found by a request
+// bounded by DialTimeout first (reachable).
+const pageTimeout = time.Minute
+
+// callWithin is call with its own bound.
+func (s *Store) callWithin(ctx context.Context, d time.Duration, fn func(ctx context.Context) error) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.o.DialTimeout)
+	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return s.mapErr(ctx, fn(cctx))
+}
+
+// reachable asks the cluster one cheap linearizable question within
+// DialTimeout: a range read may then take longer (pageTimeout) without
+// making an unreachable cluster take that long to notice.
+func (s *Store) reachable(ctx context.Context) error {
+	return s.call(ctx, func(ctx context.Context) error {
+		_, err := s.cli.Get(ctx, s.keysKey(), clientv3.WithCountOnly())
+		return err
+	})
 }
 
 // mapErr turns a client error into what callers handle: the caller's own

@@ -2,7 +2,9 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,4 +49,30 @@ func TestConformance(t *testing.T) {
 		},
 		ReadersYield: true,
 	})
+}
+
+// TestOpenUnreachableFailsFast: Open on a cluster that does not answer
+// fails with ErrUnavailable within about DialTimeout, without a deadline
+// from the caller (the gateway gives none, so that a large first load may
+// take its time): the long bound of a range read does not apply before
+// the cluster has answered once.
+func TestOpenUnreachableFailsFast(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	start := time.Now()
+	s, err := Open(context.Background(), Options{Endpoints: []string{addr}, DialTimeout: 500 * time.Millisecond})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open succeeded on a closed port")
+	}
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Open: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Open took %v to fail (DialTimeout 500ms)", d)
+	}
 }

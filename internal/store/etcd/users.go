@@ -321,7 +321,7 @@ func (s *Store) rangeAt(ctx context.Context, prefix string, rev int64, keysOnly 
 		}
 		var resp *clientv3.GetResponse
 		s.pages.Add(1)
-		if err := s.call(ctx, func(ctx context.Context) (err error) {
+		if err := s.callWithin(ctx, max(s.o.DialTimeout, pageTimeout), func(ctx context.Context) (err error) {
 			resp, err = s.cli.Get(ctx, from, opts...)
 			return err
 		}); err != nil {

@@ -481,11 +481,10 @@ func (so *scaleout) etcdStoreBlock(i int, prefix, dialTimeout string) string {
 		strings.Join(eps, " "), prefix, dialTimeout)
 }
 
-// bigDialTimeout is the new gateway's dial_timeout: the store module
-// bounds the whole of the store's start, the full load of the cache
-// included, by twice dial_timeout, and a million users take minutes to
-// load here; with the default 2s such a gateway does not start.
-const bigDialTimeout = "10m"
+// bigDialTimeout is the new gateway's dial_timeout: the default, since
+// the store's start is bounded per request, not as a whole (a first load
+// of a million users takes minutes on etcd 3.4).
+const bigDialTimeout = "2s"
 
 // startGateways starts the bbolt gateway and the etcd gateways, each its
 // own Caddy process with the headline GC setting, each in front of the

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -147,35 +148,55 @@ func runE2E(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *out == "" {
-		return fmt.Errorf("-out is required")
-	}
 	cfg.GoMemLimit = *memLimit
-	if err := checkMemLimit(*memLimit, hashCap()); err != nil {
+	if err := checkRunFlags(*memLimit, caddyBin, out); err != nil {
 		return err
-	}
-	for _, p := range []*string{caddyBin, out} {
-		if *p, err = filepath.Abs(*p); err != nil {
-			return err
-		}
 	}
 	ps := &procs{}
 	defer ps.stopAll()
-	// Stop the children on SIGINT/SIGTERM too (the deferred call does not
-	// run when a signal kills us).
+	stopOnSignal(ps, nil)
+	e := &e2e{cfg: cfg, ps: ps, caddy: *caddyBin, wrk: *wrkBin, out: *out}
+	if err := e.run(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkRunFlags is what the e2e and scaleout subcommands check of their
+// flags: -out given, the memory limit enough for the hashing slots, and
+// the paths made absolute (the processes run in other directories).
+func checkRunFlags(memLimit string, caddyBin, out *string) error {
+	if *out == "" {
+		return errors.New("-out is required")
+	}
+	if err := checkMemLimit(memLimit, hashCap()); err != nil {
+		return err
+	}
+	for _, p := range []*string{caddyBin, out} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	return nil
+}
+
+// stopOnSignal stops ps's children, then runs also (when not nil), on SIGINT,
+// SIGTERM and SIGHUP, and exits: a deferred stop does not run when a
+// signal kills the program.
+func stopOnSignal(ps *procs, also func()) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sig
 		fmt.Fprintln(os.Stderr, "benchtool: got", s, "- stopping")
 		ps.stopAll()
+		if also != nil {
+			also()
+		}
 		os.Exit(130)
 	}()
-	e := &e2e{cfg: cfg, ps: ps, caddy: *caddyBin, wrk: *wrkBin, out: *out}
-	if err := e.run(); err != nil {
-		return err
-	}
-	return nil
 }
 
 type e2e struct {

@@ -13,14 +13,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -218,17 +216,9 @@ func runScaleout(args []string) error {
 	if *bigUsers > 0 {
 		cfg.BigUsers = *bigUsers
 	}
-	if *out == "" {
-		return errors.New("-out is required")
-	}
 	cfg.GoMemLimit = *memLimit
-	if err := checkMemLimit(*memLimit, hashCap()); err != nil {
+	if err := checkRunFlags(*memLimit, caddyBin, out); err != nil {
 		return err
-	}
-	for _, p := range []*string{caddyBin, out} {
-		if *p, err = filepath.Abs(*p); err != nil {
-			return err
-		}
 	}
 	ps := &procs{}
 	defer ps.stopAll()
@@ -237,15 +227,7 @@ func runScaleout(args []string) error {
 	// its process group, and die with it (Pdeathsig); Close stops them on
 	// an ordinary exit and on a signal.
 	defer so.closeCluster()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sig
-		fmt.Fprintln(os.Stderr, "benchtool: got", s, "- stopping")
-		ps.stopAll()
-		so.closeCluster()
-		os.Exit(130)
-	}()
+	stopOnSignal(ps, so.closeCluster)
 	so.e = &e2e{cfg: e2eConfig{Mode: cfg.Mode, Rounds: cfg.Rounds, Duration: cfg.Duration, Warmup: cfg.Warmup,
 		Threads: cfg.Threads, Conns: cfg.Conns, GoMemLimit: cfg.GoMemLimit},
 		ps: ps, caddy: *caddyBin, wrk: *wrkBin, out: *out}

@@ -3,28 +3,36 @@ package caddymodule
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
 
 	"github.com/crudauth/caddy-crudauth/internal/cli"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
-	"github.com/crudauth/caddy-crudauth/internal/users"
 )
 
-// runCLI runs `caddy crudauth user <args>` against db with stdin.
-func runCLI(t *testing.T, db, stdin string, args ...string) (string, error) {
-	t.Helper()
-	var out bytes.Buffer
-	env := &cli.Env{Stdin: strings.NewReader(stdin), Stdout: &out}
-	cmd := userCommand(env)
-	cmd.SetArgs(append(args, "--db", db))
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	err := cmd.Execute()
-	return out.String(), err
+// The subcommands of `caddy crudauth`, built as the registered command
+// builds them (hostEnv fills in what env leaves unset), so that the tests
+// run what operators run.
+func userCommand(env *cli.Env) *cobra.Command    { return commandOf(env, "user") }
+func sessionCommand(env *cli.Env) *cobra.Command { return commandOf(env, "session") }
+func keyCommand(env *cli.Env) *cobra.Command     { return commandOf(env, "key") }
+func backupCommand(env *cli.Env) *cobra.Command  { return commandOf(env, "backup") }
+func restoreCommand(env *cli.Env) *cobra.Command { return commandOf(env, "restore") }
+func explainCommand(env *cli.Env) *cobra.Command { return commandOf(env, "explain") }
+
+func commandOf(env *cli.Env, name string) *cobra.Command {
+	for _, c := range cli.Commands(hostEnv(env)) {
+		if c.Name() == name {
+			return c
+		}
+	}
+	panic("no command crudauth " + name)
 }
 
 func readUser(t *testing.T, db, name string) *store.User {
@@ -41,93 +49,42 @@ func readUser(t *testing.T, db, name string) *store.User {
 	return u
 }
 
-func TestCLIUserLifecycle(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "sub", "users.db")
-
-	if _, err := runCLI(t, db, "cli-test-password\n", "add", "Alice", "--password-stdin", "--scopes", "me:read reports:read"); err != nil {
-		t.Fatalf("add: %v", err)
+// TestCrudauthCommandRegistered: `caddy crudauth` is registered with
+// Caddy's command line and mounts the whole tree, whose help names Caddy's
+// defaults (the database path, the admin address), and fails without a
+// subcommand.
+func TestCrudauthCommandRegistered(t *testing.T) {
+	reg, ok := caddycmd.Commands()["crudauth"]
+	if !ok {
+		t.Fatal("no crudauth command registered")
 	}
-	u := readUser(t, db, "alice")
-	if u.Username != "Alice" || u.TokenVersion != 0 || strings.Join(u.AllowedScopes, " ") != "me:read reports:read" {
-		t.Fatalf("stored user = %+v", u)
+	if reg.Long != cli.Long || reg.Short != cli.Short || reg.Usage != cli.Usage {
+		t.Error("the registered help is not the tree's")
 	}
-	if !strings.HasPrefix(u.PasswordHash, "$argon2id$") || strings.Contains(u.PasswordHash, "cli-test-password") {
-		t.Fatalf("password not stored as an argon2id hash")
+	root := &cobra.Command{Use: "crudauth"}
+	reg.CobraFunc(root)
+	var names []string
+	for _, c := range root.Commands() {
+		names = append(names, c.Name())
 	}
-	id := u.ID
-
-	if _, err := runCLI(t, db, "x\n", "add", "ALICE", "--password-stdin"); err == nil || !strings.Contains(err.Error(), "already exists") {
-		t.Errorf("duplicate add (other case): %v", err)
+	if want := []string{"backup", "explain", "key", "migrate", "restore", "session", "user"}; !slices.Equal(names, want) {
+		t.Errorf("subcommands %v, want %v", names, want)
 	}
-	if _, err := runCLI(t, db, "short\n", "add", "bob", "--password-stdin"); err == nil || !strings.Contains(err.Error(), "password refused") {
-		t.Errorf("short password: %v", err)
-	}
-	if _, err := runCLI(t, db, "", "add", "bob"); err == nil || !strings.Contains(err.Error(), "--password-stdin") {
-		t.Errorf("no terminal and no --password-Stdin: %v", err)
-	}
-
-	before := u.PasswordHash
-	if _, err := runCLI(t, db, "cli-test-password-2\n", "passwd", "alice", "--password-stdin"); err != nil {
-		t.Fatalf("passwd: %v", err)
-	}
-	u = readUser(t, db, "alice")
-	if u.TokenVersion != 1 || u.PasswordHash == before || u.ID != id {
-		t.Errorf("after passwd: version %d, hash changed %v, id kept %v", u.TokenVersion, u.PasswordHash != before, u.ID == id)
-	}
-
-	if _, err := runCLI(t, db, "", "revoke", "alice"); err != nil {
-		t.Fatalf("revoke: %v", err)
-	}
-	u = readUser(t, db, "alice")
-	if u.TokenVersion != 2 || u.PasswordHash == before {
-		t.Errorf("after revoke: version %d", u.TokenVersion)
-	}
-
-	if _, err := runCLI(t, db, "", "disable", "alice"); err != nil || !readUser(t, db, "alice").Disabled {
-		t.Errorf("disable: %v", err)
-	}
-	if _, err := runCLI(t, db, "", "enable", "alice"); err != nil || readUser(t, db, "alice").Disabled {
-		t.Errorf("enable: %v", err)
-	}
-
-	out, err := runCLI(t, db, "", "list", "--json")
+	user, _, err := root.Find([]string{"user", "list"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []users.View
-	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].ID != id || list[0].HashAlgorithm != "argon2id" {
-		t.Errorf("list --json = %s (%v)", out, err)
+	if u := user.Flag("address").Usage; !strings.Contains(u, "at "+caddy.DefaultAdminListen+")") {
+		t.Errorf("--address help %q does not name %s", u, caddy.DefaultAdminListen)
 	}
-	if strings.Contains(out, "$argon2id$") {
-		t.Error("list prints the password hash")
+	if u := user.Flag("db").Usage; !strings.Contains(u, "(default: "+DefaultDBPath()+")") {
+		t.Errorf("--db help %q does not name %s", u, DefaultDBPath())
 	}
-	out, err = runCLI(t, db, "", "show", "alice")
-	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "me:read reports:read") {
-		t.Errorf("show = %q, %v", out, err)
-	}
-
-	if _, err := runCLI(t, db, "", "revoke", "nobody"); err == nil || !strings.Contains(err.Error(), "no user") {
-		t.Errorf("revoke unknown: %v", err)
-	}
-	if _, err := runCLI(t, db, "", "del", "alice"); err != nil {
-		t.Fatalf("del: %v", err)
-	}
-	if _, err := runCLI(t, db, "", "show", "alice"); err == nil {
-		t.Error("deleted user still shown")
-	}
-}
-
-// TestCLILockedFile: while the file is held (as a running Caddy holds it),
-// the CLI fails fast with a message that says so.
-func TestCLILockedFile(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "users.db")
-	st, err := bolt.Open(db, bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	_, err = runCLI(t, db, "", "list")
-	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
-		t.Fatalf("list on a held file: %v", err)
+	var out bytes.Buffer
+	root.SetArgs([]string{}) // not nil: cobra would read os.Args
+	root.SetOut(&out)
+	root.SetErr(&out)
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "a subcommand is needed") {
+		t.Errorf("crudauth without a subcommand: %v", err)
 	}
 }

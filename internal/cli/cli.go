@@ -1,9 +1,12 @@
-// Package cli is what `caddy crudauth user|backup|restore` do, apart from
-// their flags: on a database file the command opens itself (Local), or
-// through a running Caddy's admin API (Remote), after it made sure that
-// what answers there is crudauth's (GET /crudauth/identity). The host
-// program parses the flags into an Env and calls the operations; each
-// writes what it reports to Env.Stdout.
+// Package cli is the `caddy crudauth` command tree (user, session, key,
+// backup, restore, migrate, explain) and what its commands do: on a
+// database file the command opens itself (Local), or through a running
+// Caddy's admin API (Remote), after it made sure that what answers there is
+// crudauth's (GET /crudauth/identity). The flags are parsed into an Env; the
+// host program fills in what only it knows (default paths and addresses,
+// password settings, how to load a config and judge a request) and mounts
+// the tree under its own command. Each operation writes what it reports to
+// Env.Stdout. The package does not import Caddy.
 package cli
 
 import (
@@ -38,6 +41,9 @@ type Env struct {
 
 	// DefaultDB is the database file when DB is empty.
 	DefaultDB string
+	// DefaultAdmin is the host's default admin address, as the help of
+	// --address names it.
+	DefaultAdmin string
 	// AdminAddress returns the admin address used when Address is empty
 	// and the file is locked or absent.
 	AdminAddress func() string
@@ -50,6 +56,9 @@ type Env struct {
 	// Getenv reads the etcd credentials (CRUDAUTH_ETCD_USERNAME,
 	// CRUDAUTH_ETCD_PASSWORD); nil: os.Getenv.
 	Getenv func(string) string
+	// ExplainHost is what `explain` needs of the host: its config loading
+	// and its handlers.
+	ExplainHost ExplainHost
 }
 
 // Endpoint is where an admin API listens.

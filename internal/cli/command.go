@@ -149,7 +149,7 @@ access tokens from the next request on while the user's other sessions go on.
 		Long: `Lists a user's live sessions, oldest first: the session ID (sid), when it
 began, when it was last refreshed and when it expires (RFC 3339, UTC), and
 the client's address and user agent at login. The user agent is the client's
-own text: characters a terminal could act on are printed escaped ().`,
+own text: characters a terminal could act on are printed escaped (an ESC as \x1b).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return env.WithOps(func(ctx context.Context, ops Ops) error {

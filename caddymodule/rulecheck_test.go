@@ -7,6 +7,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/crudauth/caddy-crudauth/internal/gate"
+
 	"go.uber.org/zap"
 )
 
@@ -36,26 +38,26 @@ func TestUncoveredPrefixes(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		site string
-		want []uncoveredPrefix
+		want []gate.UncoveredPrefix
 	}{
 		{"the shipped mistake", "crudauth {\n require /admin/* admin\n public /public/*\n}",
-			[]uncoveredPrefix{{rule: 0, prefix: "/admin", method: "GET", judgeBy: -1}}},
+			[]gate.UncoveredPrefix{{Rule: 0, Prefix: "/admin", Method: "GET", JudgeBy: -1}}},
 		{"both patterns", "crudauth {\n require /admin /admin/* admin\n}", nil},
 		{"a prefix pattern", "crudauth {\n require /admin* admin\n}", nil},
 		{"covered by a later rule", "crudauth {\n require /admin/* admin\n require /admin admin\n}", nil},
 		{"covered more strictly", "crudauth {\n require /admin/* admin\n require * admin root\n}", nil},
 		{"judged by a weaker rule", "crudauth {\n require /admin/* admin\n require /admin me:read\n}",
-			[]uncoveredPrefix{{rule: 0, prefix: "/admin", method: "GET", judgeBy: 1}}},
+			[]gate.UncoveredPrefix{{Rule: 0, Prefix: "/admin", Method: "GET", JudgeBy: 1}}},
 		{"made public", "crudauth {\n public /reports\n require /reports/* reports:read\n}",
-			[]uncoveredPrefix{{rule: 1, prefix: "/reports", method: "GET", judgeBy: 0}}},
+			[]gate.UncoveredPrefix{{Rule: 1, Prefix: "/reports", Method: "GET", JudgeBy: 0}}},
 		{"a method rule", "@w {\n path /reports/*\n method POST\n}\ncrudauth {\n require @w reports:write\n require /reports /reports/* reports:read\n}",
-			[]uncoveredPrefix{{rule: 0, prefix: "/reports", method: "POST", judgeBy: 1}}},
+			[]gate.UncoveredPrefix{{Rule: 0, Prefix: "/reports", Method: "POST", JudgeBy: 1}}},
 		{"a public /x/* needs nothing", "crudauth {\n public /public/*\n}", nil},
 		{"a host-gated rule is not guessed at", "@h {\n host api.example\n path /admin/*\n}\ncrudauth {\n require @h admin\n}", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := rulesOnly(t, tc.site)
-			got := h.uncoveredPrefixes()
+			got := h.gate.UncoveredPrefixes(prepareOwnRequest)
 			if len(got) != len(tc.want) {
 				t.Fatalf("uncoveredPrefixes = %+v, want %+v", got, tc.want)
 			}

@@ -494,7 +494,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// Whatever happens next, the client never speaks for the gateway:
 	// identity headers it sent are dropped on every request, public ones and
 	// the token endpoints included, and so are the path and method override
-	// headers (paths.go), in the same pass over the headers.
+	// headers (gate.RoutingOverrides), in the same pass over the headers.
 	h.gate.StripIdentity(r.Header)
 
 	ep, rule, err := h.gate.Route(r, nil)

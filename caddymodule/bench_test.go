@@ -286,6 +286,13 @@ func BenchmarkServeHTTPPublic(b *testing.B) {
 	f := benchHandler(b)
 	h := *f.h                        // the provisioned state, shared
 	h.Rules = []Rule{{Public: true}} // a rule with no matcher matches everything
+	// The gate holds the rules it was built with: build it again.
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.provisionRules(ctx); err != nil {
+		b.Fatal(err)
+	}
+	h.gate = h.gate.WithAuth(h.auth)
 	r := benchRequest(http.MethodGet, benchPath, nil)
 	w := &discardWriter{hdr: http.Header{}}
 	b.ReportAllocs()

@@ -1,10 +1,7 @@
 package caddymodule
 
 import (
-	"net/http"
-	"slices"
-
-	"github.com/crudauth/caddy-crudauth/internal/auth"
+	"github.com/crudauth/caddy-crudauth/internal/gate"
 	"github.com/crudauth/caddy-crudauth/internal/headers"
 )
 
@@ -13,17 +10,9 @@ import (
 // every request, in every spelling, like its own (see headers.Foreign).
 var ForeignIdentityHeaders = headers.Foreign
 
-// identityHeaders are the handler's identity headers (see
-// headers.Identity); its strip also removes the routing overrides
-// (paths.go).
-type identityHeaders struct{ headers.Identity }
-
-func newIdentityHeaders(id, name, scopes string, extra []string) identityHeaders {
-	return identityHeaders{headers.NewIdentity(id, name, scopes, slices.Concat(normalizedOverrides, extra))}
-}
-
-func (ih *identityHeaders) strip(h http.Header)                 { ih.Strip(h) }
-func (ih *identityHeaders) set(h http.Header, p auth.Principal) { ih.Set(h, p) }
+// routingOverrides are the method and path override headers the gateway
+// removes from every request (gate.RoutingOverrides).
+var routingOverrides = gate.RoutingOverrides
 
 // The handler's checks and its refresh cookie, by the names it uses.
 var (

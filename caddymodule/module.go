@@ -6,6 +6,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
+	"github.com/crudauth/caddy-crudauth/internal/gate"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/token"
@@ -162,8 +164,7 @@ type Handler struct {
 	auth       *auth.Service
 	defaults   scope.Set
 	ceiling    scope.Set
-	identity   identityHeaders
-	challenges map[string]string // WWW-Authenticate by error code
+	gate       *gate.Gate        // the decision on a request
 	own        *endpoints.Server // the gateway's own endpoints
 }
 
@@ -190,13 +191,6 @@ type Rule struct {
 
 	// Scopes the token must hold, all of them. Ignored when Public is set.
 	Scopes []string `json:"scopes,omitempty"`
-
-	matchers    caddyhttp.MatcherSets
-	rawMatchers caddyhttp.RawMatcherSets // MatcherSetsRaw as configured
-	scopes      scope.Set
-	// challenge is the WWW-Authenticate value for insufficient_scope,
-	// built once.
-	challenge string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -243,50 +237,69 @@ func (h *Handler) provisionRules(ctx caddy.Context) error {
 			h.defaults, h.ceiling, missing)
 	}
 
+	rules := make([]gate.RuleConfig, len(h.Rules))
 	for i := range h.Rules {
-		rule := &h.Rules[i]
-		if rule.Public && len(rule.Scopes) > 0 {
-			return fmt.Errorf("rules[%d]: a public rule cannot require scopes", i)
-		}
-		if rule.scopes, err = scope.New(rule.Scopes...); err != nil {
-			return fmt.Errorf("rules[%d].scopes: %w", i, err)
-		}
-		if missing := h.ceiling.Missing(rule.scopes); len(missing) > 0 {
-			// Not an error: lowering grantable_scopes with a reload while
-			// keeping the rule is how an operator shuts a route for every
-			// token at once, old ones included (see authenticate).
-			h.logger.Warn("rule requires scopes outside grantable_scopes: no token passes it",
-				zap.Int("rule", i),
-				zap.Stringer("missing", missing),
-				zap.Stringer("grantable_scopes", h.ceiling))
-		}
-		rule.challenge = buildChallenge(h.Realm, "insufficient_scope", rule.scopes.String())
-		if rule.MatcherSetsRaw != nil {
-			// LoadModule drops the JSON; keep it to describe the rule.
-			rule.rawMatchers = slices.Clone(rule.MatcherSetsRaw)
-			mods, err := ctx.LoadModule(rule, "MatcherSetsRaw")
-			if err != nil {
-				return fmt.Errorf("rules[%d]: loading matchers: %w", i, err)
-			}
-			if err := rule.matchers.FromInterface(mods); err != nil {
-				return fmt.Errorf("rules[%d]: %w", i, err)
-			}
-		}
+		rules[i] = h.Rules[i].gateRule(ctx, i)
 	}
+	h.gate, err = gate.New(gate.Config{
+		Paths: gate.Paths{
+			Token: h.TokenPath, Refresh: h.RefreshPath, Password: h.PasswordPath, Logout: h.LogoutPath,
+			Sessions: h.SessionsPath, JWKS: discoveryPath(h.JWKSPath), Metadata: discoveryPath(h.MetadataPath),
+		},
+		Rules:   rules,
+		Realm:   h.Realm,
+		Ceiling: h.ceiling,
+		Identity: gate.Identity{
+			ID: h.UserIDHeader, Name: h.UserNameHeader, Scopes: h.ScopesHeader, Strip: h.StripHeaders,
+		},
+		ForwardToken: h.ForwardToken,
+		Prepare:      prepareOwnRequest,
+		ClientIP:     clientIP,
+		Logger:       h.logger,
+	})
+	return err
+}
 
-	// The headers ServeHTTP strips before the rules see the request.
-	h.identity = newIdentityHeaders(h.UserIDHeader, h.UserNameHeader, h.ScopesHeader, h.StripHeaders)
-	h.warnUncoveredPrefixes()
-	return nil
+// gateRule is rule i as the gate takes it: Caddy loads its matchers, when
+// the gate asks (gate.RuleConfig.Load).
+func (rule *Rule) gateRule(ctx caddy.Context, i int) gate.RuleConfig {
+	rc := gate.RuleConfig{Public: rule.Public, Scopes: rule.Scopes}
+	if rule.MatcherSetsRaw == nil {
+		return rc
+	}
+	// LoadModule drops the JSON; the gate keeps it to describe the rule.
+	for _, set := range rule.MatcherSetsRaw {
+		rc.Matchers = append(rc.Matchers, map[string]json.RawMessage(set))
+	}
+	rc.Load = func() (func(*http.Request) (bool, error), error) {
+		mods, err := ctx.LoadModule(rule, "MatcherSetsRaw")
+		if err != nil {
+			return nil, fmt.Errorf("rules[%d]: loading matchers: %w", i, err)
+		}
+		var matchers caddyhttp.MatcherSets
+		if err := matchers.FromInterface(mods); err != nil {
+			return nil, fmt.Errorf("rules[%d]: %w", i, err)
+		}
+		if len(matchers) == 0 {
+			return nil, nil
+		}
+		return matchers.AnyMatchWithError, nil
+	}
+	return rc
+}
+
+// prepareOwnRequest readies a request that the gate builds itself (to
+// check the rules at load) as Caddy readies a received one, with the
+// replacer and the vars in its context, so that matchers find them.
+func prepareOwnRequest(r *http.Request) *http.Request {
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
+	return r.WithContext(ctx)
 }
 
 // provisionRuntime is the rest of Provision: the realm (a declared one
 // the handler names, or its own), the tokens and the auth service.
 func (h *Handler) provisionRuntime(ctx caddy.Context) error {
-	h.challenges = map[string]string{}
-	for _, code := range []string{"", "invalid_token", "invalid_request"} {
-		h.challenges[code] = buildChallenge(h.Realm, code, "")
-	}
 	var err error
 	if h.app, err = crudauthApp(ctx); err != nil {
 		return err
@@ -347,6 +360,7 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		OnReuse:   refreshReuseTotal.Inc,
 		Keys:      ks,
 	})
+	h.gate = h.gate.WithAuth(h.auth)
 	h.own = h.newEndpoints()
 
 	h.logger.Info("crudauth ready",
@@ -480,18 +494,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// Whatever happens next, the client never speaks for the gateway:
 	// identity headers it sent are dropped on every request, public ones and
 	// the token endpoints included, and so are the path and method override
-	// headers (paths.go), in the same pass over the headers.
-	h.identity.strip(r.Header)
+	// headers (gate.RoutingOverrides), in the same pass over the headers.
+	h.gate.StripIdentity(r.Header)
 
-	ep, rule, err := h.route(r, nil)
+	ep, rule, err := h.gate.Route(r, nil)
 	if err == nil && ep != endpoints.None {
 		if done, err := h.own.CORS(w, r, ep); done {
 			return err
 		}
 	}
 	switch {
-	case isRefusal(err):
-		h.logDenial(r, http.StatusBadRequest, err)
+	case gate.IsRefusal(err):
+		h.gate.LogDenial(r, http.StatusBadRequest, err)
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	case err != nil:
 		return caddyhttp.Error(http.StatusInternalServerError, err)
@@ -521,161 +535,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if rule != nil && rule.Public {
-		h.dropToken(r)
+		h.gate.DropToken(r)
 		return next.ServeHTTP(w, r)
 	}
 
-	p, status, challenge, err := h.authenticate(r, rule)
-	observeBearer(status, err)
-	if err != nil {
-		if challenge != "" {
-			w.Header().Set("WWW-Authenticate", challenge)
+	p, denied := h.gate.Check(r, rule)
+	observeBearer(denied.Status, denied.Err)
+	if denied.Err != nil {
+		if denied.Challenge != "" {
+			w.Header().Set("WWW-Authenticate", denied.Challenge)
 		}
-		if status == http.StatusServiceUnavailable {
+		if denied.Status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
 		w.Header().Set("Cache-Control", "no-store")
-		h.logDenial(r, status, err)
-		return caddyhttp.Error(status, err)
+		h.gate.LogDenial(r, denied.Status, denied.Err)
+		return caddyhttp.Error(denied.Status, denied.Err)
 	}
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", p.UserID)
 	repl.Set("http.auth.user.name", p.Username)
 	repl.Set("http.auth.user.scopes", p.ScopeString)
-	h.identity.set(r.Header, p)
-	h.dropToken(r)
+	h.gate.SetIdentity(r.Header, p)
+	h.gate.DropToken(r)
 	return next.ServeHTTP(w, r)
 }
 
-// dropToken removes the bearer token from a request that goes upstream,
-// unless forward_token is on: the upstream gets the identity headers, not
-// a credential it could replay against the gateway.
-func (h *Handler) dropToken(r *http.Request) {
-	if !h.ForwardToken {
-		r.Header.Del("Authorization")
-	}
-}
-
-// matchRule returns the first rule matching r, or nil. A matcher error fails
-// closed.
-func (h *Handler) matchRule(r *http.Request) (*Rule, error) {
-	for i := range h.Rules {
-		rule := &h.Rules[i]
-		if len(rule.matchers) == 0 {
-			return rule, nil
-		}
-		ok, err := rule.matchers.AnyMatchWithError(r)
-		if err != nil {
-			return nil, fmt.Errorf("evaluating rules[%d]: %w", i, err)
-		}
-		if ok {
-			return rule, nil
-		}
-	}
-	return nil, nil
-}
-
-// errors of the bearer check that the HTTP layer finds before the token is
-// looked at; the others are internal/auth's. Their text goes to logs and
-// to handle_errors through {http.error.message}, never a token.
+// errors of the bearer check that the metrics tell apart (gate.Check).
 var (
 	errNoToken      = endpoints.ErrNoToken
-	errMultipleAuth = errors.New("more than one Authorization header")
+	errMultipleAuth = gate.ErrMultipleAuth
 )
 
-// authenticate checks the request's bearer token (internal/auth) and the
-// rule's scopes. On failure it returns the status, the WWW-Authenticate
-// challenge and the reason.
-func (h *Handler) authenticate(r *http.Request, rule *Rule) (auth.Principal, int, string, error) {
-	vals := r.Header.Values("Authorization")
-	if len(vals) == 0 {
-		return auth.Principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
-	}
-	if len(vals) > 1 {
-		return auth.Principal{}, http.StatusBadRequest, h.challenge("invalid_request"), errMultipleAuth
-	}
-	raw, err := token.ParseAuthorization(vals[0])
-	if err != nil {
-		if errors.Is(err, token.ErrNoToken) || !hasBearerScheme(vals[0]) {
-			// another scheme (Basic, ...): as if no token was sent
-			return auth.Principal{}, http.StatusUnauthorized, h.challenge(""), errNoToken
-		}
-		return auth.Principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), err
-	}
-	p, err := h.auth.Authenticate(r.Context(), raw)
-	if err != nil {
-		var ae *auth.Error
-		if errors.As(err, &ae) && ae.Code == auth.CodeInvalidToken {
-			return auth.Principal{}, http.StatusUnauthorized, h.challenge("invalid_token"), ae.Err
-		}
-		if errors.As(err, &ae) && ae.Code == auth.CodeTemporarilyUnavailable {
-			// The store cannot confirm the user's state (a distributed
-			// store without quorum or current state): fail closed, and
-			// say when to retry. No challenge: the token is not at fault.
-			return auth.Principal{}, http.StatusServiceUnavailable, "", err
-		}
-		return auth.Principal{}, http.StatusInternalServerError, h.challenge(""), err
-	}
-	if rule != nil {
-		if err := auth.Authorize(p, rule.scopes); err != nil {
-			return auth.Principal{}, http.StatusForbidden, rule.challenge, auth.ErrInsufficientScope
-		}
-	}
-	return p, 0, "", nil
-}
-
-// grants is the scope decision, for `caddy crudauth explain`, with the
-// functions authenticate uses: the scopes a token holding tokenScopes
-// counts with under the ceiling, and whether they satisfy rule.
-func (h *Handler) grants(tokenScopes scope.Set, rule *Rule) (effective scope.Set, ok bool) {
-	effective, _ = auth.UnderCeiling(h.ceiling, tokenScopes, "")
-	var need scope.Set
-	if rule != nil {
-		need = rule.scopes
-	}
-	return effective, auth.Authorize(auth.Principal{Scopes: effective}, need) == nil
-}
-
-// challenge returns the WWW-Authenticate value for an error code ("" for
-// none); the three the gateway uses are built once in Provision.
-func (h *Handler) challenge(code string) string {
-	if c, ok := h.challenges[code]; ok {
-		return c
-	}
-	return buildChallenge(h.Realm, code, "")
-}
-
-// buildChallenge is the one place a WWW-Authenticate value is written
-// (RFC 6750 section 3): the realm, then the error code and the scope a
-// request lacked, each when not empty.
-func buildChallenge(realm, code, scopes string) string {
-	c := fmt.Sprintf(`Bearer realm=%q`, realm)
-	if code != "" {
-		c += fmt.Sprintf(`, error=%q`, code)
-	}
-	if scopes != "" {
-		c += fmt.Sprintf(`, scope=%q`, scopes)
-	}
-	return c
-}
-
-func hasBearerScheme(v string) bool {
-	return len(v) >= 6 && strings.EqualFold(v[:6], "bearer") && (len(v) == 6 || v[6] == ' ' || v[6] == '\t')
-}
-
-func (h *Handler) logDenial(r *http.Request, status int, err error) {
-	if c := h.logger.Check(zap.DebugLevel, "request denied"); c != nil {
-		c.Write(
-			zap.Int("status", status),
-			zap.String("reason", err.Error()),
-			zap.String("client_ip", clientIP(r)),
-			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path), // never the query: a token may hide there
-		)
-	}
-}
-
+// clientIP is the client's address as Caddy determined it (trusted_proxies
+// included), for logs and the login throttle.
 func clientIP(r *http.Request) string {
 	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
 		return ip

@@ -38,8 +38,11 @@ func (h *Handler) endpointsConfig() endpoints.Config {
 func (h *Handler) newEndpoints() *endpoints.Server {
 	cfg := h.endpointsConfig()
 	cfg.Auth = h.auth
-	cfg.Bearer = func(r *http.Request) (auth.Principal, int, string, error) { return h.authenticate(r, nil) }
-	cfg.LogDenial = h.logDenial
+	cfg.Bearer = func(r *http.Request) (auth.Principal, int, string, error) {
+		p, d := h.gate.Check(r, nil)
+		return p, d.Status, d.Challenge, d.Err
+	}
+	cfg.LogDenial = h.gate.LogDenial
 	cfg.ClientIP = clientIP
 	cfg.Logger = h.logger
 	cfg.Now = time.Now

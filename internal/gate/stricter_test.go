@@ -1,4 +1,4 @@
-package caddymodule
+package gate
 
 import (
 	"slices"
@@ -6,11 +6,11 @@ import (
 )
 
 func TestStricter(t *testing.T) {
-	h := &Handler{Realm: "r"}
+	g := &Gate{realm: "r"}
 	pub := &Rule{Public: true}
 	free := &Rule{}
-	admin := &Rule{scopes: []string{"admin"}}
-	write := &Rule{scopes: []string{"write"}}
+	admin := &Rule{Scopes: []string{"admin"}}
+	write := &Rule{Scopes: []string{"write"}}
 	for _, tc := range []struct {
 		a, b *Rule
 		want []string // scopes; nil: no scope needed
@@ -25,11 +25,11 @@ func TestStricter(t *testing.T) {
 		{admin, admin, []string{"admin"}, false},
 		{admin, write, []string{"admin", "write"}, false},
 	} {
-		got := h.stricter(tc.a, tc.b)
+		got := g.stricter(tc.a, tc.b)
 		isPub := got != nil && got.Public
 		var scopes []string
 		if got != nil {
-			scopes = got.scopes
+			scopes = got.Scopes
 		}
 		if isPub != tc.pub || !slices.Equal(scopes, tc.want) {
 			t.Errorf("stricter(%+v, %+v) = %+v", tc.a, tc.b, got)

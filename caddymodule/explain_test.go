@@ -121,6 +121,20 @@ decision for scopes "me:read": denied (403 insufficient_scope: needs admin)
 			lines:  []string{`decision: sessions endpoint`},
 		},
 		{
+			// The handler serves the discovery endpoints without a token,
+			// before any rule: explain must not say a token is needed.
+			name:   "jwks endpoint",
+			config: site,
+			args:   []string{"GET", "/.well-known/jwks.json"},
+			lines:  []string{`decision: JWKS endpoint (public)`},
+		},
+		{
+			name:   "metadata endpoint",
+			config: site,
+			args:   []string{"GET", "/.well-known/oauth-authorization-server"},
+			lines:  []string{`decision: metadata endpoint (public)`},
+		},
+		{
 			name:   "preflight to a protected route",
 			config: site,
 			args:   []string{"OPTIONS", "/admin/users", "--header", "Origin: https://app.example", "--header", "Access-Control-Request-Method: DELETE"},

@@ -39,8 +39,8 @@ type Explanation struct {
 	Handler
 	Readings []Reading `json:"readings"`
 	// Decision is one of refused, error, token_endpoint, refresh_endpoint,
-	// password_endpoint, logout_endpoint, sessions_endpoint, preflight,
-	// public, scopes, any_token.
+	// password_endpoint, logout_endpoint, sessions_endpoint, jwks_endpoint,
+	// metadata_endpoint, preflight, public, scopes, any_token.
 	Decision string        `json:"decision"`
 	Status   int           `json:"status,omitempty"` // refused, error
 	Reason   string        `json:"reason,omitempty"` // refused, error
@@ -118,6 +118,10 @@ func (e Explanation) decisionText() string {
 		return "logout endpoint"
 	case "sessions_endpoint":
 		return "sessions endpoint"
+	case "jwks_endpoint":
+		return "JWKS endpoint (public)"
+	case "metadata_endpoint":
+		return "metadata endpoint (public)"
 	case "preflight":
 		return "CORS preflight: passed on without a token and without identity headers"
 	case "public":

@@ -32,20 +32,8 @@ func (g *Gate) Explain(r *http.Request, tokenScopes *scope.Set) explain.Explanat
 	case err != nil:
 		e.Decision, e.Status, e.Reason = "error", http.StatusInternalServerError, err.Error()
 		return e
-	case ep == endpoints.Token:
-		e.Decision = "token_endpoint"
-		return e
-	case ep == endpoints.Refresh:
-		e.Decision = "refresh_endpoint"
-		return e
-	case ep == endpoints.Password:
-		e.Decision = "password_endpoint"
-		return e
-	case ep == endpoints.Logout:
-		e.Decision = "logout_endpoint"
-		return e
-	case ep == endpoints.Sessions:
-		e.Decision = "sessions_endpoint"
+	case ep != endpoints.None:
+		e.Decision = endpointDecisions[ep]
 		return e
 	case endpoints.IsPreflight(r):
 		// As the handler: a CORS preflight carries no token and goes on
@@ -100,4 +88,16 @@ func (g *Gate) describeRule(rule *Rule) string {
 		b.WriteString(" " + rule.Scopes.String())
 	}
 	return b.String()
+}
+
+// endpointDecisions names the decision for each of the gateway's own
+// endpoints: the handler answers them itself, before any rule.
+var endpointDecisions = map[endpoints.Endpoint]string{
+	endpoints.Token:    "token_endpoint",
+	endpoints.Refresh:  "refresh_endpoint",
+	endpoints.Password: "password_endpoint",
+	endpoints.Logout:   "logout_endpoint",
+	endpoints.Sessions: "sessions_endpoint",
+	endpoints.JWKS:     "jwks_endpoint",
+	endpoints.Metadata: "metadata_endpoint",
 }

@@ -179,7 +179,7 @@ func TestUncoveredPrefixesPrepare(t *testing.T) {
 }
 
 var ownPaths = Paths{Token: "/token", Refresh: "/refresh", Password: "/password", Logout: "/logout",
-	Sessions: "/sessions", JWKS: "/.well-known/jwks.json"}
+	Sessions: "/sessions", JWKS: "/.well-known/jwks.json", Metadata: "/.well-known/oauth-authorization-server"}
 
 func TestRoute(t *testing.T) {
 	g := newGate(t, Config{Paths: ownPaths, Rules: []RuleConfig{
@@ -390,6 +390,8 @@ func TestExplain(t *testing.T) {
 	for _, tc := range []struct{ method, target, decision, text string }{
 		{"POST", "/token", "token_endpoint", ""},
 		{"GET", "/sessions/x", "sessions_endpoint", ""},
+		{"GET", "/.well-known/jwks.json", "jwks_endpoint", ""},
+		{"GET", "/.well-known/oauth-authorization-server", "metadata_endpoint", ""},
 		{"GET", "/public/x", "public", `rules[0]: public {"path":["/public/*"]}`},
 		{"GET", "/any", "any_token", `rules[2]: require {"path":["/any"]} (any valid token)`},
 		{"GET", "/a/../b", "refused", ""},

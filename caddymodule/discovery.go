@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/token"
@@ -16,13 +17,6 @@ import (
 const (
 	DefaultJWKSPath     = "/.well-known/jwks.json"
 	DefaultMetadataPath = "/.well-known/oauth-authorization-server"
-	// pathOff turns jwks_path or metadata_path off.
-	pathOff = "off"
-	// maxJWKSMaxAge caps the JWKS's Cache-Control max-age. The max-age is
-	// also at most half of key_publish_delay, so that a cache that fetched
-	// the set just before a rotation still holds the new key before it
-	// signs.
-	maxJWKSMaxAge = 5 * time.Minute
 )
 
 // DiscoverySettings are what lets an upstream verify the gateway's tokens
@@ -56,13 +50,8 @@ func (s *DiscoverySettings) setDefaults() {
 	orDefault(&s.MetadataPath, DefaultMetadataPath)
 }
 
-// path returns the endpoint path p, or "" when it is off.
-func discoveryPath(p string) string {
-	if p == pathOff {
-		return ""
-	}
-	return p
-}
+// discoveryPath returns the endpoint path p, or "" when it is off.
+var discoveryPath = config.DiscoveryPath
 
 // discoverySubdirectives are the subdirectives unmarshalSub takes.
 var discoverySubdirectives = []string{"jwks_path", "metadata_path", "forward_token"}
@@ -84,8 +73,8 @@ func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) err
 			return d.Errf("forward_token: %q is not one of on, off", v)
 		}
 	case "jwks_path", "metadata_path":
-		if v != pathOff {
-			if err := checkSessionPath(sub, v); err != nil {
+		if v != config.PathOff {
+			if err := config.CheckEndpointPath(sub, v); err != nil {
 				return d.Err(err.Error())
 			}
 		}
@@ -98,26 +87,6 @@ func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) err
 		return d.Errf("unrecognized subdirective %q", sub)
 	}
 	return nil
-}
-
-// checkDiscoveryPaths checks the two paths' form; checkSessions checks
-// that they collide with no other endpoint.
-func (s *DiscoverySettings) check() error {
-	for _, p := range []struct{ name, path string }{{"jwks_path", s.JWKSPath}, {"metadata_path", s.MetadataPath}} {
-		if p.path == "" || p.path == pathOff {
-			continue
-		}
-		if err := checkSessionPath(p.name, p.path); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// jwksMaxAge is the JWKS's Cache-Control max-age for a realm whose
-// rotations publish a key delay before it signs.
-func jwksMaxAge(delay time.Duration) time.Duration {
-	return min(maxJWKSMaxAge, (delay / 2).Truncate(time.Second))
 }
 
 // provisionKeys builds the handler's token manager on the realm's
@@ -165,7 +134,7 @@ func (h *Handler) discovery() endpoints.Discovery {
 	}
 	if h.realm != nil {
 		d.SigningAlg = h.realm.signingAlg
-		d.JWKSMaxAge = jwksMaxAge(h.realm.publishDelay)
+		d.JWKSMaxAge = config.JWKSMaxAge(h.realm.publishDelay)
 	}
 	if ring := h.keyRing; ring != nil {
 		d.JWKS = func(ctx context.Context) ([]byte, error) {

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
@@ -124,37 +124,18 @@ func (s *RealmSettings) given() []string {
 	return out
 }
 
-// check rejects unsafe settings; each message names the field.
-func (s *RealmSettings) check() error {
-	if s.DB != "" && s.StoreRaw != nil {
-		return errors.New("db and store are both set: db PATH is short for a bolt store with that path, set one of them")
+// values are the settings as internal/config checks them.
+func (s *RealmSettings) values() config.Realm {
+	return config.Realm{
+		DB:                  s.DB,
+		Store:               s.StoreRaw != nil,
+		Secret:              s.Secret,
+		SigningAlg:          s.SigningAlg,
+		KeyPublishDelay:     time.Duration(s.KeyPublishDelay),
+		MaxConcurrentHashes: s.MaxConcurrentHashes,
+		HashQueueTimeout:    time.Duration(s.HashQueueTimeout),
+		Throttle:            s.Throttle.values(),
 	}
-	if s.MaxConcurrentHashes < 0 {
-		return fmt.Errorf("max_concurrent_hashes: %d must be positive (0 means half the CPUs)", s.MaxConcurrentHashes)
-	}
-	switch s.SigningAlg {
-	case "", token.AlgHS256:
-		if s.KeyPublishDelay != 0 {
-			return errors.New("key_publish_delay: HS256 has one secret and no key rotation; set signing_alg EdDSA or ES256")
-		}
-	case token.AlgEdDSA, token.AlgES256:
-		if s.Secret != "" {
-			return fmt.Errorf("secret is the HS256 key; signing_alg %s keeps its key pair in the store", s.SigningAlg)
-		}
-		if s.KeyPublishDelay < 0 {
-			return errors.New("key_publish_delay must be positive")
-		}
-	default:
-		return fmt.Errorf("signing_alg: %q is not one of HS256, EdDSA, ES256", s.SigningAlg)
-	}
-	if s.HashQueueTimeout < 0 {
-		return errors.New("hash_queue_timeout must be positive")
-	}
-	if time.Duration(s.HashQueueTimeout) > time.Minute {
-		return fmt.Errorf("hash_queue_timeout: %s is too long, at most 1m (a login flood would park requests that long)",
-			time.Duration(s.HashQueueTimeout))
-	}
-	return s.Throttle.check()
 }
 
 // unmarshalSub parses the realm subdirective sub at d, in a handler's block
@@ -326,7 +307,8 @@ func (r *realm) adminSettings(app *App) users.Settings {
 // provision builds the realm: the hasher, the policy, the secret, the
 // shared store and throttle. On error it releases what it took.
 func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
-	if err := s.check(); err != nil {
+	v := s.values()
+	if err := v.Check(); err != nil {
 		return nil, err
 	}
 	r := new(realm)
@@ -395,21 +377,13 @@ func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
 }
 
 // resolveSecret resolves `{env.X}` and `{file.P}` in a configured secret
-// and checks its length and strength.
+// and checks its length and strength (config.Secret).
 func resolveSecret(configured string) ([]byte, error) {
 	resolved, err := caddy.NewReplacer().ReplaceOrErr(configured, true, true)
 	if err != nil {
 		return nil, err
 	}
-	resolved = strings.TrimRight(resolved, "\r\n") // files usually end with a newline
-	if len(resolved) < token.MinKeyLen {
-		return nil, fmt.Errorf("%d bytes is too short, HS256 needs at least %d (generate one with: head -c32 /dev/urandom | base64)",
-			len(resolved), token.MinKeyLen)
-	}
-	if err := checkSecretStrength(resolved); err != nil {
-		return nil, err
-	}
-	return []byte(resolved), nil
+	return config.Secret(resolved)
 }
 
 // acquireStore loads the store module (or takes db as the path of a bolt

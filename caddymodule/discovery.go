@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -90,34 +89,23 @@ func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) err
 }
 
 // provisionKeys builds the handler's token manager on the realm's
-// algorithm: the realm's secret for HS256; for EdDSA and ES256 a key Ring
-// on the realm's store, synced once here, so that the first key pair is
-// created at start (a store that cannot be reached fails the start, as
-// the HS256 secret does).
+// algorithm (keys.NewSigner): the realm's secret for HS256, a key Ring on
+// the realm's store for EdDSA and ES256.
 func (h *Handler) provisionKeys(ctx context.Context) error {
 	r := h.realm
 	cfg := token.Config{
 		Alg:        r.signingAlg,
+		Key:        r.key,
 		Issuer:     h.Issuer,
 		Audience:   h.Audience,
 		AccessTTL:  time.Duration(h.AccessTTL),
 		RefreshTTL: time.Duration(h.RefreshTTL),
 	}
-	if !keys.Asymmetric(r.signingAlg) {
-		cfg.Key = r.key
-	}
 	var err error
-	if h.tokens, err = token.New(cfg); err != nil {
-		return fmt.Errorf("secret: %w", err)
+	if h.tokens, h.keyRing, err = keys.NewSigner(ctx, cfg, r.store, storeName(r.storeKey)); err != nil {
+		return err
 	}
-	h.keyRing = nil
-	if keys.Asymmetric(r.signingAlg) {
-		// A key verifies for the longest a token it signed lives: a
-		// refresh token (access_ttl is never longer).
-		h.keyRing = keys.NewRing(r.store, h.tokens, time.Duration(h.RefreshTTL), nil)
-		if err := h.keyRing.Sync(ctx); err != nil {
-			return fmt.Errorf("signing keys (%s) in %s: %w", r.signingAlg, storeName(r.storeKey), err)
-		}
+	if h.keyRing != nil {
 		// The admin API's key commands judge keys by this lifetime too.
 		r.addRing(h.keyRing)
 	}

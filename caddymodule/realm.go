@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,37 +254,18 @@ type realm struct {
 	releaseOnce sync.Once
 	releaseErr  error
 
-	// rings are the key rings of the handlers that use the realm now,
-	// added as each is provisioned and removed in its Cleanup: the key
-	// commands judge keys by their token lifetimes (tokenLifetime).
-	ringsMu sync.Mutex
-	rings   []*keys.Ring
+	// rings are the key rings of the handlers that use the realm now: the
+	// key commands judge keys by their token lifetimes.
+	rings keys.Rings
 }
 
-func (r *realm) addRing(k *keys.Ring) {
-	r.ringsMu.Lock()
-	r.rings = append(r.rings, k)
-	r.ringsMu.Unlock()
-}
-
-func (r *realm) removeRing(k *keys.Ring) {
-	r.ringsMu.Lock()
-	r.rings = slices.DeleteFunc(r.rings, func(o *keys.Ring) bool { return o == k })
-	r.ringsMu.Unlock()
-}
+func (r *realm) addRing(k *keys.Ring)    { r.rings.Add(k) }
+func (r *realm) removeRing(k *keys.Ring) { r.rings.Remove(k) }
 
 // tokenLifetime is the longest a token of the realm's handlers lives (the
 // lifetime their rings judge keys by); zero while no handler signs with
 // the key set.
-func (r *realm) tokenLifetime() time.Duration {
-	r.ringsMu.Lock()
-	defer r.ringsMu.Unlock()
-	var life time.Duration
-	for _, k := range r.rings {
-		life = max(life, k.Life())
-	}
-	return life
-}
+func (r *realm) tokenLifetime() time.Duration { return r.rings.Life() }
 
 // passwordSettings is how the admin API and the CLI hash and check new
 // passwords for this realm.

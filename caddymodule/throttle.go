@@ -104,15 +104,7 @@ func acquireThrottle(dbKey string, st store.Store, c *ThrottleConfig) (throttle.
 	}
 	key := dbKey + "\x00" + string(settings)
 	val, _, err := throttlePool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		cfg := throttle.Config{
-			MaxFailures:     c.MaxFailures,
-			UserMaxFailures: c.UserMaxFailures,
-			IPMaxFailures:   c.IPMaxFailures,
-			Window:          time.Duration(c.Window),
-			BaseLockout:     time.Duration(c.Lockout),
-			MaxLockout:      time.Duration(c.MaxLockout),
-			MaxEntries:      c.MaxEntries,
-		}
+		cfg := c.values().Limits()
 		// A store shared by several gateways (etcd) shares the throttle
 		// too: guesses spread over the gateways count together.
 		if sh, ok := st.(sharedThrottler); ok {

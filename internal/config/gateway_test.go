@@ -183,3 +183,12 @@ func TestJWKSMaxAge(t *testing.T) {
 		}
 	}
 }
+
+func TestThrottleLimits(t *testing.T) {
+	c := Throttle{MaxFailures: 3, UserMaxFailures: -1, IPMaxFailures: 50, Window: time.Second, Lockout: 2 * time.Second, MaxLockout: time.Minute, MaxEntries: 1000}
+	l := c.Limits()
+	if l.MaxFailures != 3 || l.UserMaxFailures != -1 || l.IPMaxFailures != 50 || l.Window != time.Second ||
+		l.BaseLockout != 2*time.Second || l.MaxLockout != time.Minute || l.MaxEntries != 1000 {
+		t.Errorf("Limits() = %+v, want every setting carried over (lockout as BaseLockout)", l)
+	}
+}

@@ -96,6 +96,19 @@ func (c *Throttle) Check() error {
 	return nil
 }
 
+// Limits is the throttle's settings as internal/throttle takes them.
+func (c *Throttle) Limits() throttle.Config {
+	return throttle.Config{
+		MaxFailures:     c.MaxFailures,
+		UserMaxFailures: c.UserMaxFailures,
+		IPMaxFailures:   c.IPMaxFailures,
+		Window:          c.Window,
+		BaseLockout:     c.Lockout,
+		MaxLockout:      c.MaxLockout,
+		MaxEntries:      c.MaxEntries,
+	}
+}
+
 // CheckRealmName refuses a realm name other than letters, digits, '-',
 // '_' and '.'.
 func CheckRealmName(name string) error {

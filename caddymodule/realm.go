@@ -26,7 +26,7 @@ import (
 
 // DefaultHashQueueTimeout is how long a login waits for a hashing slot
 // when hash_queue_timeout is not set.
-const DefaultHashQueueTimeout = 2 * time.Second
+const DefaultHashQueueTimeout = config.DefaultHashQueueTimeout
 
 // DefaultKeyPublishDelay is how long a rotated key is published before it
 // signs when key_publish_delay is not set.
@@ -125,7 +125,7 @@ func (s *RealmSettings) given() []string {
 
 // values are the settings as internal/config checks them.
 func (s *RealmSettings) values() config.Realm {
-	return config.Realm{
+	v := config.Realm{
 		DB:                  s.DB,
 		Store:               s.StoreRaw != nil,
 		Secret:              s.Secret,
@@ -134,7 +134,13 @@ func (s *RealmSettings) values() config.Realm {
 		MaxConcurrentHashes: s.MaxConcurrentHashes,
 		HashQueueTimeout:    time.Duration(s.HashQueueTimeout),
 		Throttle:            s.Throttle.values(),
+		PasswordMinLength:   s.PasswordMinLength,
+		PasswordMaxLength:   s.PasswordMaxLength,
 	}
+	if s.Argon2 != nil {
+		v.Argon2Memory, v.Argon2Time, v.Argon2Threads = s.Argon2.Memory, s.Argon2.Time, s.Argon2.Threads
+	}
+	return v
 }
 
 // unmarshalSub parses the realm subdirective sub at d, in a handler's block
@@ -291,33 +297,11 @@ func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
 	if err := v.Check(); err != nil {
 		return nil, err
 	}
-	r := new(realm)
-	params := password.DefaultParams
-	if s.Argon2 != nil {
-		if s.Argon2.Memory != 0 {
-			params.Memory = s.Argon2.Memory
-		}
-		if s.Argon2.Time != 0 {
-			params.Time = s.Argon2.Time
-		}
-		if s.Argon2.Threads != 0 {
-			params.Threads = s.Argon2.Threads
-		}
-	}
-	hasher, err := password.NewHasher(params)
+	hashing, err := v.Hashing()
 	if err != nil {
-		return nil, fmt.Errorf("argon2: %w", err)
+		return nil, err
 	}
-	r.hasher = hasher.WithObserver(observeHash)
-	wait := time.Duration(s.HashQueueTimeout)
-	if wait == 0 {
-		wait = DefaultHashQueueTimeout
-	}
-	r.hashLimit = password.NewLimiter(s.MaxConcurrentHashes, wait)
-	r.policy = password.Policy{MinLength: s.PasswordMinLength, MaxLength: s.PasswordMaxLength}
-	if err := r.policy.Validate(); err != nil {
-		return nil, fmt.Errorf("password_min_length/password_max_length: %w", err)
-	}
+	r := &realm{hasher: hashing.Hasher.WithObserver(observeHash), hashLimit: hashing.Limit, policy: hashing.Policy}
 
 	// Resolve the secret before touching the store, so a bad secret fails
 	// fast without taking a file lock.

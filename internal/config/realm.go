@@ -21,6 +21,12 @@ type Realm struct {
 	MaxConcurrentHashes int
 	HashQueueTimeout    time.Duration
 	Throttle            *Throttle // nil: the defaults
+
+	// What Hashing reads besides: argon2id parameters (zero: the
+	// default) and the password policy's lengths (zero: the default).
+	Argon2Memory, Argon2Time             uint32
+	Argon2Threads                        uint8
+	PasswordMinLength, PasswordMaxLength int
 }
 
 // Throttle is what the static checks read of the login throttle's

@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"go.uber.org/zap"
+
+	"github.com/crudauth/caddy-crudauth/internal/config"
 )
 
 func init() {
@@ -55,7 +57,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.declared = map[string]*realm{}
 	for _, name := range slices.Sorted(maps.Keys(a.Realms)) {
-		if err := checkRealmName(name); err != nil {
+		if err := config.CheckRealmName(name); err != nil {
 			return err
 		}
 		s := a.Realms[name]
@@ -70,18 +72,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.declared[name] = r
 		a.logger.Info("realm ready", zap.String("realm", name), zap.String("store", storeName(r.storeKey)),
 			zap.String("secret_source", r.secretSource))
-	}
-	return nil
-}
-
-func checkRealmName(name string) error {
-	if name == "" {
-		return fmt.Errorf("a realm needs a name")
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.", c)) {
-			return fmt.Errorf("realm name %q: only letters, digits, '-', '_' and '.' are allowed", name)
-		}
 	}
 	return nil
 }
@@ -228,7 +218,7 @@ func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			return nil, d.ArgErr()
 		}
 		name = d.Val()
-		if err := checkRealmName(name); err != nil {
+		if err := config.CheckRealmName(name); err != nil {
 			return nil, d.Err(err.Error())
 		}
 		if _, ok := app.Realms[name]; ok {

@@ -2,11 +2,11 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/token"
@@ -16,13 +16,6 @@ import (
 const (
 	DefaultJWKSPath     = "/.well-known/jwks.json"
 	DefaultMetadataPath = "/.well-known/oauth-authorization-server"
-	// pathOff turns jwks_path or metadata_path off.
-	pathOff = "off"
-	// maxJWKSMaxAge caps the JWKS's Cache-Control max-age. The max-age is
-	// also at most half of key_publish_delay, so that a cache that fetched
-	// the set just before a rotation still holds the new key before it
-	// signs.
-	maxJWKSMaxAge = 5 * time.Minute
 )
 
 // DiscoverySettings are what lets an upstream verify the gateway's tokens
@@ -56,13 +49,8 @@ func (s *DiscoverySettings) setDefaults() {
 	orDefault(&s.MetadataPath, DefaultMetadataPath)
 }
 
-// path returns the endpoint path p, or "" when it is off.
-func discoveryPath(p string) string {
-	if p == pathOff {
-		return ""
-	}
-	return p
-}
+// discoveryPath returns the endpoint path p, or "" when it is off.
+var discoveryPath = config.DiscoveryPath
 
 // discoverySubdirectives are the subdirectives unmarshalSub takes.
 var discoverySubdirectives = []string{"jwks_path", "metadata_path", "forward_token"}
@@ -84,8 +72,8 @@ func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) err
 			return d.Errf("forward_token: %q is not one of on, off", v)
 		}
 	case "jwks_path", "metadata_path":
-		if v != pathOff {
-			if err := checkSessionPath(sub, v); err != nil {
+		if v != config.PathOff {
+			if err := config.CheckEndpointPath(sub, v); err != nil {
 				return d.Err(err.Error())
 			}
 		}
@@ -100,55 +88,24 @@ func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) err
 	return nil
 }
 
-// checkDiscoveryPaths checks the two paths' form; checkSessions checks
-// that they collide with no other endpoint.
-func (s *DiscoverySettings) check() error {
-	for _, p := range []struct{ name, path string }{{"jwks_path", s.JWKSPath}, {"metadata_path", s.MetadataPath}} {
-		if p.path == "" || p.path == pathOff {
-			continue
-		}
-		if err := checkSessionPath(p.name, p.path); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// jwksMaxAge is the JWKS's Cache-Control max-age for a realm whose
-// rotations publish a key delay before it signs.
-func jwksMaxAge(delay time.Duration) time.Duration {
-	return min(maxJWKSMaxAge, (delay / 2).Truncate(time.Second))
-}
-
 // provisionKeys builds the handler's token manager on the realm's
-// algorithm: the realm's secret for HS256; for EdDSA and ES256 a key Ring
-// on the realm's store, synced once here, so that the first key pair is
-// created at start (a store that cannot be reached fails the start, as
-// the HS256 secret does).
+// algorithm (keys.NewSigner): the realm's secret for HS256, a key Ring on
+// the realm's store for EdDSA and ES256.
 func (h *Handler) provisionKeys(ctx context.Context) error {
 	r := h.realm
 	cfg := token.Config{
 		Alg:        r.signingAlg,
+		Key:        r.key,
 		Issuer:     h.Issuer,
 		Audience:   h.Audience,
 		AccessTTL:  time.Duration(h.AccessTTL),
 		RefreshTTL: time.Duration(h.RefreshTTL),
 	}
-	if !keys.Asymmetric(r.signingAlg) {
-		cfg.Key = r.key
-	}
 	var err error
-	if h.tokens, err = token.New(cfg); err != nil {
-		return fmt.Errorf("secret: %w", err)
+	if h.tokens, h.keyRing, err = keys.NewSigner(ctx, cfg, r.store, storeName(r.storeKey)); err != nil {
+		return err
 	}
-	h.keyRing = nil
-	if keys.Asymmetric(r.signingAlg) {
-		// A key verifies for the longest a token it signed lives: a
-		// refresh token (access_ttl is never longer).
-		h.keyRing = keys.NewRing(r.store, h.tokens, time.Duration(h.RefreshTTL), nil)
-		if err := h.keyRing.Sync(ctx); err != nil {
-			return fmt.Errorf("signing keys (%s) in %s: %w", r.signingAlg, storeName(r.storeKey), err)
-		}
+	if h.keyRing != nil {
 		// The admin API's key commands judge keys by this lifetime too.
 		r.addRing(h.keyRing)
 	}
@@ -165,7 +122,7 @@ func (h *Handler) discovery() endpoints.Discovery {
 	}
 	if h.realm != nil {
 		d.SigningAlg = h.realm.signingAlg
-		d.JWKSMaxAge = jwksMaxAge(h.realm.publishDelay)
+		d.JWKSMaxAge = config.JWKSMaxAge(h.realm.publishDelay)
 	}
 	if ring := h.keyRing; ring != nil {
 		d.JWKS = func(ctx context.Context) ([]byte, error) {

@@ -46,7 +46,7 @@ const testGlobalOptions = `{
 	grace_period 1ns`
 
 // testSecret is an obviously fake HS256 key. It is not a repeated pattern,
-// which the secret strength check (checkSecretStrength) refuses.
+// which the secret strength check (config.CheckSecretStrength) refuses.
 const testSecret = "test-only-hs256-key-0123456789-not-a-secret"
 
 func TestMain(m *testing.M) {

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
+	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/gate"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
@@ -402,65 +403,27 @@ func orDefault[T comparable](field *T, def T) {
 }
 
 // checkStatic rejects unsafe or contradictory settings that need nothing but
-// the config itself. Each message names the field.
+// the config itself (config.Gateway.Check). Each message names the field.
 func (h *Handler) checkStatic() error {
-	if h.AccessTTL < 0 || h.RefreshTTL < 0 {
-		return errors.New("access_ttl and refresh_ttl must be positive")
+	g := config.Gateway{
+		AccessTTL:      time.Duration(h.AccessTTL),
+		RefreshTTL:     time.Duration(h.RefreshTTL),
+		Refresh:        h.Refresh,
+		TokenPath:      h.TokenPath,
+		RefreshPath:    h.RefreshPath,
+		PasswordPath:   h.PasswordPath,
+		CookieName:     h.CookieName,
+		CookieSameSite: h.CookieSameSite,
+		AllowedOrigins: h.AllowedOrigins,
+		UserIDHeader:   h.UserIDHeader,
+		UserNameHeader: h.UserNameHeader,
+		ScopesHeader:   h.ScopesHeader,
+		StripHeaders:   h.StripHeaders,
+		Sessions:       h.SessionSettings.values(),
+		Discovery:      config.Discovery{JWKSPath: h.JWKSPath, MetadataPath: h.MetadataPath},
+		Realm:          h.RealmSettings.values(),
 	}
-	if h.AccessTTL > h.RefreshTTL {
-		return fmt.Errorf("access_ttl (%s) must not be longer than refresh_ttl (%s)",
-			time.Duration(h.AccessTTL), time.Duration(h.RefreshTTL))
-	}
-	if h.Refresh != RefreshModeCookie && h.Refresh != RefreshModeBody {
-		return fmt.Errorf("refresh: %q is not one of cookie, body", h.Refresh)
-	}
-	for name, p := range map[string]string{"token_path": h.TokenPath, "refresh_path": h.RefreshPath} {
-		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") {
-			return fmt.Errorf("%s: %q must be an absolute path without query or wildcard", name, p)
-		}
-	}
-	if h.TokenPath == h.RefreshPath {
-		return fmt.Errorf("token_path and refresh_path must differ (both are %q)", h.TokenPath)
-	}
-	if err := h.checkPasswordPath(); err != nil {
-		return err
-	}
-	if err := h.DiscoverySettings.check(); err != nil {
-		return err
-	}
-	if err := h.checkSessions(); err != nil {
-		return err
-	}
-	if err := h.checkHostile(); err != nil {
-		return err
-	}
-	if err := checkCookieName(h.CookieName, h.RefreshPath); err != nil {
-		return fmt.Errorf("cookie_name: %w", err)
-	}
-	if err := h.checkCookieSameSite(); err != nil {
-		return err
-	}
-	for _, o := range h.AllowedOrigins {
-		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") || strings.HasSuffix(o, "/") {
-			return fmt.Errorf("allowed_origins: %q must be scheme://host[:port], with no path", o)
-		}
-	}
-	for field, name := range map[string]string{"user_id_header": h.UserIDHeader, "user_name_header": h.UserNameHeader, "scopes_header": h.ScopesHeader} {
-		if err := checkIdentityHeaderName(name); err != nil {
-			return fmt.Errorf("%s: %w", field, err)
-		}
-	}
-	for _, name := range h.StripHeaders {
-		if err := checkHeaderToken(name); err != nil {
-			return fmt.Errorf("strip_headers: %w", err)
-		}
-	}
-	names := []string{normalizeHeaderName(h.UserIDHeader), normalizeHeaderName(h.UserNameHeader), normalizeHeaderName(h.ScopesHeader)}
-	slices.Sort(names)
-	if len(slices.Compact(names)) != 3 {
-		return errors.New("user_id_header, user_name_header and scopes_header must be three different headers")
-	}
-	return nil
+	return g.Check()
 }
 
 // Validate is part of caddy.Validator. Everything that can be checked is

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -46,27 +45,6 @@ func (s sharedStore) Destruct() error {
 // open store (CreateSession also removes a user's own at each login).
 const sessionSweepInterval = 10 * time.Minute
 
-// sweepSessions removes expired sessions every interval until ctx ends, so
-// that the sessions of users who never come back do not pile up.
-func sweepSessions(ctx context.Context, st store.Store, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := st.SweepSessions(ctx, time.Now())
-			switch {
-			case err != nil && ctx.Err() == nil:
-				caddy.Log().Named("crudauth").Error("removing expired sessions failed", zap.Error(err))
-			case n > 0:
-				caddy.Log().Named("crudauth").Info("expired sessions removed", zap.Int("sessions", n))
-			}
-		}
-	}
-}
-
 // acquireStore returns the shared store of o, opening it on first use, and
 // the pool key to release it with (releaseStore). The key is returned only
 // on success, so a failed Provision's Cleanup releases nothing it did not
@@ -79,7 +57,7 @@ func acquireStore(o storeOpener) (store.Store, string, error) {
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		go sweepSessions(ctx, st, sessionSweepInterval)
+		go store.SweepSessionsEvery(ctx, st, sessionSweepInterval, caddy.Log().Named("crudauth"))
 		return sharedStore{Store: st, stopSweep: cancel}, nil
 	})
 	if err != nil {

@@ -4,10 +4,8 @@ import (
 	"cmp"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
@@ -27,7 +26,7 @@ import (
 
 // DefaultHashQueueTimeout is how long a login waits for a hashing slot
 // when hash_queue_timeout is not set.
-const DefaultHashQueueTimeout = 2 * time.Second
+const DefaultHashQueueTimeout = config.DefaultHashQueueTimeout
 
 // DefaultKeyPublishDelay is how long a rotated key is published before it
 // signs when key_publish_delay is not set.
@@ -124,37 +123,24 @@ func (s *RealmSettings) given() []string {
 	return out
 }
 
-// check rejects unsafe settings; each message names the field.
-func (s *RealmSettings) check() error {
-	if s.DB != "" && s.StoreRaw != nil {
-		return errors.New("db and store are both set: db PATH is short for a bolt store with that path, set one of them")
+// values are the settings as internal/config checks them.
+func (s *RealmSettings) values() config.Realm {
+	v := config.Realm{
+		DB:                  s.DB,
+		Store:               s.StoreRaw != nil,
+		Secret:              s.Secret,
+		SigningAlg:          s.SigningAlg,
+		KeyPublishDelay:     time.Duration(s.KeyPublishDelay),
+		MaxConcurrentHashes: s.MaxConcurrentHashes,
+		HashQueueTimeout:    time.Duration(s.HashQueueTimeout),
+		Throttle:            s.Throttle.values(),
+		PasswordMinLength:   s.PasswordMinLength,
+		PasswordMaxLength:   s.PasswordMaxLength,
 	}
-	if s.MaxConcurrentHashes < 0 {
-		return fmt.Errorf("max_concurrent_hashes: %d must be positive (0 means half the CPUs)", s.MaxConcurrentHashes)
+	if s.Argon2 != nil {
+		v.Argon2Memory, v.Argon2Time, v.Argon2Threads = s.Argon2.Memory, s.Argon2.Time, s.Argon2.Threads
 	}
-	switch s.SigningAlg {
-	case "", token.AlgHS256:
-		if s.KeyPublishDelay != 0 {
-			return errors.New("key_publish_delay: HS256 has one secret and no key rotation; set signing_alg EdDSA or ES256")
-		}
-	case token.AlgEdDSA, token.AlgES256:
-		if s.Secret != "" {
-			return fmt.Errorf("secret is the HS256 key; signing_alg %s keeps its key pair in the store", s.SigningAlg)
-		}
-		if s.KeyPublishDelay < 0 {
-			return errors.New("key_publish_delay must be positive")
-		}
-	default:
-		return fmt.Errorf("signing_alg: %q is not one of HS256, EdDSA, ES256", s.SigningAlg)
-	}
-	if s.HashQueueTimeout < 0 {
-		return errors.New("hash_queue_timeout must be positive")
-	}
-	if time.Duration(s.HashQueueTimeout) > time.Minute {
-		return fmt.Errorf("hash_queue_timeout: %s is too long, at most 1m (a login flood would park requests that long)",
-			time.Duration(s.HashQueueTimeout))
-	}
-	return s.Throttle.check()
+	return v
 }
 
 // unmarshalSub parses the realm subdirective sub at d, in a handler's block
@@ -274,37 +260,18 @@ type realm struct {
 	releaseOnce sync.Once
 	releaseErr  error
 
-	// rings are the key rings of the handlers that use the realm now,
-	// added as each is provisioned and removed in its Cleanup: the key
-	// commands judge keys by their token lifetimes (tokenLifetime).
-	ringsMu sync.Mutex
-	rings   []*keys.Ring
+	// rings are the key rings of the handlers that use the realm now: the
+	// key commands judge keys by their token lifetimes.
+	rings keys.Rings
 }
 
-func (r *realm) addRing(k *keys.Ring) {
-	r.ringsMu.Lock()
-	r.rings = append(r.rings, k)
-	r.ringsMu.Unlock()
-}
-
-func (r *realm) removeRing(k *keys.Ring) {
-	r.ringsMu.Lock()
-	r.rings = slices.DeleteFunc(r.rings, func(o *keys.Ring) bool { return o == k })
-	r.ringsMu.Unlock()
-}
+func (r *realm) addRing(k *keys.Ring)    { r.rings.Add(k) }
+func (r *realm) removeRing(k *keys.Ring) { r.rings.Remove(k) }
 
 // tokenLifetime is the longest a token of the realm's handlers lives (the
 // lifetime their rings judge keys by); zero while no handler signs with
 // the key set.
-func (r *realm) tokenLifetime() time.Duration {
-	r.ringsMu.Lock()
-	defer r.ringsMu.Unlock()
-	var life time.Duration
-	for _, k := range r.rings {
-		life = max(life, k.Life())
-	}
-	return life
-}
+func (r *realm) tokenLifetime() time.Duration { return r.rings.Life() }
 
 // passwordSettings is how the admin API and the CLI hash and check new
 // passwords for this realm.
@@ -326,36 +293,15 @@ func (r *realm) adminSettings(app *App) users.Settings {
 // provision builds the realm: the hasher, the policy, the secret, the
 // shared store and throttle. On error it releases what it took.
 func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
-	if err := s.check(); err != nil {
+	v := s.values()
+	if err := v.Check(); err != nil {
 		return nil, err
 	}
-	r := new(realm)
-	params := password.DefaultParams
-	if s.Argon2 != nil {
-		if s.Argon2.Memory != 0 {
-			params.Memory = s.Argon2.Memory
-		}
-		if s.Argon2.Time != 0 {
-			params.Time = s.Argon2.Time
-		}
-		if s.Argon2.Threads != 0 {
-			params.Threads = s.Argon2.Threads
-		}
-	}
-	hasher, err := password.NewHasher(params)
+	hashing, err := v.Hashing()
 	if err != nil {
-		return nil, fmt.Errorf("argon2: %w", err)
+		return nil, err
 	}
-	r.hasher = hasher.WithObserver(observeHash)
-	wait := time.Duration(s.HashQueueTimeout)
-	if wait == 0 {
-		wait = DefaultHashQueueTimeout
-	}
-	r.hashLimit = password.NewLimiter(s.MaxConcurrentHashes, wait)
-	r.policy = password.Policy{MinLength: s.PasswordMinLength, MaxLength: s.PasswordMaxLength}
-	if err := r.policy.Validate(); err != nil {
-		return nil, fmt.Errorf("password_min_length/password_max_length: %w", err)
-	}
+	r := &realm{hasher: hashing.Hasher.WithObserver(observeHash), hashLimit: hashing.Limit, policy: hashing.Policy}
 
 	// Resolve the secret before touching the store, so a bad secret fails
 	// fast without taking a file lock.
@@ -395,21 +341,13 @@ func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
 }
 
 // resolveSecret resolves `{env.X}` and `{file.P}` in a configured secret
-// and checks its length and strength.
+// and checks its length and strength (config.Secret).
 func resolveSecret(configured string) ([]byte, error) {
 	resolved, err := caddy.NewReplacer().ReplaceOrErr(configured, true, true)
 	if err != nil {
 		return nil, err
 	}
-	resolved = strings.TrimRight(resolved, "\r\n") // files usually end with a newline
-	if len(resolved) < token.MinKeyLen {
-		return nil, fmt.Errorf("%d bytes is too short, HS256 needs at least %d (generate one with: head -c32 /dev/urandom | base64)",
-			len(resolved), token.MinKeyLen)
-	}
-	if err := checkSecretStrength(resolved); err != nil {
-		return nil, err
-	}
-	return []byte(resolved), nil
+	return config.Secret(resolved)
 }
 
 // acquireStore loads the store module (or takes db as the path of a bolt

@@ -1,16 +1,14 @@
 package caddymodule
 
 import (
-	"errors"
-	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
+	"github.com/crudauth/caddy-crudauth/internal/config"
 )
 
 // Defaults of the session settings.
@@ -18,9 +16,6 @@ const (
 	DefaultLogoutPath  = "/logout"
 	DefaultReuseGrace  = auth.DefaultReuseGrace
 	DefaultMaxSessions = auth.DefaultMaxSessions
-	// maxReuseGrace bounds refresh_reuse_grace: the grace is a window in
-	// which a replayed token goes unnoticed.
-	maxReuseGrace = 5 * time.Minute
 )
 
 // SessionSettings are how the handler's sessions behave: one session per
@@ -58,70 +53,21 @@ func (s *SessionSettings) setDefaults() {
 	orDefault(&s.LogoutPath, DefaultLogoutPath)
 }
 
+// values are the settings as internal/config checks them.
+func (s *SessionSettings) values() config.Sessions {
+	return config.Sessions{
+		RotateRefresh:     s.RotateRefresh,
+		RefreshReuseGrace: time.Duration(s.RefreshReuseGrace),
+		RefreshSliding:    s.RefreshSliding,
+		MaxSessions:       s.MaxSessions,
+		LogoutPath:        s.LogoutPath,
+		SessionsPath:      s.SessionsPath,
+	}
+}
+
 // policy is the settings as internal/auth takes them.
 func (s *SessionSettings) policy() auth.SessionPolicy {
-	return auth.SessionPolicy{
-		Rotate:     s.RotateRefresh == nil || *s.RotateRefresh,
-		ReuseGrace: time.Duration(s.RefreshReuseGrace),
-		Sliding:    s.RefreshSliding,
-		Max:        s.MaxSessions,
-	}
-}
-
-// checkSessions validates the session settings against the handler's
-// other endpoints.
-func (h *Handler) checkSessions() error {
-	s := &h.SessionSettings
-	if s.RefreshReuseGrace < 0 || time.Duration(s.RefreshReuseGrace) > maxReuseGrace {
-		return fmt.Errorf("refresh_reuse_grace: %s is out of range (0s to %s)", time.Duration(s.RefreshReuseGrace), maxReuseGrace)
-	}
-	if s.MaxSessions < 0 {
-		return errors.New("max_sessions must be positive")
-	}
-	taken := map[string]string{h.TokenPath: "token_path", h.RefreshPath: "refresh_path"}
-	if h.PasswordPath != "" {
-		taken[h.PasswordPath] = "password_path"
-	}
-	for _, p := range []struct{ name, path string }{{"logout_path", s.LogoutPath}, {"sessions_path", s.SessionsPath},
-		{"jwks_path", discoveryPath(h.JWKSPath)}, {"metadata_path", discoveryPath(h.MetadataPath)}} {
-		if p.path == "" {
-			continue
-		}
-		if err := checkSessionPath(p.name, p.path); err != nil {
-			return err
-		}
-		if other, ok := taken[p.path]; ok {
-			return fmt.Errorf("%s and %s must differ (both are %q)", p.name, other, p.path)
-		}
-		taken[p.path] = p.name
-	}
-	return nil
-}
-
-// checkPasswordPath validates password_path (off when empty).
-func (h *Handler) checkPasswordPath() error {
-	p := h.PasswordPath
-	if p == "" {
-		return nil
-	}
-	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") {
-		return fmt.Errorf("password_path: %q must be an absolute path without query or wildcard", p)
-	}
-	if p == h.TokenPath || p == h.RefreshPath {
-		return fmt.Errorf("password_path (%q) must differ from token_path and refresh_path", p)
-	}
-	return nil
-}
-
-// checkSessionPath checks the form of an endpoint path: the Caddyfile
-// refuses a bad one at its line, Validate again for JSON configs.
-func checkSessionPath(name, p string) error {
-	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") || strings.HasSuffix(p, "/") {
-		// "/" itself included: sessions_path / would take every path
-		// starting with // from the backend.
-		return fmt.Errorf("%s: %q must be an absolute path other than /, without query, wildcard or trailing slash", name, p)
-	}
-	return nil
+	return s.values().Policy()
 }
 
 // unmarshalSub parses one session subdirective.
@@ -147,8 +93,8 @@ func (s *SessionSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error
 		}
 	case "refresh_reuse_grace":
 		dur, err := caddy.ParseDuration(v)
-		if err != nil || dur < 0 || dur > maxReuseGrace {
-			return d.Errf("refresh_reuse_grace: %q is not a duration from 0s to %s", v, maxReuseGrace)
+		if err != nil || dur < 0 || dur > config.MaxReuseGrace {
+			return d.Errf("refresh_reuse_grace: %q is not a duration from 0s to %s", v, config.MaxReuseGrace)
 		}
 		if dur == 0 {
 			// 0 in JSON means the default; a grace of none is 1ns.
@@ -162,7 +108,7 @@ func (s *SessionSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error
 		}
 		s.MaxSessions = n
 	case "logout_path", "sessions_path":
-		if err := checkSessionPath(sub, v); err != nil {
+		if err := config.CheckEndpointPath(sub, v); err != nil {
 			return d.Err(err.Error())
 		}
 		if sub == "logout_path" {

@@ -2,11 +2,7 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -71,23 +67,25 @@ func (EtcdStore) CaddyModule() caddy.ModuleInfo {
 // Provision checks the configuration.
 func (e *EtcdStore) Provision(caddy.Context) error { return e.check() }
 
+// config is the store's configuration as internal/store/etcd takes it.
+func (e *EtcdStore) config() etcd.Config {
+	c := etcd.Config{
+		Endpoints:    e.Endpoints,
+		Prefix:       e.Prefix,
+		DialTimeout:  time.Duration(e.DialTimeout),
+		MaxStaleness: time.Duration(e.MaxStaleness),
+		Username:     e.Username,
+		Password:     e.Password,
+	}
+	if e.TLS != nil {
+		c.TLS = &etcd.TLSFiles{CA: e.TLS.CA, Cert: e.TLS.Cert, Key: e.TLS.Key}
+	}
+	return c
+}
+
 func (e *EtcdStore) check() error {
-	if len(e.Endpoints) == 0 {
-		return errors.New("store etcd: endpoints are required")
-	}
-	if e.Prefix != "" && (!strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/")) {
-		return fmt.Errorf("store etcd: prefix %q must start and end with /", e.Prefix)
-	}
-	if e.DialTimeout < 0 || e.MaxStaleness < 0 {
-		return errors.New("store etcd: dial_timeout and max_staleness must be positive")
-	}
-	if e.TLS != nil && (e.TLS.Cert == "") != (e.TLS.Key == "") {
-		return errors.New("store etcd: tls: cert and key go together")
-	}
-	if e.Password != "" && e.Username == "" {
-		return errors.New("store etcd: a password needs a username")
-	}
-	return nil
+	c := e.config()
+	return c.Check()
 }
 
 func (e *EtcdStore) prefix() string {
@@ -106,60 +104,28 @@ func (e *EtcdStore) storeKey() string {
 }
 
 func (e *EtcdStore) openStore() (store.Store, error) {
-	if err := e.check(); err != nil {
+	c := e.config()
+	if err := c.Check(); err != nil {
 		return nil, err
 	}
-	o := etcd.Options{
-		Endpoints:    e.Endpoints,
-		Prefix:       e.prefix(),
-		DialTimeout:  time.Duration(e.DialTimeout),
-		MaxStaleness: time.Duration(e.MaxStaleness),
-		Username:     e.Username,
-		Logger:       caddy.Log().Named("crudauth.stores.etcd"),
-	}
-	if e.Password != "" {
-		pw, err := caddy.NewReplacer().ReplaceOrErr(e.Password, true, true)
+	if c.Password != "" {
+		pw, err := caddy.NewReplacer().ReplaceOrErr(c.Password, true, true)
 		if err != nil {
 			return nil, fmt.Errorf("store etcd: password: %w", err)
 		}
-		o.Password = strings.TrimRight(pw, "\r\n")
+		c.Password = strings.TrimRight(pw, "\r\n")
 	}
-	if e.TLS != nil {
-		cfg, err := e.TLS.config()
-		if err != nil {
-			return nil, fmt.Errorf("store etcd: tls: %w", err)
-		}
-		o.TLS = cfg
+	o, err := c.Options()
+	if err != nil {
+		return nil, err
 	}
+	o.Logger = caddy.Log().Named("crudauth.stores.etcd")
 	// No bound on the whole Open: each request is bounded (an unreachable
 	// cluster fails the start within about dial_timeout), but the first
 	// load of a large prefix takes as long as it takes (minutes for a
 	// million users on etcd 3.4), and a bound here would keep such a
 	// gateway from ever starting.
 	return etcd.Open(context.Background(), o)
-}
-
-func (t *EtcdTLS) config() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca %s: no certificate in it", t.CA)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 // UnmarshalCaddyfile sets up the store from Caddyfile tokens:

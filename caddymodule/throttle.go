@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"encoding/json"
-	"fmt"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
@@ -63,36 +63,20 @@ type ThrottleConfig struct {
 	MaxEntries int `json:"max_entries,omitempty"`
 }
 
-// check rejects nonsense settings; the message names the field.
-func (c *ThrottleConfig) check() error {
+// values are the settings as internal/config checks them; nil for nil.
+func (c *ThrottleConfig) values() *config.Throttle {
 	if c == nil {
 		return nil
 	}
-	for name, v := range map[string]int{"max_failures": c.MaxFailures, "user_max_failures": c.UserMaxFailures, "ip_max_failures": c.IPMaxFailures} {
-		if v < -1 {
-			return fmt.Errorf("throttle.%s: %d must be positive, or -1 to disable", name, v)
-		}
+	return &config.Throttle{
+		MaxFailures:     c.MaxFailures,
+		UserMaxFailures: c.UserMaxFailures,
+		IPMaxFailures:   c.IPMaxFailures,
+		Window:          time.Duration(c.Window),
+		Lockout:         time.Duration(c.Lockout),
+		MaxLockout:      time.Duration(c.MaxLockout),
+		MaxEntries:      c.MaxEntries,
 	}
-	if c.MaxEntries < 0 {
-		return fmt.Errorf("throttle.max_entries: %d must be positive", c.MaxEntries)
-	}
-	for name, v := range map[string]caddy.Duration{"window": c.Window, "lockout": c.Lockout, "max_lockout": c.MaxLockout} {
-		if v < 0 {
-			return fmt.Errorf("throttle.%s: %s must be positive", name, time.Duration(v))
-		}
-	}
-	lockout, maxLockout := c.Lockout, c.MaxLockout
-	if lockout == 0 {
-		lockout = caddy.Duration(throttle.DefaultBaseLockout)
-	}
-	if maxLockout == 0 {
-		maxLockout = caddy.Duration(throttle.DefaultMaxLockout)
-	}
-	if maxLockout < lockout {
-		return fmt.Errorf("throttle.max_lockout (%s) must not be shorter than throttle.lockout (%s)",
-			time.Duration(maxLockout), time.Duration(lockout))
-	}
-	return nil
 }
 
 // throttlePool shares one set of login counters among every handler that
@@ -120,15 +104,7 @@ func acquireThrottle(dbKey string, st store.Store, c *ThrottleConfig) (throttle.
 	}
 	key := dbKey + "\x00" + string(settings)
 	val, _, err := throttlePool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		cfg := throttle.Config{
-			MaxFailures:     c.MaxFailures,
-			UserMaxFailures: c.UserMaxFailures,
-			IPMaxFailures:   c.IPMaxFailures,
-			Window:          time.Duration(c.Window),
-			BaseLockout:     time.Duration(c.Lockout),
-			MaxLockout:      time.Duration(c.MaxLockout),
-			MaxEntries:      c.MaxEntries,
-		}
+		cfg := c.values().Limits()
 		// A store shared by several gateways (etcd) shares the throttle
 		// too: guesses spread over the gateways count together.
 		if sh, ok := st.(sharedThrottler); ok {
@@ -168,16 +144,6 @@ func beginLoginHash() (done func()) {
 		}
 	}
 	return func() { loginHashes.inFlight.Add(-1) }
-}
-
-// countLoginHash wraps a hashing slot's release so that loginHashes counts
-// the hash run while the slot is held.
-func countLoginHash(release func()) func() {
-	done := beginLoginHash()
-	return func() {
-		done()
-		release()
-	}
 }
 
 // parseThrottle parses `throttle off` or a `throttle { ... }` block.

@@ -1,24 +1,40 @@
-package caddymodule
+package config
 
 import (
 	"fmt"
+	"strings"
+
+	"github.com/crudauth/caddy-crudauth/internal/token"
 )
 
-// Checks at start for unsafe input limits and secrets; each message names
-// the field.
-
-// minSecretDistinctBytes is the fewest distinct byte values a configured
+// MinSecretDistinctBytes is the fewest distinct byte values a configured
 // secret may hold. Every generated form of a random key passes with room to
 // spare (base64 of 32 random bytes holds about 30 distinct characters, 64
 // hex digits about 16, and even 32 random hex digits fewer than 8 with a
 // probability near 1e-7), while the keys people type as placeholders
 // ("aaaa...", "0000...", "secretsecret...", "changeme...") do not.
-const minSecretDistinctBytes = 8
+const MinSecretDistinctBytes = 8
 
-// checkSecretStrength refuses a secret that is long enough but plainly not
-// random: fewer than minSecretDistinctBytes distinct bytes, or a shorter
+// Secret checks a configured HS256 secret whose placeholders are resolved
+// already, and returns it as the key: without the trailing newline a file
+// usually ends with, at least token.MinKeyLen bytes, and strong enough
+// (CheckSecretStrength).
+func Secret(resolved string) ([]byte, error) {
+	resolved = strings.TrimRight(resolved, "\r\n")
+	if len(resolved) < token.MinKeyLen {
+		return nil, fmt.Errorf("%d bytes is too short, HS256 needs at least %d (generate one with: head -c32 /dev/urandom | base64)",
+			len(resolved), token.MinKeyLen)
+	}
+	if err := CheckSecretStrength(resolved); err != nil {
+		return nil, err
+	}
+	return []byte(resolved), nil
+}
+
+// CheckSecretStrength refuses a secret that is long enough but plainly not
+// random: fewer than MinSecretDistinctBytes distinct bytes, or a shorter
 // pattern repeated (its real strength is that of the pattern).
-func checkSecretStrength(secret string) error {
+func CheckSecretStrength(secret string) error {
 	var seen [256]bool
 	distinct := 0
 	for i := 0; i < len(secret); i++ {
@@ -27,9 +43,9 @@ func checkSecretStrength(secret string) error {
 			distinct++
 		}
 	}
-	if distinct < minSecretDistinctBytes {
+	if distinct < MinSecretDistinctBytes {
 		return fmt.Errorf("too weak: only %d distinct characters, at least %d needed (generate one with: head -c32 /dev/urandom | base64)",
-			distinct, minSecretDistinctBytes)
+			distinct, MinSecretDistinctBytes)
 	}
 	if p := period(secret); p <= len(secret)/2 {
 		return fmt.Errorf("too weak: a %d-byte pattern repeated (generate one with: head -c32 /dev/urandom | base64)", p)
@@ -55,10 +71,4 @@ func period(s string) int {
 		fail[i] = k
 	}
 	return len(s) - fail[len(s)-1]
-}
-
-// checkHostile checks the settings that bound a hostile client: throttling
-// and the hashing cap.
-func (h *Handler) checkHostile() error {
-	return h.RealmSettings.check()
 }

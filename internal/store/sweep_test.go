@@ -1,0 +1,87 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/crudauth/caddy-crudauth/internal/store"
+)
+
+// sweepRecorder is a store whose SweepSessions reports each call and
+// answers with removed and err.
+type sweepRecorder struct {
+	store.Store
+	calls   chan time.Time
+	removed int
+	err     error
+}
+
+func (s *sweepRecorder) SweepSessions(_ context.Context, now time.Time) (int, error) {
+	s.calls <- now
+	return s.removed, s.err
+}
+
+// TestSweepSessionsEvery: the sweeper calls SweepSessions again and again,
+// logs what it removed or what failed, and returns once its context ends.
+func TestSweepSessionsEvery(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		removed int
+		err     error
+		level   zapcore.Level
+		msg     string // "": nothing logged
+	}{
+		{"removed some", 3, nil, zapcore.InfoLevel, "expired sessions removed"},
+		{"removed none", 0, nil, zapcore.InfoLevel, ""},
+		{"failed", 0, errors.New("store down"), zapcore.ErrorLevel, "removing expired sessions failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			st := &sweepRecorder{calls: make(chan time.Time), removed: tc.removed, err: tc.err}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				store.SweepSessionsEvery(ctx, st, time.Millisecond, zap.New(core))
+				close(done)
+			}()
+			// Once the third call is made, the first two are logged.
+			for range 3 {
+				<-st.calls
+			}
+			cancel()
+			// A call under way when ctx ended still needs its answer.
+			for {
+				select {
+				case <-st.calls:
+					continue
+				case <-done:
+				}
+				break
+			}
+			got := logs.All()
+			if tc.msg == "" {
+				if len(got) != 0 {
+					t.Fatalf("logged %v, want nothing", got)
+				}
+				return
+			}
+			if len(got) < 2 {
+				t.Fatalf("logged %d entries, want one per sweep, at least 2", len(got))
+			}
+			for _, e := range got {
+				if e.Message != tc.msg || e.Level != tc.level {
+					t.Errorf("logged %s %q, want %s %q", e.Level, e.Message, tc.level, tc.msg)
+				}
+			}
+			if tc.removed > 0 && got[0].ContextMap()["sessions"] != int64(tc.removed) {
+				t.Errorf("fields %v, want sessions=%d", got[0].ContextMap(), tc.removed)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/admin"
+	"github.com/crudauth/caddy-crudauth/internal/metrics"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/users"
 )
@@ -40,14 +41,14 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the logger and the admin metrics.
 func (a *adminAPI) Provision(ctx caddy.Context) error {
 	a.api = newAdminHandler(caddy.Log().Named("admin.api.crudauth"))
-	return registerMetrics(ctx.GetMetricsRegistry())
+	return metrics.Register(ctx.GetMetricsRegistry())
 }
 
 // newAdminHandler returns the admin API on the stores of this process.
 // Admin routers are not loaded as submodules of the config, so the caller
 // names the logger.
 func newAdminHandler(logger *zap.Logger) *admin.Handler {
-	return &admin.Handler{Resolver: poolResolver{}, Logger: logger, Observe: observeAdmin}
+	return &admin.Handler{Resolver: poolResolver{}, Logger: logger, Observe: metrics.Admin}
 }
 
 // Routes implements caddy.AdminRouter.

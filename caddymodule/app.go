@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/config"
+	"github.com/crudauth/caddy-crudauth/internal/metrics"
 )
 
 func init() {
@@ -52,7 +53,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // Provision builds every declared realm.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := metrics.Register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	a.declared = map[string]*realm{}

@@ -38,6 +38,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
+	"github.com/crudauth/caddy-crudauth/internal/gate"
+	"github.com/crudauth/caddy-crudauth/internal/headers"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -505,9 +508,9 @@ func TestAttackIdentitySpoofing(t *testing.T) {
 				wantStatus(t, g.get(t, target, tok, foreign...), http.StatusOK)
 				s := g.backend.wantOne(t)
 				for k, v := range s.header {
-					n := normalizeHeaderName(k)
+					n := headers.Normalize(k)
 					for _, f := range append(slices.Clone(ForeignIdentityHeaders), "X-Tenant-Admin") {
-						if n == normalizeHeaderName(f) {
+						if n == headers.Normalize(f) {
 							t.Errorf("%s: backend received %s: %q", target, k, v)
 						}
 					}
@@ -537,9 +540,9 @@ func TestAttackIdentitySpoofing(t *testing.T) {
 			t.Errorf("backend path %q", s.path)
 		}
 		for k := range s.header {
-			n := normalizeHeaderName(k)
-			for _, o := range routingOverrides {
-				if n == normalizeHeaderName(o) {
+			n := headers.Normalize(k)
+			for _, o := range gate.RoutingOverrides {
+				if n == headers.Normalize(o) {
 					t.Errorf("backend received %s: %q", k, s.header[k])
 				}
 			}
@@ -853,7 +856,7 @@ func TestAttackLimits(t *testing.T) {
 	g := startAttackGateway(t, "throttle off\n\t\tmax_concurrent_hashes 1\n\t\thash_queue_timeout 200ms", gwConfig{})
 	g.addUser(t, "alice", nil)
 	login := func(kv ...string) string { return formBody(append([]string{"grant_type", "password"}, kv...)...) }
-	big := strings.Repeat("a", maxEndpointBody)
+	big := strings.Repeat("a", endpoints.MaxBody)
 
 	for _, tc := range []struct {
 		name   string

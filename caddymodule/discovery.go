@@ -49,12 +49,6 @@ func (s *DiscoverySettings) setDefaults() {
 	orDefault(&s.MetadataPath, DefaultMetadataPath)
 }
 
-// discoveryPath returns the endpoint path p, or "" when it is off.
-var discoveryPath = config.DiscoveryPath
-
-// discoverySubdirectives are the subdirectives unmarshalSub takes.
-var discoverySubdirectives = []string{"jwks_path", "metadata_path", "forward_token"}
-
 // unmarshalSub parses one discovery subdirective.
 func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error {
 	var v string
@@ -115,8 +109,8 @@ func (h *Handler) provisionKeys(ctx context.Context) error {
 // discovery is the endpoints' Discovery configuration.
 func (h *Handler) discovery() endpoints.Discovery {
 	d := endpoints.Discovery{
-		JWKSPath:     discoveryPath(h.JWKSPath),
-		MetadataPath: discoveryPath(h.MetadataPath),
+		JWKSPath:     config.DiscoveryPath(h.JWKSPath),
+		MetadataPath: config.DiscoveryPath(h.MetadataPath),
 		Issuer:       h.Issuer,
 		Scopes:       []string(h.ceiling),
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	"github.com/crudauth/caddy-crudauth/internal/headers"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -139,7 +140,7 @@ var identityNames = []string{"x-user-id", "x-user-name", "x-user-scopes"}
 func identitySeen(h http.Header) map[string][]string {
 	out := map[string][]string{}
 	for k, vs := range h {
-		n := normalizeHeaderName(k)
+		n := headers.Normalize(k)
 		if !slices.Contains(identityNames, n) {
 			continue
 		}

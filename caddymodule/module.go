@@ -22,6 +22,7 @@ import (
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/gate"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
+	"github.com/crudauth/caddy-crudauth/internal/metrics"
 	"github.com/crudauth/caddy-crudauth/internal/scope"
 	"github.com/crudauth/caddy-crudauth/internal/token"
 )
@@ -43,8 +44,8 @@ const (
 	DefaultUserIDHeader  = "X-User-Id"
 	DefaultUserHeader    = "X-User-Name"
 	DefaultScopesHeader  = "X-User-Scopes"
-	RefreshModeCookie    = "cookie"
-	RefreshModeBody      = "body"
+	RefreshModeCookie    = config.RefreshModeCookie
+	RefreshModeBody      = config.RefreshModeBody
 	generatedSecretName  = "hs256"
 	generatedSecretBytes = 32
 )
@@ -243,7 +244,7 @@ func (h *Handler) provisionRules(ctx caddy.Context) error {
 	h.gate, err = gate.New(gate.Config{
 		Paths: gate.Paths{
 			Token: h.TokenPath, Refresh: h.RefreshPath, Password: h.PasswordPath, Logout: h.LogoutPath,
-			Sessions: h.SessionsPath, JWKS: discoveryPath(h.JWKSPath), Metadata: discoveryPath(h.MetadataPath),
+			Sessions: h.SessionsPath, JWKS: config.DiscoveryPath(h.JWKSPath), Metadata: config.DiscoveryPath(h.MetadataPath),
 		},
 		Rules:   rules,
 		Realm:   h.Realm,
@@ -303,7 +304,7 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 	if h.app, err = crudauthApp(ctx); err != nil {
 		return err
 	}
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := metrics.Register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	if h.realmNamed && len(h.app.declared) > 0 {
@@ -356,7 +357,7 @@ func (h *Handler) provisionRuntime(ctx caddy.Context) error {
 		Logger:    h.logger,
 		OnHash:    beginLoginHash,
 		Sessions:  h.SessionSettings.policy(),
-		OnReuse:   refreshReuseTotal.Inc,
+		OnReuse:   metrics.RefreshReuse,
 		Keys:      ks,
 	})
 	h.gate = h.gate.WithAuth(h.auth)
@@ -501,7 +502,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	p, denied := h.gate.Check(r, rule)
-	observeBearer(denied.Status, denied.Err)
+	metrics.Bearer(denied.Status, denied.Err)
 	if denied.Err != nil {
 		if denied.Challenge != "" {
 			w.Header().Set("WWW-Authenticate", denied.Challenge)
@@ -523,12 +524,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(w, r)
 }
 
-// errors of the bearer check that the metrics tell apart (gate.Check).
-var (
-	errNoToken      = endpoints.ErrNoToken
-	errMultipleAuth = gate.ErrMultipleAuth
-)
-
 // clientIP is the client's address as Caddy determined it (trusted_proxies
 // included), for logs and the login throttle.
 func clientIP(r *http.Request) string {
@@ -536,13 +531,6 @@ func clientIP(r *http.Request) string {
 		return ip
 	}
 	return r.RemoteAddr
-}
-
-// contextWithoutCancel keeps a store write going when the client goes away
-// mid-request: an acknowledged change is never half done, and a started one
-// is not abandoned because of the client.
-func contextWithoutCancel(ctx context.Context) context.Context {
-	return context.WithoutCancel(ctx)
 }
 
 // Interface guards

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/crudauth/caddy-crudauth/internal/cli"
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/store/bolt"
@@ -474,7 +475,7 @@ func TestIntegrationPasswordEndpoint(t *testing.T) {
 	wantOAuthError(t, post(lr.access, formType, form(testPassword, "short")), http.StatusBadRequest, "invalid_request")
 	wantOAuthError(t, post(lr.access, formType, formBody("current_password", testPassword)), http.StatusBadRequest, "invalid_request")
 	wantOAuthError(t, post(lr.access, "text/plain", "x"), http.StatusBadRequest, "invalid_request")
-	wantOAuthError(t, post(lr.access, formType, strings.Repeat("a", maxEndpointBody+1)), http.StatusRequestEntityTooLarge, "invalid_request")
+	wantOAuthError(t, post(lr.access, formType, strings.Repeat("a", endpoints.MaxBody+1)), http.StatusRequestEntityTooLarge, "invalid_request")
 	r = g.do(t, http.MethodGet, "/account/password", nil, "Authorization", "Bearer "+lr.access)
 	wantOAuthError(t, r, http.StatusMethodNotAllowed, "invalid_request")
 	if got := readUserFrom(t, g, u.ID); got.TokenVersion != 0 {

@@ -6,14 +6,12 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
+	"github.com/crudauth/caddy-crudauth/internal/metrics"
 )
 
 // The gateway's own endpoints (token, refresh, password, logout,
 // sessions) are served by internal/endpoints; this is what the handler
 // hands them.
-
-// maxEndpointBody is the most bytes of an endpoint's request body.
-const maxEndpointBody = endpoints.MaxBody
 
 // endpointsConfig is the handler's configuration as internal/endpoints
 // takes it, without what only Provision has.
@@ -46,26 +44,6 @@ func (h *Handler) newEndpoints() *endpoints.Server {
 	cfg.ClientIP = clientIP
 	cfg.Logger = h.logger
 	cfg.Now = time.Now
-	cfg.Metrics = endpoints.Metrics{
-		LoginSuccess:          loginSuccess.Inc,
-		LoginFailure:          loginFailure.Inc,
-		LoginBusy:             loginBusy.Inc,
-		LoginThrottled:        loginThrottled.Inc,
-		RefreshSuccess:        refreshSuccess.Inc,
-		RefreshFailure:        refreshFailure.Inc,
-		PasswordChangeSuccess: passwordChangeSuccess.Inc,
-		PasswordChangeFailure: passwordChangeFailure.Inc,
-		// Resolved at the first logout of each kind, as before: a series
-		// appears in /metrics only once it counted.
-		LogoutSession: func() { logoutsTotal.WithLabelValues("session").Inc() },
-		LogoutAll:     func() { logoutsTotal.WithLabelValues("all").Inc() },
-	}
+	cfg.Metrics = metrics.Endpoints()
 	return endpoints.New(cfg)
-}
-
-// checkCookieSameSite checks cookie_same_site against allowed_origins
-// (endpoints.Config.CheckSameSite).
-func (h *Handler) checkCookieSameSite() error {
-	cfg := h.endpointsConfig()
-	return cfg.CheckSameSite()
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
+	"github.com/crudauth/caddy-crudauth/internal/metrics"
 	"github.com/crudauth/caddy-crudauth/internal/password"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
@@ -301,7 +302,7 @@ func (s *RealmSettings) provision(ctx caddy.Context) (*realm, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &realm{hasher: hashing.Hasher.WithObserver(observeHash), hashLimit: hashing.Limit, policy: hashing.Policy}
+	r := &realm{hasher: hashing.Hasher.WithObserver(metrics.Hash), hashLimit: hashing.Limit, policy: hashing.Policy}
 
 	// Resolve the secret before touching the store, so a bad secret fails
 	// fast without taking a file lock.
@@ -407,5 +408,5 @@ func settingsFor(key string) (users.Settings, error) {
 	if err != nil {
 		return users.Settings{}, err
 	}
-	return users.Settings{Policy: password.DefaultPolicy, Hasher: hasher.WithObserver(observeHash)}, nil
+	return users.Settings{Policy: password.DefaultPolicy, Hasher: hasher.WithObserver(metrics.Hash)}, nil
 }

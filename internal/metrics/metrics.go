@@ -1,4 +1,7 @@
-package caddymodule
+// Package metrics holds the gateway's Prometheus collectors and the
+// functions that count into them. Caddy gives every config load a fresh
+// registry; Register adds these collectors to it.
+package metrics
 
 import (
 	"errors"
@@ -8,11 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
+	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 )
 
 // Prometheus metrics. The collectors are package-level and created once:
 // Caddy gives every config load a fresh registry, and the same collectors
-// are registered into each (registerMetrics ignores a repeat registration),
+// are registered into each (Register ignores a repeat registration),
 // so counts run on across reloads and never clash. Every series a request
 // can touch is resolved here, once, so the per-request cost is one atomic
 // add with no allocation.
@@ -68,9 +72,9 @@ var (
 	passwordChangeFailure = passwordChangesTotal.WithLabelValues(outcomeFailure)
 )
 
-// registerMetrics adds the collectors to reg (Caddy's registry of the
+// Register adds the collectors to reg (Caddy's registry of the
 // config being loaded). A collector already registered there is fine.
-func registerMetrics(reg *prometheus.Registry) error {
+func Register(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
@@ -87,9 +91,9 @@ func registerMetrics(reg *prometheus.Registry) error {
 	return nil
 }
 
-// observeThrottled counts a login refused by the throttle (429), or one the
+// Throttled counts a login refused by the throttle (429), or one the
 // throttle could not decide (its store failed: 503, counted as busy).
-func observeThrottled(status int) {
+func Throttled(status int) {
 	if status == http.StatusTooManyRequests {
 		loginThrottled.Inc()
 	} else {
@@ -97,18 +101,18 @@ func observeThrottled(status int) {
 	}
 }
 
-// observeHash is the password.Hasher observer.
-func observeHash(d time.Duration) { hashDuration.Observe(d.Seconds()) }
+// Hash is the password.Hasher observer.
+func Hash(d time.Duration) { hashDuration.Observe(d.Seconds()) }
 
-// observeBearer counts the outcome of a bearer check from authenticate's
-// status and error.
-func observeBearer(status int, err error) {
+// Bearer counts the outcome of a bearer check from its status and error
+// (endpoints.ErrNoToken when the request carried no token).
+func Bearer(status int, err error) {
 	switch {
 	case err == nil:
 		bearerOK.Inc()
 	case status >= 500:
 		bearerError.Inc()
-	case errors.Is(err, errNoToken):
+	case errors.Is(err, endpoints.ErrNoToken):
 		bearerMissing.Inc()
 	case errors.Is(err, auth.ErrInsufficientScope):
 		bearerInsufficientScope.Inc()
@@ -122,8 +126,8 @@ func observeBearer(status int, err error) {
 	}
 }
 
-// observeAdmin counts one admin API operation.
-func observeAdmin(op string, err error) {
+// Admin counts one admin API operation.
+func Admin(op string, err error) {
 	outcome := outcomeSuccess
 	if err != nil {
 		outcome = outcomeError
@@ -134,4 +138,26 @@ func observeAdmin(op string, err error) {
 // counterVec is a crudauth_<name> counter with the given labels.
 func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "crudauth", Name: name, Help: help}, labels)
+}
+
+// RefreshReuse counts a session revoked because a spent refresh token came
+// back after the reuse grace (auth.Config.OnReuse).
+func RefreshReuse() { refreshReuseTotal.Inc() }
+
+// Endpoints is what internal/endpoints counts, as its Metrics takes it.
+func Endpoints() endpoints.Metrics {
+	return endpoints.Metrics{
+		LoginSuccess:          loginSuccess.Inc,
+		LoginFailure:          loginFailure.Inc,
+		LoginBusy:             loginBusy.Inc,
+		LoginThrottled:        loginThrottled.Inc,
+		RefreshSuccess:        refreshSuccess.Inc,
+		RefreshFailure:        refreshFailure.Inc,
+		PasswordChangeSuccess: passwordChangeSuccess.Inc,
+		PasswordChangeFailure: passwordChangeFailure.Inc,
+		// Resolved at the first logout of each kind: a series appears in
+		// /metrics only once it counted.
+		LogoutSession: func() { logoutsTotal.WithLabelValues("session").Inc() },
+		LogoutAll:     func() { logoutsTotal.WithLabelValues("all").Inc() },
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
 )
@@ -57,7 +58,7 @@ func acquireStore(o storeOpener) (store.Store, string, error) {
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		go store.SweepSessionsEvery(ctx, st, sessionSweepInterval, caddy.Log().Named("crudauth"))
+		go store.SweepSessionsEvery(ctx, st, sessionSweepInterval, func() *zap.Logger { return caddy.Log().Named("crudauth") })
 		return sharedStore{Store: st, stopSweep: cancel}, nil
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func TestSweepSessionsEvery(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() {
-				store.SweepSessionsEvery(ctx, st, time.Millisecond, zap.New(core))
+				store.SweepSessionsEvery(ctx, st, time.Millisecond, func() *zap.Logger { return zap.New(core) })
 				close(done)
 			}()
 			// Once the third call is made, the first two are logged.
@@ -83,5 +84,44 @@ func TestSweepSessionsEvery(t *testing.T) {
 				t.Errorf("fields %v, want sessions=%d", got[0].ContextMap(), tc.removed)
 			}
 		})
+	}
+}
+
+// TestSweepSessionsEveryCurrentLogger: each sweep logs on the logger of
+// that moment, not the one of the sweeper's start, since a reload swaps
+// the logger while the shared store (and its sweeper) lives on. The
+// logger here changes after its first use.
+func TestSweepSessionsEveryCurrentLogger(t *testing.T) {
+	first, firstLogs := observer.New(zapcore.DebugLevel)
+	second, secondLogs := observer.New(zapcore.DebugLevel)
+	var asked atomic.Int32
+	logger := func() *zap.Logger {
+		if asked.Add(1) == 1 {
+			return zap.New(first)
+		}
+		return zap.New(second)
+	}
+	st := &sweepRecorder{calls: make(chan time.Time), removed: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		store.SweepSessionsEvery(ctx, st, time.Millisecond, logger)
+		close(done)
+	}()
+	for range 3 { // once the third sweep is called, two were logged
+		<-st.calls
+	}
+	cancel()
+	for {
+		select {
+		case <-st.calls:
+			continue
+		case <-done:
+		}
+		break
+	}
+	if firstLogs.Len() != 1 || secondLogs.Len() < 1 {
+		t.Errorf("entries on the first logger %d, on the second %d: want 1 and at least 1 (one logger per entry, asked each time)",
+			firstLogs.Len(), secondLogs.Len())
 	}
 }

@@ -229,15 +229,11 @@ func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			return nil, d.ArgErr()
 		}
 		s := new(RealmSettings)
-		seen := seenSubdirectives{}
-		for inner := d.Nesting(); d.NextBlock(inner); {
-			sub := d.Val()
-			if err := seen.once(d, sub); err != nil {
-				return nil, err
-			}
-			if err := s.unmarshalSub(d, sub); err != nil {
-				return nil, err
-			}
+		err := s.subdirectives().parseBlock(d, "", func(sub string) error {
+			return d.Errf("unrecognized realm subdirective %q", sub)
+		})
+		if err != nil {
+			return nil, err
 		}
 		app.Realms[name] = s
 	}

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -8,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/crudauth/caddy-crudauth/internal/config"
 )
 
 func init() {
@@ -26,7 +30,7 @@ func init() {
 //
 // The subdirectives, their arguments and defaults are documented once, in
 // the Caddyfile reference of README.md; TestCaddyfileReference fails when
-// the cases of unmarshal and that reference disagree.
+// the names of (*Handler).subdirectives and that reference disagree.
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	if err := handler.unmarshal(h); err != nil {
@@ -48,131 +52,187 @@ func (h *Handler) unmarshal(hp httpcaddyfile.Helper) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := seenSubdirectives{}
+	return h.subdirectives(hp).parseBlock(d, "", func(sub string) error {
+		return d.Errf("unrecognized subdirective %q", sub)
+	}, "public", "require") // rules repeat by design
+}
+
+// subdirectives are the handler's subdirectives: its own, its realm's,
+// its sessions' and its discovery's.
+func (h *Handler) subdirectives(hp httpcaddyfile.Helper) subdirectives {
+	rule := func(_ *caddyfile.Dispenser, kind string) error {
+		r, err := parseRule(hp, kind)
+		if err != nil {
+			return err
+		}
+		h.Rules = append(h.Rules, r)
+		return nil
+	}
+	subs := subdirectives{
+		"refresh":          stringArg(&h.Refresh),
+		"token_path":       stringArg(&h.TokenPath),
+		"refresh_path":     stringArg(&h.RefreshPath),
+		"issuer":           stringArg(&h.Issuer),
+		"audience":         stringArg(&h.Audience),
+		"realm":            stringArg(&h.Realm),
+		"cookie_name":      stringArg(&h.CookieName),
+		"user_id_header":   stringArg(&h.UserIDHeader),
+		"user_name_header": stringArg(&h.UserNameHeader),
+		"scopes_header":    stringArg(&h.ScopesHeader),
+		"password_path":    stringArg(&h.PasswordPath),
+		"cookie_same_site": stringArg(&h.CookieSameSite),
+		"access_ttl":       durationArg(&h.AccessTTL),
+		"refresh_ttl":      durationArg(&h.RefreshTTL),
+		"default_scopes":   listArgs(&h.DefaultScopes),
+		"grantable_scopes": listArgs(&h.GrantableScopes),
+		"allowed_origins":  listArgs(&h.AllowedOrigins),
+		"strip_headers":    listArgs(&h.StripHeaders),
+		"public":           rule,
+		"require":          rule,
+	}
+	for _, more := range []subdirectives{h.RealmSettings.subdirectives(), h.SessionSettings.subdirectives(),
+		h.DiscoverySettings.subdirectives()} {
+		for name, parse := range more {
+			if _, dup := subs[name]; dup {
+				panic("crudauth: two parsers for subdirective " + name)
+			}
+			subs[name] = parse
+		}
+	}
+	return subs
+}
+
+// parseFn parses the arguments (and block) of subdirective name, at which
+// the Dispenser is.
+type parseFn func(d *caddyfile.Dispenser, name string) error
+
+// subdirectives maps the names a block takes to their parsers.
+type subdirectives map[string]parseFn
+
+// parseBlock parses the block at d: each subdirective with its parser,
+// once unless it is repeatable (a repeat is refused with the line of the
+// first, instead of silently overriding or extending it; what, such as
+// "throttle ", prefixes the name in that error); unknown makes the error
+// of a name that is not in subs.
+func (subs subdirectives) parseBlock(d *caddyfile.Dispenser, what string, unknown func(sub string) error, repeatable ...string) error {
+	seen := map[string]int{} // line of each subdirective given
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if sub != "public" && sub != "require" { // rules repeat by design
-			if err := seen.once(d, sub); err != nil {
-				return err
-			}
+		if line, ok := seen[sub]; ok {
+			return d.Errf("%s is given twice (first on line %d): give it once", what+sub, line)
 		}
-		switch sub {
-		case "db", "store", "secret", "argon2", "max_concurrent_hashes", "hash_queue_timeout", "throttle",
-			"password_min_length", "password_max_length", "signing_alg", "key_publish_delay":
-			if err := h.RealmSettings.unmarshalSub(d, sub); err != nil {
-				return err
-			}
-		case "rotate_refresh", "refresh_reuse_grace", "refresh_sliding", "max_sessions", "logout_path", "sessions_path":
-			if err := h.SessionSettings.unmarshalSub(d, sub); err != nil {
-				return err
-			}
-		case "jwks_path", "metadata_path", "forward_token":
-			if err := h.DiscoverySettings.unmarshalSub(d, sub); err != nil {
-				return err
-			}
-		case "refresh", "token_path", "refresh_path", "issuer", "audience",
-			"realm", "cookie_name", "user_id_header", "user_name_header", "scopes_header", "password_path",
-			"cookie_same_site":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			*h.stringField(sub) = v
-		case "access_ttl", "refresh_ttl":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			dur, err := positiveDuration(d, sub, v)
-			if err != nil {
-				return err
-			}
-			if sub == "access_ttl" {
-				h.AccessTTL = dur
-			} else {
-				h.RefreshTTL = dur
-			}
-		case "default_scopes", "grantable_scopes", "allowed_origins", "strip_headers":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			switch sub {
-			case "default_scopes":
-				h.DefaultScopes = append(h.DefaultScopes, args...)
-			case "grantable_scopes":
-				h.GrantableScopes = append(h.GrantableScopes, args...)
-			case "strip_headers":
-				h.StripHeaders = append(h.StripHeaders, args...)
-			default:
-				h.AllowedOrigins = append(h.AllowedOrigins, args...)
-			}
-		case "public", "require":
-			rule, err := parseRule(hp, sub)
-			if err != nil {
-				return err
-			}
-			h.Rules = append(h.Rules, rule)
-		default:
-			return d.Errf("unrecognized subdirective %q", sub)
+		if !slices.Contains(repeatable, sub) {
+			seen[sub] = d.Line()
+		}
+		parse, ok := subs[sub]
+		if !ok {
+			return unknown(sub)
+		}
+		if err := parse(d, sub); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// seenSubdirectives remembers where each subdirective of a block was
-// given, so that a repeated one is refused instead of silently overriding
-// or extending the first.
-type seenSubdirectives map[string]int
-
-func (s seenSubdirectives) once(d *caddyfile.Dispenser, name string) error {
-	if line, ok := s[name]; ok {
-		return d.Errf("%s is given twice (first on line %d): give it once", name, line)
-	}
-	s[name] = d.Line()
-	return nil
+// unrecognizedOneArg is the error of an unknown subdirective sub in a
+// block whose subdirectives all take one argument: a wrong argument count
+// is reported first, as it would be for a known one.
+func unrecognizedOneArg(d *caddyfile.Dispenser, format string) func(sub string) error {
+	unknown := oneArg(func(d *caddyfile.Dispenser, sub, _ string) error { return d.Errf(format, sub) })
+	return func(sub string) error { return unknown(d, sub) }
 }
 
-// positiveDuration parses the duration argument v of subdirective name.
-func positiveDuration(d *caddyfile.Dispenser, name, v string) (caddy.Duration, error) {
-	dur, err := caddy.ParseDuration(v)
-	if err != nil {
-		return 0, d.Errf("%s: %v", name, err)
+// oneArg parses the one argument v of subdirective name with fn.
+func oneArg(fn func(d *caddyfile.Dispenser, name, v string) error) parseFn {
+	return func(d *caddyfile.Dispenser, name string) error {
+		var v string
+		if !d.AllArgs(&v) {
+			return d.ArgErr()
+		}
+		return fn(d, name, v)
 	}
-	if dur <= 0 {
-		return 0, d.Errf("%s: must be positive", name)
-	}
-	return caddy.Duration(dur), nil
 }
 
-func (h *Handler) stringField(name string) *string {
-	switch name {
-	case "refresh":
-		return &h.Refresh
-	case "token_path":
-		return &h.TokenPath
-	case "refresh_path":
-		return &h.RefreshPath
-	case "issuer":
-		return &h.Issuer
-	case "audience":
-		return &h.Audience
-	case "realm":
-		return &h.Realm
-	case "cookie_name":
-		return &h.CookieName
-	case "user_id_header":
-		return &h.UserIDHeader
-	case "user_name_header":
-		return &h.UserNameHeader
-	case "scopes_header":
-		return &h.ScopesHeader
-	case "password_path":
-		return &h.PasswordPath
-	case "cookie_same_site":
-		return &h.CookieSameSite
+// stringArg parses one argument into *p.
+func stringArg(p *string) parseFn {
+	return oneArg(func(_ *caddyfile.Dispenser, _, v string) error { *p = v; return nil })
+}
+
+// durationArg parses one positive duration into *p.
+func durationArg(p *caddy.Duration) parseFn {
+	return oneArg(func(d *caddyfile.Dispenser, name, v string) error {
+		dur, err := caddy.ParseDuration(v)
+		if err != nil {
+			return d.Errf("%s: %v", name, err)
+		}
+		if dur <= 0 {
+			return d.Errf("%s: must be positive", name)
+		}
+		*p = caddy.Duration(dur)
+		return nil
+	})
+}
+
+// storeDurationArg parses one positive duration into *p, in the block of
+// store module what.
+func storeDurationArg(what string, p *caddy.Duration) parseFn {
+	return oneArg(func(d *caddyfile.Dispenser, name, v string) error {
+		dur, err := caddy.ParseDuration(v)
+		if err != nil || dur <= 0 {
+			return d.Errf("%s: %s %q is not a positive duration", what, name, v)
+		}
+		*p = caddy.Duration(dur)
+		return nil
+	})
+}
+
+// positiveIntArg parses one positive integer into *p.
+func positiveIntArg(p *int) parseFn {
+	return oneArg(func(d *caddyfile.Dispenser, name, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return d.Errf("%s: %q is not a positive number", name, v)
+		}
+		*p = n
+		return nil
+	})
+}
+
+// onOff parses one argument, on or off, into *p.
+func onOff(p *bool) parseFn {
+	return oneArg(func(d *caddyfile.Dispenser, name, v string) error {
+		if v != "on" && v != "off" {
+			return d.Errf("%s: %q is not one of on, off", name, v)
+		}
+		*p = v == "on"
+		return nil
+	})
+}
+
+// listArgs appends one or more arguments to *p.
+func listArgs(p *[]string) parseFn {
+	return func(d *caddyfile.Dispenser, _ string) error {
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		*p = append(*p, args...)
+		return nil
 	}
-	panic("crudauth: no string field " + name)
+}
+
+// pathArg parses one endpoint path into *p; off too when offAllowed.
+func pathArg(p *string, offAllowed bool) parseFn {
+	return oneArg(func(d *caddyfile.Dispenser, name, v string) error {
+		if !offAllowed || v != config.PathOff {
+			if err := config.CheckEndpointPath(name, v); err != nil {
+				return d.Err(err.Error())
+			}
+		}
+		*p = v
+		return nil
+	})
 }
 
 // parseRule parses `public <matcher>` or `require <matcher> [<scope...>]`.

@@ -1,23 +1,22 @@
 package caddymodule
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 )
 
 // The Caddyfile syntax and its defaults are documented once, in the
 // "Caddyfile reference" section of README.md. The test below keeps that
-// reference and the parser in step: the names the parser accepts are read
-// from its source (the string literals of the case clauses of its switch),
-// the documented names from the reference's tables, and each side must
-// list exactly the other's names.
+// reference and the parser in step: the names the parser accepts are the
+// keys of its tables of subdirectives (which are what it dispatches on),
+// the documented names the rows of the reference's tables, and each side
+// must list exactly the other's names.
 
 const (
 	readmePath        = "../README.md"
@@ -31,8 +30,8 @@ const (
 )
 
 func TestCaddyfileReference(t *testing.T) {
-	handlerAccepted := acceptedNames(t, "caddyfile.go", "unmarshal")
-	throttleAccepted := acceptedNames(t, "throttle.go", "parseThrottle")
+	handlerAccepted := acceptedNames(t, new(Handler).subdirectives(httpcaddyfile.Helper{}))
+	throttleAccepted := acceptedNames(t, new(ThrottleConfig).subdirectives())
 	documented := documentedNames(t)
 
 	compareReference(t, "crudauth subdirective", subdirectivesHead, handlerAccepted, documented[subdirectivesHead])
@@ -66,76 +65,14 @@ func compareReference(t *testing.T, what, table string, accepted []string, docum
 	}
 }
 
-// acceptedNames returns the string literals of the case clauses of the
-// outermost switch with a tag (switch sub { ... }) in method fn of file: the names the
-// Caddyfile parser accepts. Nested switches (which dispatch among names
-// already accepted) are not read.
-func acceptedNames(t *testing.T, file, fn string) []string {
+// acceptedNames returns the names a parser's table of subdirectives
+// takes, sorted.
+func acceptedNames(t *testing.T, subs subdirectives) []string {
 	t.Helper()
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, file, nil, 0)
-	if err != nil {
-		t.Fatalf("parsing %s: %v", file, err)
+	if len(subs) == 0 {
+		t.Fatal("the parser takes no subdirectives")
 	}
-	var body *ast.BlockStmt
-	for _, decl := range f.Decls {
-		if d, ok := decl.(*ast.FuncDecl); ok && d.Name.Name == fn && isHandlerMethod(d) {
-			body = d.Body
-		}
-	}
-	if body == nil {
-		t.Fatalf("%s: no method (*Handler).%s or (*RealmSettings).%s, where the parser's switch is expected; update this test if the parser moved", file, fn, fn)
-	}
-	var switches []*ast.SwitchStmt
-	ast.Inspect(body, func(n ast.Node) bool {
-		if _, ok := n.(*ast.FuncLit); ok {
-			return false
-		}
-		sw, ok := n.(*ast.SwitchStmt)
-		if !ok {
-			return true
-		}
-		if sw.Tag == nil { // switch { case cond: }, not over names
-			return true
-		}
-		switches = append(switches, sw)
-		return false // do not read nested switches
-	})
-	if len(switches) != 1 {
-		t.Fatalf("%s: (*Handler).%s has %d outermost switches with a tag, want exactly 1 (the switch over subdirective names); update this test if the parser changed shape",
-			file, fn, len(switches))
-	}
-	var names []string
-	for _, stmt := range switches[0].Body.List {
-		for _, expr := range stmt.(*ast.CaseClause).List {
-			lit, ok := expr.(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				t.Fatalf("%s: a case of (*Handler).%s's switch at %s is not a string literal; this test reads the accepted names from literals",
-					file, fn, fset.Position(expr.Pos()))
-			}
-			name, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				t.Fatalf("%s: %v", fset.Position(lit.Pos()), err)
-			}
-			names = append(names, name)
-		}
-	}
-	if len(names) == 0 {
-		t.Fatalf("%s: the switch of (*Handler).%s has no string cases", file, fn)
-	}
-	return names
-}
-
-func isHandlerMethod(d *ast.FuncDecl) bool {
-	if d.Recv == nil || len(d.Recv.List) != 1 {
-		return false
-	}
-	star, ok := d.Recv.List[0].Type.(*ast.StarExpr)
-	if !ok {
-		return false
-	}
-	id, ok := star.X.(*ast.Ident)
-	return ok && (id.Name == "Handler" || id.Name == "RealmSettings")
+	return slices.Sorted(maps.Keys(subs))
 }
 
 // referenceRow matches a table row whose first cell starts with a name in

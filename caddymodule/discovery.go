@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-
 	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
 	"github.com/crudauth/caddy-crudauth/internal/keys"
@@ -49,37 +47,13 @@ func (s *DiscoverySettings) setDefaults() {
 	orDefault(&s.MetadataPath, DefaultMetadataPath)
 }
 
-// unmarshalSub parses one discovery subdirective.
-func (s *DiscoverySettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error {
-	var v string
-	if !d.AllArgs(&v) {
-		return d.ArgErr()
+// subdirectives are the discovery subdirectives.
+func (s *DiscoverySettings) subdirectives() subdirectives {
+	return subdirectives{
+		"jwks_path":     pathArg(&s.JWKSPath, true),
+		"metadata_path": pathArg(&s.MetadataPath, true),
+		"forward_token": onOff(&s.ForwardToken),
 	}
-	switch sub {
-	case "forward_token":
-		switch v {
-		case "on":
-			s.ForwardToken = true
-		case "off":
-			s.ForwardToken = false
-		default:
-			return d.Errf("forward_token: %q is not one of on, off", v)
-		}
-	case "jwks_path", "metadata_path":
-		if v != config.PathOff {
-			if err := config.CheckEndpointPath(sub, v); err != nil {
-				return d.Err(err.Error())
-			}
-		}
-		if sub == "jwks_path" {
-			s.JWKSPath = v
-		} else {
-			s.MetadataPath = v
-		}
-	default:
-		return d.Errf("unrecognized subdirective %q", sub)
-	}
-	return nil
 }
 
 // provisionKeys builds the handler's token manager on the realm's

@@ -144,99 +144,64 @@ func (s *RealmSettings) values() config.Realm {
 	return v
 }
 
-// unmarshalSub parses the realm subdirective sub at d, in a handler's block
-// or in a realm's block of the global options.
-func (s *RealmSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error {
-	one := func() (string, error) {
-		var v string
-		if !d.AllArgs(&v) {
-			return "", d.ArgErr()
-		}
-		return v, nil
+// subdirectives are the realm's subdirectives, in a handler's block or in
+// a realm's block of the global options.
+func (s *RealmSettings) subdirectives() subdirectives {
+	return subdirectives{
+		"db":                    oneArg(s.parseDB),
+		"store":                 s.parseStore,
+		"secret":                stringArg(&s.Secret),
+		"signing_alg":           stringArg(&s.SigningAlg),
+		"key_publish_delay":     durationArg(&s.KeyPublishDelay),
+		"hash_queue_timeout":    durationArg(&s.HashQueueTimeout),
+		"argon2":                s.parseArgon2,
+		"max_concurrent_hashes": positiveIntArg(&s.MaxConcurrentHashes),
+		"password_min_length":   positiveIntArg(&s.PasswordMinLength),
+		"password_max_length":   positiveIntArg(&s.PasswordMaxLength),
+		"throttle":              s.parseThrottle,
 	}
-	switch sub {
-	case "signing_alg":
-		v, err := one()
-		if err != nil {
-			return err
-		}
-		s.SigningAlg = v
-	case "key_publish_delay":
-		v, err := one()
-		if err != nil {
-			return err
-		}
-		if s.KeyPublishDelay, err = positiveDuration(d, sub, v); err != nil {
-			return err
-		}
-	case "db", "secret":
-		v, err := one()
-		if err != nil {
-			return err
-		}
-		if sub == "secret" {
-			s.Secret = v
-			return nil
-		}
-		if s.StoreRaw != nil {
-			return errDBAndStore(d)
-		}
-		s.DB = v
-	case "store":
-		if s.DB != "" {
-			return errDBAndStore(d)
-		}
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		backend := d.Val()
-		unm, err := caddyfile.UnmarshalModule(d, "crudauth.stores."+backend)
-		if err != nil {
-			return err
-		}
-		s.StoreRaw = caddyconfig.JSONModuleObject(unm, "backend", backend, nil)
-	case "hash_queue_timeout":
-		v, err := one()
-		if err != nil {
-			return err
-		}
-		if s.HashQueueTimeout, err = positiveDuration(d, sub, v); err != nil {
-			return err
-		}
-	case "argon2":
-		var m, t, p string
-		if !d.AllArgs(&m, &t, &p) {
-			return d.Errf("argon2 takes three numbers: memory in KiB, time (iterations), threads")
-		}
-		mem, err1 := strconv.ParseUint(m, 10, 32)
-		it, err2 := strconv.ParseUint(t, 10, 32)
-		th, err3 := strconv.ParseUint(p, 10, 8)
-		if err1 != nil || err2 != nil || err3 != nil {
-			return d.Errf("argon2: %q %q %q are not a memory in KiB, a time and a thread count", m, t, p)
-		}
-		s.Argon2 = &Argon2Params{Memory: uint32(mem), Time: uint32(it), Threads: uint8(th)}
-	case "max_concurrent_hashes", "password_min_length", "password_max_length":
-		v, err := one()
-		if err != nil {
-			return err
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return d.Errf("%s: %q is not a positive number", sub, v)
-		}
-		switch sub {
-		case "max_concurrent_hashes":
-			s.MaxConcurrentHashes = n
-		case "password_min_length":
-			s.PasswordMinLength = n
-		default:
-			s.PasswordMaxLength = n
-		}
-	case "throttle":
-		return s.parseThrottle(d)
-	default:
-		return d.Errf("unrecognized realm subdirective %q", sub)
+}
+
+// parseDB parses `db <path>`, short for `store bolt { path <path> }`.
+func (s *RealmSettings) parseDB(d *caddyfile.Dispenser, _, v string) error {
+	if s.StoreRaw != nil {
+		return errDBAndStore(d)
 	}
+	s.DB = v
+	return nil
+}
+
+// parseStore parses `store <backend> [{ ... }]`; the backend's module
+// parses its block.
+func (s *RealmSettings) parseStore(d *caddyfile.Dispenser, _ string) error {
+	if s.DB != "" {
+		return errDBAndStore(d)
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	backend := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "crudauth.stores."+backend)
+	if err != nil {
+		return err
+	}
+	s.StoreRaw = caddyconfig.JSONModuleObject(unm, "backend", backend, nil)
+	return nil
+}
+
+// parseArgon2 parses `argon2 <memory KiB> <time> <threads>`.
+func (s *RealmSettings) parseArgon2(d *caddyfile.Dispenser, _ string) error {
+	var m, t, p string
+	if !d.AllArgs(&m, &t, &p) {
+		return d.Errf("argon2 takes three numbers: memory in KiB, time (iterations), threads")
+	}
+	mem, err1 := strconv.ParseUint(m, 10, 32)
+	it, err2 := strconv.ParseUint(t, 10, 32)
+	th, err3 := strconv.ParseUint(p, 10, 8)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return d.Errf("argon2: %q %q %q are not a memory in KiB, a time and a thread count", m, t, p)
+	}
+	s.Argon2 = &Argon2Params{Memory: uint32(mem), Time: uint32(it), Threads: uint8(th)}
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -70,58 +69,36 @@ func (s *SessionSettings) policy() auth.SessionPolicy {
 	return s.values().Policy()
 }
 
-// unmarshalSub parses one session subdirective.
-func (s *SessionSettings) unmarshalSub(d *caddyfile.Dispenser, sub string) error {
-	var v string
-	if !d.AllArgs(&v) {
-		return d.ArgErr()
+// subdirectives are the session subdirectives.
+func (s *SessionSettings) subdirectives() subdirectives {
+	return subdirectives{
+		"rotate_refresh": func(d *caddyfile.Dispenser, name string) error {
+			on := new(bool)
+			if err := onOff(on)(d, name); err != nil {
+				return err
+			}
+			s.RotateRefresh = on
+			return nil
+		},
+		"refresh_reuse_grace": oneArg(s.parseReuseGrace),
+		"refresh_sliding":     onOff(&s.RefreshSliding),
+		"max_sessions":        positiveIntArg(&s.MaxSessions),
+		"logout_path":         pathArg(&s.LogoutPath, false),
+		"sessions_path":       pathArg(&s.SessionsPath, false),
 	}
-	switch sub {
-	case "rotate_refresh", "refresh_sliding":
-		var on bool
-		switch v {
-		case "on":
-			on = true
-		case "off":
-		default:
-			return d.Errf("%s: %q is not one of on, off", sub, v)
-		}
-		if sub == "rotate_refresh" {
-			s.RotateRefresh = &on
-		} else {
-			s.RefreshSliding = on
-		}
-	case "refresh_reuse_grace":
-		dur, err := caddy.ParseDuration(v)
-		if err != nil || dur < 0 || dur > config.MaxReuseGrace {
-			return d.Errf("refresh_reuse_grace: %q is not a duration from 0s to %s", v, config.MaxReuseGrace)
-		}
-		if dur == 0 {
-			// 0 in JSON means the default; a grace of none is 1ns.
-			dur = 1
-		}
-		s.RefreshReuseGrace = caddy.Duration(dur)
-	case "max_sessions":
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return d.Errf("max_sessions: %q is not a positive number", v)
-		}
-		s.MaxSessions = n
-	case "logout_path", "sessions_path":
-		if err := config.CheckEndpointPath(sub, v); err != nil {
-			return d.Err(err.Error())
-		}
-		if sub == "logout_path" {
-			s.LogoutPath = v
-		} else {
-			s.SessionsPath = v
-		}
-	default:
-		return d.Errf("unrecognized subdirective %q", sub)
-	}
-	return nil
 }
 
-// sessionSubdirectives are the subdirectives unmarshalSub takes.
-var sessionSubdirectives = []string{"rotate_refresh", "refresh_reuse_grace", "refresh_sliding", "max_sessions",
-	"logout_path", "sessions_path"}
+// parseReuseGrace parses refresh_reuse_grace, which takes 0 (unlike the
+// other durations) and has a bound.
+func (s *SessionSettings) parseReuseGrace(d *caddyfile.Dispenser, _, v string) error {
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur < 0 || dur > config.MaxReuseGrace {
+		return d.Errf("refresh_reuse_grace: %q is not a duration from 0s to %s", v, config.MaxReuseGrace)
+	}
+	if dur == 0 {
+		// 0 in JSON means the default; a grace of none is 1ns.
+		dur = 1
+	}
+	s.RefreshReuseGrace = caddy.Duration(dur)
+	return nil
+}

@@ -37,7 +37,7 @@ func TestAdaptSessionSubdirectives(t *testing.T) {
 			}
 			h := handlerJSON(t, out)
 			got := map[string]any{}
-			for _, k := range sessionSubdirectives {
+			for k := range new(SessionSettings).subdirectives() {
 				if v, ok := h[k]; ok {
 					got[k] = v
 				}

@@ -144,70 +144,15 @@ func (e *EtcdStore) openStore() (store.Store, error) {
 //		max_staleness <duration>
 //	}
 func (e *EtcdStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	err := storeBlock(d, "store etcd", func(sub string) error {
-		switch sub {
-		case "endpoints":
-			e.Endpoints = d.RemainingArgs()
-			if len(e.Endpoints) == 0 {
-				return d.ArgErr()
-			}
-		case "prefix", "username", "password":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			switch sub {
-			case "prefix":
-				e.Prefix = v
-			case "username":
-				e.Username = v
-			default:
-				e.Password = v
-			}
-		case "dial_timeout", "max_staleness":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("store etcd: %s %q is not a positive duration", sub, v)
-			}
-			if sub == "dial_timeout" {
-				e.DialTimeout = caddy.Duration(dur)
-			} else {
-				e.MaxStaleness = caddy.Duration(dur)
-			}
-		case "tls":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			e.TLS = new(EtcdTLS)
-			tlsSeen := seenSubdirectives{}
-			for tn := d.Nesting(); d.NextBlock(tn); {
-				k := d.Val()
-				if err := tlsSeen.once(d, "store etcd tls "+k); err != nil {
-					return err
-				}
-				var v string
-				if !d.AllArgs(&v) {
-					return d.ArgErr()
-				}
-				switch k {
-				case "ca":
-					e.TLS.CA = v
-				case "cert":
-					e.TLS.Cert = v
-				case "key":
-					e.TLS.Key = v
-				default:
-					return d.Errf("store etcd tls: unrecognized subdirective %q", k)
-				}
-			}
-		default:
-			return d.Errf("store etcd: unrecognized subdirective %q", sub)
-		}
-		return nil
+	const what = "store etcd"
+	err := storeBlock(d, what, subdirectives{
+		"endpoints":     listArgs(&e.Endpoints),
+		"prefix":        stringArg(&e.Prefix),
+		"dial_timeout":  storeDurationArg(what, &e.DialTimeout),
+		"tls":           e.parseTLS,
+		"username":      stringArg(&e.Username),
+		"password":      stringArg(&e.Password),
+		"max_staleness": storeDurationArg(what, &e.MaxStaleness),
 	})
 	if err != nil {
 		return err
@@ -216,6 +161,19 @@ func (e *EtcdStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err(err.Error())
 	}
 	return nil
+}
+
+// parseTLS parses the `tls { ca|cert|key <file> }` block.
+func (e *EtcdStore) parseTLS(d *caddyfile.Dispenser, _ string) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	e.TLS = new(EtcdTLS)
+	return subdirectives{
+		"ca":   stringArg(&e.TLS.CA),
+		"cert": stringArg(&e.TLS.Cert),
+		"key":  stringArg(&e.TLS.Key),
+	}.parseBlock(d, "store etcd tls ", unrecognizedOneArg(d, "store etcd tls: unrecognized subdirective %q"))
 }
 
 // Interface guards

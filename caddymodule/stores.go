@@ -85,27 +85,9 @@ func (b *BoltStore) openStore() (store.Store, error) {
 //		timeout <duration>
 //	}
 func (b *BoltStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return storeBlock(d, "store bolt", func(sub string) error {
-		var v string
-		switch sub {
-		case "path":
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			b.Path = v
-		case "timeout":
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("store bolt: timeout %q is not a positive duration", v)
-			}
-			b.Timeout = caddy.Duration(dur)
-		default:
-			return d.Errf("store bolt: unrecognized subdirective %q", sub)
-		}
-		return nil
+	return storeBlock(d, "store bolt", subdirectives{
+		"path":    stringArg(&b.Path),
+		"timeout": storeDurationArg("store bolt", &b.Timeout),
 	})
 }
 
@@ -144,38 +126,19 @@ func (m *MemoryStore) openStore() (store.Store, error) {
 //		name <name>
 //	}]
 func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return storeBlock(d, "store memory", func(sub string) error {
-		switch sub {
-		case "name":
-			if !d.AllArgs(&m.Name) {
-				return d.ArgErr()
-			}
-		default:
-			return d.Errf("store memory: unrecognized subdirective %q", sub)
-		}
-		return nil
-	})
+	return storeBlock(d, "store memory", subdirectives{"name": stringArg(&m.Name)})
 }
 
 // storeBlock reads a store module's Caddyfile block: the backend's name
-// with no argument after it, then each subdirective once (fn parses one
-// whose name it gets; the Dispenser is at it).
-func storeBlock(d *caddyfile.Dispenser, what string, fn func(sub string) error) error {
+// with no argument after it, then each subdirective of subs once.
+func storeBlock(d *caddyfile.Dispenser, what string, subs subdirectives) error {
 	d.Next() // the backend's name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := seenSubdirectives{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if err := seen.once(d, what+" "+sub); err != nil {
-			return err
-		}
-		if err := fn(sub); err != nil {
-			return err
-		}
-	}
-	return nil
+	return subs.parseBlock(d, what+" ", func(sub string) error {
+		return d.Errf("%s: unrecognized subdirective %q", what, sub)
+	})
 }
 
 // Interface guards

@@ -147,7 +147,7 @@ func beginLoginHash() (done func()) {
 }
 
 // parseThrottle parses `throttle off` or a `throttle { ... }` block.
-func (s *RealmSettings) parseThrottle(d *caddyfile.Dispenser) error {
+func (s *RealmSettings) parseThrottle(d *caddyfile.Dispenser, _ string) error {
 	c := &ThrottleConfig{}
 	s.Throttle = c
 	args := d.RemainingArgs()
@@ -161,48 +161,33 @@ func (s *RealmSettings) parseThrottle(d *caddyfile.Dispenser) error {
 	case len(args) > 0:
 		return d.ArgErr()
 	}
-	seen := seenSubdirectives{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if err := seen.once(d, "throttle "+sub); err != nil {
-			return err
-		}
-		var v string
-		if !d.AllArgs(&v) {
-			return d.ArgErr()
-		}
-		switch sub {
-		case "max_failures", "user_max_failures", "ip_max_failures", "max_entries":
+	return c.subdirectives().parseBlock(d, "throttle ", unrecognizedOneArg(d, "unrecognized throttle option %q"))
+}
+
+// subdirectives are the options of a throttle block.
+func (c *ThrottleConfig) subdirectives() subdirectives {
+	// limit parses a failure limit of at least lowest, never 0 (-1
+	// disables a key).
+	limit := func(p *int, lowest int) parseFn {
+		return oneArg(func(d *caddyfile.Dispenser, name, v string) error {
 			n, err := strconv.Atoi(v)
-			if err != nil || n < -1 || n == 0 || (sub == "max_entries" && n < 1) {
-				return d.Errf("throttle %s: %q is not a positive number (or -1 to disable)", sub, v)
+			if err != nil || n < lowest || n == 0 {
+				return d.Errf("throttle %s: %q is not a positive number (or -1 to disable)", name, v)
 			}
-			switch sub {
-			case "max_failures":
-				c.MaxFailures = n
-			case "user_max_failures":
-				c.UserMaxFailures = n
-			case "ip_max_failures":
-				c.IPMaxFailures = n
-			default:
-				c.MaxEntries = n
-			}
-		case "window", "lockout", "max_lockout":
-			dur, err := positiveDuration(d, "throttle "+sub, v)
-			if err != nil {
-				return err
-			}
-			switch sub {
-			case "window":
-				c.Window = dur
-			case "lockout":
-				c.Lockout = dur
-			default:
-				c.MaxLockout = dur
-			}
-		default:
-			return d.Errf("unrecognized throttle option %q", sub)
-		}
+			*p = n
+			return nil
+		})
 	}
-	return nil
+	duration := func(p *caddy.Duration) parseFn {
+		return func(d *caddyfile.Dispenser, name string) error { return durationArg(p)(d, "throttle "+name) }
+	}
+	return subdirectives{
+		"max_failures":      limit(&c.MaxFailures, -1),
+		"user_max_failures": limit(&c.UserMaxFailures, -1),
+		"ip_max_failures":   limit(&c.IPMaxFailures, -1),
+		"max_entries":       limit(&c.MaxEntries, 1),
+		"window":            duration(&c.Window),
+		"lockout":           duration(&c.Lockout),
+		"max_lockout":       duration(&c.MaxLockout),
+	}
 }

@@ -85,9 +85,9 @@ func (g *Gateway) Check() error {
 	if g.Refresh != RefreshModeCookie && g.Refresh != RefreshModeBody {
 		return fmt.Errorf("refresh: %q is not one of cookie, body", g.Refresh)
 	}
-	for name, p := range map[string]string{"token_path": g.TokenPath, "refresh_path": g.RefreshPath} {
-		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*") {
-			return fmt.Errorf("%s: %q must be an absolute path without query or wildcard", name, p)
+	for _, f := range []named[string]{{"token_path", g.TokenPath}, {"refresh_path", g.RefreshPath}} {
+		if !strings.HasPrefix(f.v, "/") || strings.ContainsAny(f.v, "?#*") {
+			return fmt.Errorf("%s: %q must be an absolute path without query or wildcard", f.name, f.v)
 		}
 	}
 	if g.TokenPath == g.RefreshPath {
@@ -118,9 +118,9 @@ func (g *Gateway) Check() error {
 			return fmt.Errorf("allowed_origins: %q must be scheme://host[:port], with no path", o)
 		}
 	}
-	for field, name := range map[string]string{"user_id_header": g.UserIDHeader, "user_name_header": g.UserNameHeader, "scopes_header": g.ScopesHeader} {
-		if err := headers.CheckIdentityName(name); err != nil {
-			return fmt.Errorf("%s: %w", field, err)
+	for _, f := range []named[string]{{"user_id_header", g.UserIDHeader}, {"user_name_header", g.UserNameHeader}, {"scopes_header", g.ScopesHeader}} {
+		if err := headers.CheckIdentityName(f.v); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
 		}
 	}
 	for _, name := range g.StripHeaders {
@@ -230,4 +230,12 @@ func DiscoveryPath(p string) string {
 // rotations publish a key delay before it signs.
 func JWKSMaxAge(delay time.Duration) time.Duration {
 	return min(MaxJWKSMaxAge, (delay / 2).Truncate(time.Second))
+}
+
+// named is a setting and its name, for checks that walk several in the
+// order a config lists them: with two of them wrong, the same one is
+// reported every time.
+type named[T any] struct {
+	name string
+	v    T
 }

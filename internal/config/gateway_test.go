@@ -192,3 +192,27 @@ func TestThrottleLimits(t *testing.T) {
 		t.Errorf("Limits() = %+v, want every setting carried over (lockout as BaseLockout)", l)
 	}
 }
+
+// TestCheckReportsTheFirstOfSeveral: with several settings of a group
+// wrong, the check names the first in the order of the reference, every
+// time (Go's map order would make it differ from run to run).
+func TestCheckReportsTheFirstOfSeveral(t *testing.T) {
+	g := defaults()
+	g.TokenPath, g.RefreshPath = "token", "refresh"
+	g2 := defaults()
+	g2.UserIDHeader, g2.ScopesHeader = "Authorization", "Cookie"
+	for range 50 {
+		if err := (&Throttle{MaxFailures: -2, IPMaxFailures: -3}).Check(); err == nil || !strings.HasPrefix(err.Error(), "throttle.max_failures:") {
+			t.Fatalf("two limits wrong: %v", err)
+		}
+		if err := (&Throttle{Lockout: -5, MaxLockout: -1}).Check(); err == nil || !strings.HasPrefix(err.Error(), "throttle.lockout:") {
+			t.Fatalf("two durations wrong: %v", err)
+		}
+		if err := g.Check(); err == nil || !strings.HasPrefix(err.Error(), "token_path:") {
+			t.Fatalf("two paths wrong: %v", err)
+		}
+		if err := g2.Check(); err == nil || !strings.HasPrefix(err.Error(), "user_id_header:") {
+			t.Fatalf("two headers wrong: %v", err)
+		}
+	}
+}

@@ -76,17 +76,17 @@ func (c *Throttle) Check() error {
 	if c == nil {
 		return nil
 	}
-	for name, v := range map[string]int{"max_failures": c.MaxFailures, "user_max_failures": c.UserMaxFailures, "ip_max_failures": c.IPMaxFailures} {
-		if v < -1 {
-			return fmt.Errorf("throttle.%s: %d must be positive, or -1 to disable", name, v)
+	for _, f := range []named[int]{{"max_failures", c.MaxFailures}, {"user_max_failures", c.UserMaxFailures}, {"ip_max_failures", c.IPMaxFailures}} {
+		if f.v < -1 {
+			return fmt.Errorf("throttle.%s: %d must be positive, or -1 to disable", f.name, f.v)
 		}
 	}
 	if c.MaxEntries < 0 {
 		return fmt.Errorf("throttle.max_entries: %d must be positive", c.MaxEntries)
 	}
-	for name, v := range map[string]time.Duration{"window": c.Window, "lockout": c.Lockout, "max_lockout": c.MaxLockout} {
-		if v < 0 {
-			return fmt.Errorf("throttle.%s: %s must be positive", name, v)
+	for _, f := range []named[time.Duration]{{"window", c.Window}, {"lockout", c.Lockout}, {"max_lockout", c.MaxLockout}} {
+		if f.v < 0 {
+			return fmt.Errorf("throttle.%s: %s must be positive", f.name, f.v)
 		}
 	}
 	lockout, maxLockout := c.Lockout, c.MaxLockout

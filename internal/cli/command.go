@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -70,7 +71,8 @@ func requireSubcommand(c *cobra.Command) {
 func addTargetFlags(env *Env, c *cobra.Command) {
 	c.PersistentFlags().StringVar(&env.DB, "db", "", "database file (default: "+env.DefaultDB+")")
 	c.PersistentFlags().StringVar(&env.Store, "store", "", "an etcd store, etcd://HOST:PORT[,HOST:PORT]/PREFIX/ (etcds:// for TLS), worked on directly; credentials from "+EnvEtcdUsername+" and "+EnvEtcdPassword)
-	c.PersistentFlags().StringVar(&env.Address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+env.DefaultAdmin+")")
+	admin := cmp.Or(env.DefaultAdmin, "the default admin address")
+	c.PersistentFlags().StringVar(&env.Address, "address", "", "admin API address of the running caddy to go through (default: used only when the file is locked, at "+admin+")")
 	c.PersistentFlags().StringVar(&env.Realm, "realm", "", "a realm declared in the running caddy's global crudauth options, reached through its admin API")
 	c.PersistentFlags().BoolVarP(&env.Verbose, "verbose", "v", false, "say whether the file or the admin API is used, and which admin endpoint")
 }

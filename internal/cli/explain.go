@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -105,6 +106,9 @@ type ExplainOptions struct {
 // config file (or the one o.Handler numbers), and prints the explanations.
 func (env *Env) Explain(o ExplainOptions) error {
 	hooks := env.ExplainHost
+	if hooks.LoadConfig == nil || hooks.Request == nil || hooks.ServesHost == nil || hooks.Explain == nil {
+		return errors.New("explain is not available: the program did not provide its config loader and judge")
+	}
 	cfg, err := hooks.LoadConfig(o.ConfigFile, o.Adapter)
 	if err != nil {
 		return err

@@ -188,3 +188,17 @@ func TestGroupsNeedASubcommand(t *testing.T) {
 		t.Errorf("%d commands, want 7", names)
 	}
 }
+
+// TestExplainWithoutHost: a program that mounts the commands without the
+// explain hooks gets an error from explain, not a crash.
+func TestExplainWithoutHost(t *testing.T) {
+	env := &Env{}
+	err := env.Explain(ExplainOptions{ConfigFile: "Caddyfile", Method: "GET", Target: "/"})
+	if err == nil || !strings.Contains(err.Error(), "explain is not available") {
+		t.Errorf("explain without hooks: %v", err)
+	}
+	env.ExplainHost.LoadConfig = func(string, string) ([]byte, error) { return []byte(`{}`), nil }
+	if err := env.Explain(ExplainOptions{ConfigFile: "Caddyfile", Method: "GET", Target: "/"}); err == nil {
+		t.Error("explain with only some of the hooks: no error")
+	}
+}

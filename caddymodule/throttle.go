@@ -172,6 +172,9 @@ func (c *ThrottleConfig) subdirectives() subdirectives {
 		return oneArg(func(d *caddyfile.Dispenser, name, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < lowest || n == 0 {
+				if lowest > 0 { // max_entries: -1 would disable nothing
+					return d.Errf("throttle %s: %q is not a positive number", name, v)
+				}
 				return d.Errf("throttle %s: %q is not a positive number (or -1 to disable)", name, v)
 			}
 			*p = n

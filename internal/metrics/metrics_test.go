@@ -9,6 +9,7 @@ import (
 
 	"github.com/crudauth/caddy-crudauth/internal/auth"
 	"github.com/crudauth/caddy-crudauth/internal/endpoints"
+	"github.com/crudauth/caddy-crudauth/internal/gate"
 )
 
 // gatherValue reads one counter series (label values in label order) from
@@ -56,7 +57,7 @@ func TestBearer(t *testing.T) {
 	}{
 		{0, nil, "ok"},
 		{http.StatusUnauthorized, endpoints.ErrNoToken, "missing"},
-		{http.StatusBadRequest, errors.New("more than one Authorization header"), "invalid"},
+		{http.StatusBadRequest, gate.ErrMultipleAuth, "invalid"},
 		{http.StatusUnauthorized, errors.New("token is expired"), "invalid"},
 		{http.StatusUnauthorized, auth.ErrRevoked, "revoked"},
 		{http.StatusUnauthorized, auth.ErrDisabledUser, "revoked"},

@@ -261,10 +261,19 @@ func (g *gateway) kill() {
 
 func (g *gateway) logTail() string {
 	b, _ := os.ReadFile(g.logPath)
+	// The warnings and errors first (a refusal's reason is logged at warn),
+	// the last 40 of them, then the tail of everything.
+	var warn []string
+	for line := range strings.Lines(string(b)) {
+		if strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) {
+			warn = append(warn, line)
+		}
+	}
+	warn = warn[max(0, len(warn)-40):]
 	if len(b) > 3000 {
 		b = b[len(b)-3000:]
 	}
-	return string(b)
+	return "warnings and errors:\n" + strings.Join(warn, "") + "tail:\n" + string(b)
 }
 
 // ---------------------------------------------------------------------------

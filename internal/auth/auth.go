@@ -693,10 +693,9 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 // elsewhere explains (a user, a session or a token_version it does not
 // know yet: the login that minted the token ran on another gateway a
 // moment ago), a store that follows other handles' writes
-// (store.CatchUpper) is asked to catch up with every write committed
-// before the token was minted, and the state is read again. A token
-// minted long enough ago costs nothing more: the store's copy was proven
-// current since.
+// (store.CatchUpper) is asked for the state as of every write committed
+// before the token was minted. A token minted long enough ago costs
+// nothing more: the store's copy was proven current since.
 func (s *Service) authState(ctx context.Context, claims *token.Claims) (store.AuthState, error) {
 	state, err := s.c.Store.AuthState(ctx, claims.UserID)
 	cu, ok := s.c.Store.(store.CatchUpper)
@@ -704,10 +703,7 @@ func (s *Service) authState(ctx context.Context, claims *token.Claims) (store.Au
 		return state, err
 	}
 	// iat is in whole seconds: the token was minted before iat + 1s.
-	if cerr := cu.CatchUp(ctx, claims.IssuedAt.Add(time.Second)); cerr != nil {
-		return store.AuthState{}, cerr
-	}
-	return s.c.Store.AuthState(ctx, claims.UserID)
+	return cu.CatchUp(ctx, claims.UserID, claims.IssuedAt.Add(time.Second))
 }
 
 // mayLag reports whether state refuses claims only because it may not

@@ -54,15 +54,16 @@ func (l *laggingStore) AuthState(ctx context.Context, id string) (store.AuthStat
 	return *st, nil
 }
 
-func (l *laggingStore) CatchUp(context.Context, time.Time) error {
+func (l *laggingStore) CatchUp(ctx context.Context, id string, _ time.Time) (store.AuthState, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.catchUps++
 	if l.fail != nil {
-		return l.fail
+		l.mu.Unlock()
+		return store.AuthState{}, l.fail
 	}
 	l.stale = nil
-	return nil
+	l.mu.Unlock()
+	return l.Store.AuthState(ctx, id)
 }
 
 // notCatchingUp is the same lag in a store that cannot catch up.

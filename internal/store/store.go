@@ -294,13 +294,13 @@ func Revoke(ctx context.Context, s Store, id string) (*User, error) {
 // token minted by another gateway a moment ago may name a user, a session
 // or a token_version that the copy does not hold yet; refusing it would
 // sign out a client whose next request merely reached another gateway.
-// CatchUp returns once AuthState reflects every write committed anywhere
-// before t: at once when the copy was proven current after t, or after
-// one round trip to the cluster. It fails with an error wrapping
-// ErrUnavailable when the copy cannot catch up within the backend's
-// bound.
+// CatchUp returns the user's AuthState as of every write committed
+// anywhere before t: from the copy when it was proven current after t,
+// otherwise read from the shared state itself (one round trip). It fails
+// with an error wrapping ErrUnavailable when the shared state cannot be
+// read within the backend's bound.
 type CatchUpper interface {
-	CatchUp(ctx context.Context, t time.Time) error
+	CatchUp(ctx context.Context, id string, t time.Time) (AuthState, error)
 }
 
 // FileSnapshotter is implemented by a backend that can also copy its own

@@ -26,15 +26,18 @@ import (
 //
 // It is loaded from one read of users/, sessions/ and the key set at a
 // single revision R, then kept current by one watch on the whole prefix from R+1, applied
-// in revision order. When the watch breaks it resumes from the last
-// revision applied; when that revision was compacted away meanwhile it
-// loads everything again. The cache counts as current as long as the
-// watch proves it: an event that brings it up to the server's revision, a
-// progress notification (requested every MaxStaleness/4), which etcd
-// sends only once every event up to its revision was delivered, or, while
-// nothing is written (etcd then sends no progress notification), a read
-// of the cluster's revision that finds the applied one. Past MaxStaleness
-// without such proof AuthState fails closed.
+// in revision order. When the watch breaks it resumes after the last
+// event applied; when that revision was compacted away meanwhile it
+// loads everything again. The cache counts as current only as a
+// linearizable read proves it: every MaxStaleness/8 (more often after a
+// failed one) it reads the cluster's revision, and once the watch has delivered every
+// event up to that revision, the cache held every write committed before
+// the read was sent. A watch response or a progress notification alone
+// proves nothing about the time it arrives: it comes from the member that
+// serves the watch, which may lag behind the leader (after a leader
+// change, for a while), and a notification may answer an earlier request
+// than the last one. Past MaxStaleness without such proof AuthState fails
+// closed.
 type cache struct {
 	s *Store
 
@@ -47,14 +50,27 @@ type cache struct {
 	// content changes, under mu, so that its pointer says whether it did.
 	keys atomic.Pointer[keysEntry]
 
-	// applied: every change under the prefix up to this revision is in
-	// the maps. floor: a revision a write through this handle committed
-	// at, which the watch did not deliver within DialTimeout; until
-	// applied reaches it the cache is behind this handle's own writes.
-	applied, floor atomic.Int64
-	// confirmed is when the cache was last proven current (unix nanos);
-	// progressSent when progress was last requested.
-	confirmed, progressSent atomic.Int64
+	// delivered: the revision of the last event applied (or of the
+	// load), where a resumed watch starts again; events at or below it
+	// are skipped. applied: every change under the prefix up to this
+	// revision is in the maps, as the events and the progress
+	// notifications tell; it may run ahead of delivered on an idle prefix.
+	// The two are kept apart because etcd before 3.4.24 and 3.5.8 may
+	// send a requested progress notification ahead of events still on
+	// their way: an event below applied is still applied, and never lost
+	// to a resumed watch. floor: a revision a write through this handle
+	// committed at, which the watch did not deliver within DialTimeout;
+	// until delivered reaches it the cache is behind this handle's own
+	// writes.
+	delivered, applied, floor atomic.Int64
+	// confirmed is when the cache was last proven current (unix nanos).
+	confirmed atomic.Int64
+	// expectRev is the revision the newest linearizable read sent at
+	// expectSent found, while applied is below it: once applied reaches
+	// it, the cache was current at expectSent. Under emu.
+	emu        sync.Mutex
+	expectSent time.Time
+	expectRev  int64
 
 	nmu    sync.Mutex
 	notify chan struct{} // closed and replaced whenever applied moves
@@ -150,9 +166,11 @@ func (c *cache) load(ctx context.Context) error {
 	c.mu.Lock()
 	c.users, c.sessions = users, sessions
 	c.setKeys(decodeKeysEntry(keys))
+	c.delivered.Store(rev)
 	c.applied.Store(rev)
 	c.mu.Unlock()
-	c.confirm(sent)
+	c.confirm(sent) // the load's read is linearizable
+	c.reached()
 	c.advanced()
 	return nil
 }
@@ -259,18 +277,19 @@ func (c *cache) waitCh() <-chan struct{} {
 	return c.notify
 }
 
-// waitApplied waits until applied >= rev, at most timeout. When it gives
-// up, AuthState fails closed until the watch catches up, rather than
-// answer without a write this handle acknowledged.
+// waitApplied waits until the watch delivered rev, the revision of a
+// write through this handle, at most timeout. When it gives up, AuthState
+// fails closed until the watch catches up, rather than answer without a
+// write this handle acknowledged.
 func (c *cache) waitApplied(ctx context.Context, rev int64, timeout time.Duration) {
-	if c.applied.Load() >= rev {
+	if c.delivered.Load() >= rev {
 		return
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		ch := c.waitCh()
-		if c.applied.Load() >= rev {
+		if c.delivered.Load() >= rev {
 			return
 		}
 		select {
@@ -293,37 +312,6 @@ func (c *cache) waitApplied(ctx context.Context, rev int64, timeout time.Duratio
 	}
 }
 
-// catchUp waits until applied >= rev, a revision of the whole cluster,
-// until ctx ends. The watch carries only the prefix's events, so a
-// revision written elsewhere in the cluster is reached through a progress
-// notification: one is requested at once, and again each time the cache
-// advances without reaching rev or 50ms pass (etcd answers a progress
-// request only while the watch is synced).
-func (c *cache) catchUp(ctx context.Context, rev int64) error {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		ch := c.waitCh()
-		if c.applied.Load() >= rev {
-			return nil
-		}
-		// The progress request must name the watch's stream: the same
-		// context metadata (watchCtx).
-		pctx, cancel := context.WithTimeout(c.watchCtx(), c.s.o.DialTimeout)
-		_ = c.s.cli.RequestProgress(pctx) // a failure shows as no progress
-		cancel()
-		select {
-		case <-ch:
-		case <-t.C:
-		case <-ctx.Done():
-			return fmt.Errorf("%w: auth state did not catch up with revision %d (applied %d)",
-				store.ErrUnavailable, rev, c.applied.Load())
-		case <-c.ctx.Done():
-			return store.ErrClosed
-		}
-	}
-}
-
 // current fails with ErrUnavailable unless the cache was confirmed
 // current within MaxStaleness and holds this handle's own writes; what
 // names what was asked for.
@@ -332,7 +320,7 @@ func (c *cache) current(what string) error {
 		return fmt.Errorf("%w: %s not confirmed current for %v (max_staleness %v)",
 			store.ErrUnavailable, what, age.Truncate(time.Millisecond), c.s.o.MaxStaleness)
 	}
-	if c.applied.Load() < c.floor.Load() {
+	if c.delivered.Load() < c.floor.Load() {
 		return fmt.Errorf("%w: %s behind this gateway's own writes", store.ErrUnavailable, what)
 	}
 	return nil
@@ -362,9 +350,9 @@ func (c *cache) get(id string) (store.AuthState, error) {
 }
 
 // apply applies one watch response, in revision order. Events at or below
-// the applied revision (a resumed watch's overlap) are skipped.
+// the delivered revision (a resumed watch's overlap) are skipped.
 func (c *cache) apply(resp *clientv3.WatchResponse) {
-	from := c.applied.Load()
+	from := c.delivered.Load()
 	last := from
 	c.mu.Lock()
 	for _, ev := range resp.Events {
@@ -406,12 +394,12 @@ func (c *cache) apply(resp *clientv3.WatchResponse) {
 			}
 		}
 	}
-	c.applied.Store(last)
-	c.mu.Unlock()
-	if resp.Header.Revision == last {
-		// Up to the server's revision when it sent this: current.
-		c.confirm(time.Now())
+	c.delivered.Store(last)
+	if last > c.applied.Load() {
+		c.applied.Store(last)
 	}
+	c.mu.Unlock()
+	c.reached()
 	c.advanced()
 }
 
@@ -423,12 +411,36 @@ func (c *cache) progress(rev int64) {
 		c.applied.Store(rev)
 	}
 	c.mu.Unlock()
-	sent := c.progressSent.Load()
-	if sent == 0 {
-		sent = time.Now().UnixNano()
-	}
-	c.confirm(time.Unix(0, sent))
+	c.reached()
 	c.advanced()
+}
+
+// expect records that a linearizable read sent at sent found the cluster
+// at revision rev. When applied has reached rev already, the cache was
+// current at sent, and expect reports so; otherwise reached confirms it
+// once applied gets there. Only the newest expectation is kept.
+func (c *cache) expect(sent time.Time, rev int64) bool {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	if c.applied.Load() >= rev {
+		c.confirm(sent)
+		return true
+	}
+	if sent.After(c.expectSent) {
+		c.expectSent, c.expectRev = sent, rev
+	}
+	return false
+}
+
+// reached confirms the cache current at the time of the expected read
+// once applied has reached its revision; called whenever applied moves.
+func (c *cache) reached() {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	if c.expectRev != 0 && c.applied.Load() >= c.expectRev {
+		c.confirm(c.expectSent)
+		c.expectRev = 0
+	}
 }
 
 // watchCtx is the context of every watch stream and of the progress
@@ -459,7 +471,7 @@ func (c *cache) watchLoop() {
 		// revision at once. Watch blocks while the client has no
 		// connection; it returns once the stream is established, or
 		// when wctx ends.
-		from := c.applied.Load() + 1
+		from := c.delivered.Load() + 1
 		ch := c.s.cli.Watch(wctx, c.s.o.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from),
 			clientv3.WithProgressNotify())
 		end := c.serve(wctx, ch)
@@ -493,17 +505,8 @@ const (
 	watchRewound          // the cluster's revision is below the applied one: reload
 )
 
-// serve applies what one watch delivers until it ends, and confirms the
-// cache current every MaxStaleness/4 while it is open:
-//
-//   - it requests a progress notification, which etcd sends once every
-//     event up to its revision went out on the stream. etcd sends none to
-//     a watch whose start revision is above its current one, that is
-//     while nothing was written since the applied revision (a cache just
-//     loaded, or resumed after an outage on an idle cluster);
-//   - so when the previous request went unanswered, it reads the
-//     cluster's revision (a linearizable read): equal to the applied one,
-//     nothing the cache lacks existed when the read was sent.
+// serve applies what one watch delivers until it ends, and has the cache
+// confirmed current while it is open (askCurrent).
 //
 // The requests go out from here, while the watch is open, because a
 // progress request for a stream that is gone makes the client open a new
@@ -514,12 +517,18 @@ const (
 // since it opened; the next one resumes from the applied revision, so
 // nothing is missed.
 func (c *cache) serve(wctx context.Context, ch clientv3.WatchChan) int {
-	every := max(c.s.o.MaxStaleness/4, 10*time.Millisecond)
-	t := time.NewTicker(every)
+	// A read every MaxStaleness/8; after one failed (no leader, say),
+	// again every MaxStaleness/32, so that the cache is confirmed soon
+	// after a leader change, well within MaxStaleness. The read runs
+	// beside the loop, which goes on applying events meanwhile.
+	every := max(c.s.o.MaxStaleness/8, 10*time.Millisecond)
+	t := time.NewTicker(every / 4)
 	defer t.Stop()
 	opened := time.Now()
 	end := watchSilent
-	var requested time.Time // when the last progress request went out
+	asked := make(chan bool, 1) // askCurrent's answer: rewound
+	asking := false
+	var lastAsk time.Time
 	for {
 		select {
 		case resp, ok := <-ch:
@@ -542,32 +551,38 @@ func (c *cache) serve(wctx context.Context, ch clientv3.WatchChan) int {
 				c.apply(&resp)
 				end = watchDelivered
 			}
+		case rewound := <-asked:
+			asking = false
+			if rewound {
+				return watchRewound
+			}
 		case <-t.C:
-			if !requested.IsZero() && c.confirmed.Load() < requested.UnixNano() {
-				if c.confirmIdle(wctx) {
-					return watchRewound
-				}
+			age := time.Since(time.Unix(0, c.confirmed.Load()))
+			since := time.Since(lastAsk)
+			if !asking && (since >= every || age > every && since >= every/4) {
+				asking, lastAsk = true, time.Now()
+				go func() { asked <- c.askCurrent(wctx) }()
 			}
 			half := c.s.o.MaxStaleness / 2
-			if time.Since(time.Unix(0, c.confirmed.Load())) > half && time.Since(opened) > half {
+			if age > half && time.Since(opened) > half {
 				c.s.log.Warn("auth cache watch confirmed nothing; restarting it", zap.Int64("applied", c.applied.Load()))
 				return end
 			}
-			ctx, cancel := context.WithTimeout(wctx, c.s.o.DialTimeout)
-			requested = time.Now()
-			c.progressSent.Store(requested.UnixNano())
-			_ = c.s.cli.RequestProgress(ctx) // a failure shows as an unconfirmed cache
-			cancel()
 		case <-c.ctx.Done():
 			return end
 		}
 	}
 }
 
-// confirmIdle reads the cluster's revision and confirms the cache when it
-// is the applied one. It reports whether the cluster's revision is below
-// the applied one: the cluster is not the one the cache was loaded from.
-func (c *cache) confirmIdle(wctx context.Context) (rewound bool) {
+// askCurrent reads the cluster's revision (a linearizable read) and
+// expects it. When the watch has not delivered that revision yet, it
+// requests a progress notification, which etcd sends once every event up
+// to its revision went out on the stream (none to a watch whose start
+// revision is above its current one: the read then finds the applied
+// revision, which confirms at once). It reports whether the cluster's
+// revision is below the applied one: the cluster is not the one the
+// cache was loaded from.
+func (c *cache) askCurrent(wctx context.Context) (rewound bool) {
 	ctx, cancel := context.WithTimeout(wctx, c.s.o.DialTimeout)
 	defer cancel()
 	sent := time.Now()
@@ -575,11 +590,11 @@ func (c *cache) confirmIdle(wctx context.Context) (rewound bool) {
 	if err != nil {
 		return false // shows as an unconfirmed cache
 	}
-	switch applied := c.applied.Load(); {
-	case resp.Header.Revision == applied:
-		c.confirm(sent)
-	case resp.Header.Revision < applied:
+	if resp.Header.Revision < c.applied.Load() {
 		return true
+	}
+	if !c.expect(sent, resp.Header.Revision) {
+		_ = c.s.cli.RequestProgress(ctx) // a failure shows as an unconfirmed cache
 	}
 	return false
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/crudauth/caddy-crudauth/internal/store"
@@ -230,7 +232,7 @@ func TestStaleness(t *testing.T) {
 		}
 	}
 	// AuthState fails closed once MaxStaleness passed since the last
-	// proof, which came at most MaxStaleness/4 before the stop.
+	// proof, which came at most MaxStaleness/8 before the stop.
 	deadline := stopped.Add(maxStale + 500*time.Millisecond)
 	for {
 		_, err := s.AuthState(ctx, u.ID)
@@ -376,13 +378,14 @@ func TestRewoundClusterReloads(t *testing.T) {
 	}
 }
 
-// TestCatchUp: a session created through A a moment ago, which B's watch
-// has not delivered (it is held down), is in B's AuthState once
-// B.CatchUp returns; with the watch still down, CatchUp gives up with
-// ErrUnavailable within DialTimeout; and a time the cache was proven
-// current after needs no round trip at all.
+// TestCatchUp: a session created through A a moment ago, which B's cache
+// does not hold yet (its watch held down), is in the state B.CatchUp
+// returns: read from the cluster, not waited for. A time the cache was
+// proven current after costs no round trip. With the cluster unreachable
+// CatchUp gives up with ErrUnavailable within DialTimeout.
 func TestCatchUp(t *testing.T) {
-	endpoints := etcdtest.Start(t)
+	m := etcdtest.StartMember(t)
+	endpoints := m.Endpoints()
 	prefix := freshPrefix()
 	const dial = 500 * time.Millisecond
 	a := open(t, endpoints, prefix)
@@ -400,6 +403,7 @@ func TestCatchUp(t *testing.T) {
 	hold := func() { <-release }
 	b.cache.beforeWatch.Store(&hold)
 	b.cache.breakWatch()
+	defer func() { b.cache.beforeWatch.Store(nil); close(release) }()
 	sess := &store.Session{UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
 	if _, err := a.CreateSession(ctx, sess, 0); err != nil {
 		t.Fatal(err)
@@ -407,25 +411,135 @@ func TestCatchUp(t *testing.T) {
 	if st, err := b.AuthState(ctx, u.ID); err != nil || st.HasSession(sess.ID) {
 		t.Fatalf("B's AuthState with its watch held = %+v, %v; want it without the new session (the test needs B behind)", st, err)
 	}
-	// Proven current after proven: no round trip, so the held watch does
-	// not matter.
-	if err := b.CatchUp(ctx, proven); err != nil {
-		t.Errorf("CatchUp to a time the cache was proven current after: %v", err)
+	// Proven current after proven: the cached state, no round trip.
+	if st, err := b.CatchUp(ctx, u.ID, proven); err != nil || st.HasSession(sess.ID) {
+		t.Errorf("CatchUp to a time the cache was proven current after = %+v, %v; want the cached state", st, err)
 	}
+	// After the session: read from the cluster, with the watch still held.
+	st, err := b.CatchUp(ctx, u.ID, time.Now())
+	if err != nil || !st.HasSession(sess.ID) || st.Username != "catchup" {
+		t.Errorf("CatchUp with the watch held = %+v, %v; want the session created through A", st, err)
+	}
+	if _, err := b.CatchUp(ctx, "no-such-user", time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CatchUp of an unknown user: %v, want ErrNotFound", err)
+	}
+	m.Stop()
 	t0 := time.Now()
-	err := b.CatchUp(ctx, time.Now())
+	_, err = b.CatchUp(ctx, u.ID, time.Now())
 	if d := time.Since(t0); !errors.Is(err, store.ErrUnavailable) || d > dial+250*time.Millisecond {
-		t.Errorf("CatchUp with the watch held: %v after %v, want ErrUnavailable within DialTimeout %v", err, d, dial)
+		t.Errorf("CatchUp with the member stopped: %v after %v, want ErrUnavailable within DialTimeout %v", err, d, dial)
 	}
+}
 
-	// The watch comes back while CatchUp waits: the session is there
-	// when CatchUp returns, with no polling.
+// TestConfirmedOnlyByALinearizableRead: the cache counts as current at a
+// time only once it holds every revision a linearizable read sent at that
+// time found. A progress notification or a watch response carries the
+// revision of the member serving the watch, which may lag behind the
+// cluster (after a leader change, for a while), and may answer an earlier
+// request: on its own it must not confirm the cache past a write it has
+// not delivered.
+func TestConfirmedOnlyByALinearizableRead(t *testing.T) {
+	endpoints := etcdtest.Start(t)
+	prefix := freshPrefix()
+	a, b := open(t, endpoints, prefix), open(t, endpoints, prefix)
+	ctx := t.Context()
+	u := &store.User{Username: "confirm"}
+	if err := a.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return b.AppliedRevision() >= a.AppliedRevision() })
+
+	// B's watch held: nothing reaches its cache but what the test hands it.
+	release := make(chan struct{})
+	hold := func() { <-release }
+	b.cache.beforeWatch.Store(&hold)
+	b.cache.breakWatch()
+	defer func() { b.cache.beforeWatch.Store(nil); close(release) }()
+	stale := b.cache.applied.Load()
+
+	sess := &store.Session{UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := a.CreateSession(ctx, sess, 0); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now() // the session was committed before this
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	sent := time.Now()
+	resp, err := cli.Get(ctx, prefix, clientv3.WithCountOnly()) // linearizable
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := resp.Header.Revision
+	if rev <= stale {
+		t.Fatalf("cluster revision %d, B applied %d: the write did not move the revision", rev, stale)
+	}
+	if b.cache.expect(sent, rev) {
+		t.Fatal("expect confirmed a cache that lacks the session")
+	}
+	// Notifications from a member behind the write: no confirmation.
+	b.cache.progress(stale)
+	b.cache.progress(rev - 1)
+	if got := time.Unix(0, b.cache.confirmed.Load()); !got.Before(written) {
+		t.Fatalf("confirmed at %v by notifications below revision %d, after the write at %v that the cache lacks", got, rev, written)
+	}
+	// The revision the read found: confirmed as of the read.
+	b.cache.progress(rev)
+	if got := b.cache.confirmed.Load(); got < sent.UnixNano() {
+		t.Errorf("confirmed at %v once revision %d was delivered, want at least %v", time.Unix(0, got), rev, sent)
+	}
+}
+
+// TestEventBehindProgressIsApplied: etcd before 3.4.24 and 3.5.8 may send
+// a requested progress notification ahead of events still on their way.
+// An event below the revision such a notification moved the cache to is
+// applied all the same, not skipped as a resumed watch's overlap: skipping
+// it would lose a session, or a revocation, for good.
+func TestEventBehindProgressIsApplied(t *testing.T) {
+	endpoints := etcdtest.Start(t)
+	prefix := freshPrefix()
+	a, b := open(t, endpoints, prefix), open(t, endpoints, prefix)
+	ctx := t.Context()
+	u := &store.User{Username: "overtaken"}
+	if err := a.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return b.AppliedRevision() >= a.AppliedRevision() })
+	release := make(chan struct{})
+	hold := func() { <-release }
+	b.cache.beforeWatch.Store(&hold)
+	b.cache.breakWatch()
+
+	sess := &store.Session{UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := a.CreateSession(ctx, sess, 0); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	got, err := cli.Get(ctx, a.sessionKey(u.ID, sess.ID))
+	if err != nil || len(got.Kvs) != 1 {
+		t.Fatalf("reading the session's key: %v", err)
+	}
+	kv := got.Kvs[0]
+	// The notification first, the event after it.
+	b.cache.progress(kv.ModRevision + 3)
+	b.cache.apply(&clientv3.WatchResponse{
+		Header: &etcdserverpb.ResponseHeader{Revision: kv.ModRevision},
+		Events: []*clientv3.Event{{Type: mvccpb.PUT, Kv: kv}},
+	})
+	st, err := b.cache.get(u.ID)
+	if err != nil || !st.HasSession(sess.ID) {
+		t.Errorf("B's cached state = %+v, %v; want the session whose event came after a progress notification past it", st, err)
+	}
+	// The watch resumes after the event, not after the notification.
+	if d := b.cache.delivered.Load(); d != kv.ModRevision {
+		t.Errorf("delivered %d, want the event's revision %d", d, kv.ModRevision)
+	}
 	b.cache.beforeWatch.Store(nil)
-	go func() { time.Sleep(100 * time.Millisecond); close(release) }()
-	if err := b.CatchUp(ctx, time.Now()); err != nil {
-		t.Fatalf("CatchUp once the watch resumed: %v", err)
-	}
-	if st, err := b.AuthState(ctx, u.ID); err != nil || !st.HasSession(sess.ID) {
-		t.Errorf("B's AuthState after CatchUp = %+v, %v; want the session created through A", st, err)
-	}
+	close(release)
 }

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,21 +315,42 @@ func (s *Store) committed(ctx context.Context, rev int64) {
 	s.cache.waitApplied(ctx, rev, s.o.DialTimeout)
 }
 
-// CatchUp implements store.CatchUpper. The cache proven current after t
-// holds every write committed before t; otherwise a linearizable read
-// gives the cluster's revision now, which the cache then reaches, within
-// DialTimeout.
-func (s *Store) CatchUp(ctx context.Context, t time.Time) error {
+// CatchUp implements store.CatchUpper: the cache, proven current after t,
+// holds every write committed before t; otherwise the user's records are
+// read from the cluster, in one linearizable transaction. It does not wait
+// for the watch: etcd before 3.4.24 and 3.5.8 may send a progress
+// notification ahead of the events it covers, so a cache that has reached
+// a revision may still lack its events for a moment.
+func (s *Store) CatchUp(ctx context.Context, id string, t time.Time) (store.AuthState, error) {
 	if s.cache.confirmed.Load() >= t.UnixNano() {
-		return nil
+		return s.AuthState(ctx, id)
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.o.DialTimeout)
-	defer cancel()
-	resp, err := s.cli.Get(cctx, s.o.Prefix, clientv3.WithCountOnly())
-	if err != nil {
-		return s.mapErr(ctx, err)
+	var resp *clientv3.TxnResponse
+	if err := s.call(ctx, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).Then(
+			clientv3.OpGet(s.userKey(id)),
+			clientv3.OpGet(s.sessionsOf(id), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		).Commit()
+		return err
+	}); err != nil {
+		return store.AuthState{}, err
 	}
-	return s.cache.catchUp(cctx, resp.Header.Revision)
+	users := resp.Responses[0].GetResponseRange().Kvs
+	if len(users) == 0 {
+		return store.AuthState{}, store.ErrNotFound
+	}
+	e := decodeEntry(users[0].Value)
+	if e.err != nil {
+		return store.AuthState{}, e.err
+	}
+	st := e.st
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		if uid, sid, ok := s.cache.sessionID(kv.Key); ok && uid == id {
+			st.Sessions = append(st.Sessions, sid)
+		}
+	}
+	slices.Sort(st.Sessions)
+	return st, nil
 }
 
 // txn runs one transaction, If(cmps).Then(then).Else(els), through call.

@@ -28,6 +28,31 @@ func (s *sweepRecorder) SweepSessions(_ context.Context, now time.Time) (int, er
 	return s.removed, s.err
 }
 
+// sweepThrice runs SweepSessionsEvery on st until its third call to
+// SweepSessions (by then the first two were logged), then ends its context
+// and waits for it to return.
+func sweepThrice(st *sweepRecorder, log func() *zap.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		store.SweepSessionsEvery(ctx, st, time.Millisecond, log)
+		close(done)
+	}()
+	for range 3 {
+		<-st.calls
+	}
+	cancel()
+	// A call under way when ctx ended still needs its answer.
+	for {
+		select {
+		case <-st.calls:
+			continue
+		case <-done:
+		}
+		break
+	}
+}
+
 // TestSweepSessionsEvery: the sweeper calls SweepSessions again and again,
 // logs what it removed or what failed, and returns once its context ends.
 func TestSweepSessionsEvery(t *testing.T) {
@@ -45,26 +70,7 @@ func TestSweepSessionsEvery(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
 			st := &sweepRecorder{calls: make(chan time.Time), removed: tc.removed, err: tc.err}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				store.SweepSessionsEvery(ctx, st, time.Millisecond, func() *zap.Logger { return zap.New(core) })
-				close(done)
-			}()
-			// Once the third call is made, the first two are logged.
-			for range 3 {
-				<-st.calls
-			}
-			cancel()
-			// A call under way when ctx ended still needs its answer.
-			for {
-				select {
-				case <-st.calls:
-					continue
-				case <-done:
-				}
-				break
-			}
+			sweepThrice(st, func() *zap.Logger { return zap.New(core) })
 			got := logs.All()
 			if tc.msg == "" {
 				if len(got) != 0 {
@@ -102,24 +108,7 @@ func TestSweepSessionsEveryCurrentLogger(t *testing.T) {
 		return zap.New(second)
 	}
 	st := &sweepRecorder{calls: make(chan time.Time), removed: 1}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		store.SweepSessionsEvery(ctx, st, time.Millisecond, logger)
-		close(done)
-	}()
-	for range 3 { // once the third sweep is called, two were logged
-		<-st.calls
-	}
-	cancel()
-	for {
-		select {
-		case <-st.calls:
-			continue
-		case <-done:
-		}
-		break
-	}
+	sweepThrice(st, logger)
 	if firstLogs.Len() != 1 || secondLogs.Len() < 1 {
 		t.Errorf("entries on the first logger %d, on the second %d: want 1 and at least 1 (one logger per entry, asked each time)",
 			firstLogs.Len(), secondLogs.Len())

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,35 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) time.Duration 
 		time.Sleep(50 * time.Microsecond)
 	}
 	return time.Since(start)
+}
+
+// holdWatch breaks s's watch and keeps it from resuming until release is
+// called (at the latest when the test ends): meanwhile nothing reaches s's
+// cache but what the test hands it.
+func holdWatch(t *testing.T, s *Store) (release func()) {
+	t.Helper()
+	ch := make(chan struct{})
+	hold := func() { <-ch }
+	s.cache.beforeWatch.Store(&hold)
+	s.cache.breakWatch()
+	var once sync.Once
+	release = func() { once.Do(func() { s.cache.beforeWatch.Store(nil); close(ch) }) }
+	t.Cleanup(release)
+	return release
+}
+
+// pairWithUser opens two handles on a fresh prefix and creates a user
+// named name through the first, once the second has applied it.
+func pairWithUser(t *testing.T, endpoints []string, name string) (a, b *Store, u *store.User) {
+	t.Helper()
+	prefix := freshPrefix()
+	a, b = open(t, endpoints, prefix), open(t, endpoints, prefix)
+	u = &store.User{Username: name}
+	if err := a.CreateUser(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return b.AppliedRevision() >= a.AppliedRevision() })
+	return a, b, u
 }
 
 // TestPropagation measures how long a revocation written through handle A
@@ -109,10 +139,7 @@ func TestCompactionForcesReload(t *testing.T) {
 	}
 
 	// Hold B's watch down.
-	release := make(chan struct{})
-	hold := func() { <-release }
-	b.cache.beforeWatch.Store(&hold)
-	b.cache.breakWatch()
+	release := holdWatch(t, b)
 	before := b.cache.reloads.Load()
 
 	revoked, err := store.Revoke(ctx, a, keep.ID)
@@ -144,8 +171,7 @@ func TestCompactionForcesReload(t *testing.T) {
 	if _, err := cli.Compact(ctx, a.AppliedRevision(), clientv3.WithCompactPhysical()); err != nil {
 		t.Fatal(err)
 	}
-	b.cache.beforeWatch.Store(nil)
-	close(release)
+	release()
 
 	waitFor(t, 5*time.Second, func() bool { return b.cache.reloads.Load() > before })
 	st, err := b.AuthState(ctx, keep.ID)
@@ -399,11 +425,7 @@ func TestCatchUp(t *testing.T) {
 	proven := time.Now()
 	waitFor(t, 5*time.Second, func() bool { return b.cache.confirmed.Load() > proven.UnixNano() })
 
-	release := make(chan struct{})
-	hold := func() { <-release }
-	b.cache.beforeWatch.Store(&hold)
-	b.cache.breakWatch()
-	defer func() { b.cache.beforeWatch.Store(nil); close(release) }()
+	holdWatch(t, b)
 	sess := &store.Session{UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
 	if _, err := a.CreateSession(ctx, sess, 0); err != nil {
 		t.Fatal(err)
@@ -440,21 +462,9 @@ func TestCatchUp(t *testing.T) {
 // not delivered.
 func TestConfirmedOnlyByALinearizableRead(t *testing.T) {
 	endpoints := etcdtest.Start(t)
-	prefix := freshPrefix()
-	a, b := open(t, endpoints, prefix), open(t, endpoints, prefix)
+	a, b, u := pairWithUser(t, endpoints, "confirm")
 	ctx := t.Context()
-	u := &store.User{Username: "confirm"}
-	if err := a.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, func() bool { return b.AppliedRevision() >= a.AppliedRevision() })
-
-	// B's watch held: nothing reaches its cache but what the test hands it.
-	release := make(chan struct{})
-	hold := func() { <-release }
-	b.cache.beforeWatch.Store(&hold)
-	b.cache.breakWatch()
-	defer func() { b.cache.beforeWatch.Store(nil); close(release) }()
+	holdWatch(t, b)
 	stale := b.cache.applied.Load()
 
 	sess := &store.Session{UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
@@ -468,7 +478,7 @@ func TestConfirmedOnlyByALinearizableRead(t *testing.T) {
 	}
 	defer cli.Close()
 	sent := time.Now()
-	resp, err := cli.Get(ctx, prefix, clientv3.WithCountOnly()) // linearizable
+	resp, err := cli.Get(ctx, a.o.Prefix, clientv3.WithCountOnly()) // linearizable
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,18 +509,9 @@ func TestConfirmedOnlyByALinearizableRead(t *testing.T) {
 // it would lose a session, or a revocation, for good.
 func TestEventBehindProgressIsApplied(t *testing.T) {
 	endpoints := etcdtest.Start(t)
-	prefix := freshPrefix()
-	a, b := open(t, endpoints, prefix), open(t, endpoints, prefix)
+	a, b, u := pairWithUser(t, endpoints, "overtaken")
 	ctx := t.Context()
-	u := &store.User{Username: "overtaken"}
-	if err := a.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, func() bool { return b.AppliedRevision() >= a.AppliedRevision() })
-	release := make(chan struct{})
-	hold := func() { <-release }
-	b.cache.beforeWatch.Store(&hold)
-	b.cache.breakWatch()
+	holdWatch(t, b)
 
 	sess := &store.Session{UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
 	if _, err := a.CreateSession(ctx, sess, 0); err != nil {
@@ -540,6 +541,4 @@ func TestEventBehindProgressIsApplied(t *testing.T) {
 	if d := b.cache.delivered.Load(); d != kv.ModRevision {
 		t.Errorf("delivered %d, want the event's revision %d", d, kv.ModRevision)
 	}
-	b.cache.beforeWatch.Store(nil)
-	close(release)
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
-	"github.com/crudauth/caddy-crudauth/internal/config"
 	"github.com/crudauth/caddy-crudauth/internal/store"
 	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
@@ -63,17 +62,18 @@ type ThrottleConfig struct {
 	MaxEntries int `json:"max_entries,omitempty"`
 }
 
-// values are the settings as internal/config checks them; nil for nil.
-func (c *ThrottleConfig) values() *config.Throttle {
+// values are the settings as internal/throttle takes them (and
+// internal/config checks them); nil for nil.
+func (c *ThrottleConfig) values() *throttle.Config {
 	if c == nil {
 		return nil
 	}
-	return &config.Throttle{
+	return &throttle.Config{
 		MaxFailures:     c.MaxFailures,
 		UserMaxFailures: c.UserMaxFailures,
 		IPMaxFailures:   c.IPMaxFailures,
 		Window:          time.Duration(c.Window),
-		Lockout:         time.Duration(c.Lockout),
+		BaseLockout:     time.Duration(c.Lockout),
 		MaxLockout:      time.Duration(c.MaxLockout),
 		MaxEntries:      c.MaxEntries,
 	}
@@ -104,7 +104,7 @@ func acquireThrottle(dbKey string, st store.Store, c *ThrottleConfig) (throttle.
 	}
 	key := dbKey + "\x00" + string(settings)
 	val, _, err := throttlePool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		cfg := c.values().Limits()
+		cfg := *c.values()
 		// A store shared by several gateways (etcd) shares the throttle
 		// too: guesses spread over the gateways count together.
 		if sh, ok := st.(sharedThrottler); ok {

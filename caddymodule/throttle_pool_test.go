@@ -3,6 +3,9 @@ package caddymodule
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // TestThrottleSharedPerDatabase: handlers on one database with the same
@@ -49,5 +52,20 @@ func TestThrottleSharedPerDatabase(t *testing.T) {
 
 	if l, key, err := acquireThrottle("/db/one", nil, &ThrottleConfig{Off: true}); l != nil || key != "" || err != nil {
 		t.Errorf("throttle off: %v %q %v", l, key, err)
+	}
+}
+
+// TestThrottleConfigValues: every throttle setting reaches internal/throttle
+// (lockout as BaseLockout), and no block means the defaults.
+func TestThrottleConfigValues(t *testing.T) {
+	c := &ThrottleConfig{MaxFailures: 3, UserMaxFailures: -1, IPMaxFailures: 50, Window: caddy.Duration(time.Second),
+		Lockout: caddy.Duration(2 * time.Second), MaxLockout: caddy.Duration(time.Minute), MaxEntries: 1000}
+	l := c.values()
+	if l.MaxFailures != 3 || l.UserMaxFailures != -1 || l.IPMaxFailures != 50 || l.Window != time.Second ||
+		l.BaseLockout != 2*time.Second || l.MaxLockout != time.Minute || l.MaxEntries != 1000 {
+		t.Errorf("values() = %+v, want every setting carried over (lockout as BaseLockout)", l)
+	}
+	if (*ThrottleConfig)(nil).values() != nil {
+		t.Error("values() of no throttle block is not nil (the defaults)")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crudauth/caddy-crudauth/internal/throttle"
 )
 
 // defaults is a gateway with the handler's defaults, which pass.
@@ -104,7 +106,7 @@ func TestRealmCheck(t *testing.T) {
 		{"negative queue", Realm{HashQueueTimeout: -1}, "hash_queue_timeout must be positive"},
 		{"long queue", Realm{HashQueueTimeout: 2 * time.Minute},
 			"hash_queue_timeout: 2m0s is too long, at most 1m (a login flood would park requests that long)"},
-		{"throttle", Realm{Throttle: &Throttle{MaxEntries: -1}}, "throttle.max_entries: -1 must be positive"},
+		{"throttle", Realm{Throttle: &throttle.Config{MaxEntries: -1}}, "throttle.max_entries: -1 must be positive"},
 	} {
 		err := tc.r.Check()
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || err.Error() != tc.want) {
@@ -116,20 +118,20 @@ func TestRealmCheck(t *testing.T) {
 func TestThrottleCheck(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		c    *Throttle
+		c    *throttle.Config
 		want string // "": accepted
 	}{
 		{"nil", nil, ""},
-		{"disabled keys", &Throttle{MaxFailures: -1, UserMaxFailures: -1, IPMaxFailures: -1}, ""},
-		{"limit below -1", &Throttle{UserMaxFailures: -2}, "throttle.user_max_failures: -2 must be positive, or -1 to disable"},
-		{"negative max_entries", &Throttle{MaxEntries: -5}, "throttle.max_entries: -5 must be positive"},
-		{"negative window", &Throttle{Window: -time.Second}, "throttle.window: -1s must be positive"},
-		{"max_lockout below lockout", &Throttle{Lockout: 10 * time.Minute, MaxLockout: time.Minute},
+		{"disabled keys", &throttle.Config{MaxFailures: -1, UserMaxFailures: -1, IPMaxFailures: -1}, ""},
+		{"limit below -1", &throttle.Config{UserMaxFailures: -2}, "throttle.user_max_failures: -2 must be positive, or -1 to disable"},
+		{"negative max_entries", &throttle.Config{MaxEntries: -5}, "throttle.max_entries: -5 must be positive"},
+		{"negative window", &throttle.Config{Window: -time.Second}, "throttle.window: -1s must be positive"},
+		{"max_lockout below lockout", &throttle.Config{BaseLockout: 10 * time.Minute, MaxLockout: time.Minute},
 			"throttle.max_lockout (1m0s) must not be shorter than throttle.lockout (10m0s)"},
-		{"lockout above the default max_lockout", &Throttle{Lockout: 2 * time.Hour},
+		{"lockout above the default max_lockout", &throttle.Config{BaseLockout: 2 * time.Hour},
 			"throttle.max_lockout (1h0m0s) must not be shorter than throttle.lockout (2h0m0s)"},
 	} {
-		err := tc.c.Check()
+		err := CheckThrottle(tc.c)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || err.Error() != tc.want) {
 			t.Errorf("%s: Check() = %v, want %q", tc.name, err, tc.want)
 		}
@@ -184,15 +186,6 @@ func TestJWKSMaxAge(t *testing.T) {
 	}
 }
 
-func TestThrottleLimits(t *testing.T) {
-	c := Throttle{MaxFailures: 3, UserMaxFailures: -1, IPMaxFailures: 50, Window: time.Second, Lockout: 2 * time.Second, MaxLockout: time.Minute, MaxEntries: 1000}
-	l := c.Limits()
-	if l.MaxFailures != 3 || l.UserMaxFailures != -1 || l.IPMaxFailures != 50 || l.Window != time.Second ||
-		l.BaseLockout != 2*time.Second || l.MaxLockout != time.Minute || l.MaxEntries != 1000 {
-		t.Errorf("Limits() = %+v, want every setting carried over (lockout as BaseLockout)", l)
-	}
-}
-
 // TestCheckReportsTheFirstOfSeveral: with several settings of a group
 // wrong, the check names the first in the order of the reference, every
 // time (Go's map order would make it differ from run to run).
@@ -202,10 +195,10 @@ func TestCheckReportsTheFirstOfSeveral(t *testing.T) {
 	g2 := defaults()
 	g2.UserIDHeader, g2.ScopesHeader = "Authorization", "Cookie"
 	for range 50 {
-		if err := (&Throttle{MaxFailures: -2, IPMaxFailures: -3}).Check(); err == nil || !strings.HasPrefix(err.Error(), "throttle.max_failures:") {
+		if err := CheckThrottle(&throttle.Config{MaxFailures: -2, IPMaxFailures: -3}); err == nil || !strings.HasPrefix(err.Error(), "throttle.max_failures:") {
 			t.Fatalf("two limits wrong: %v", err)
 		}
-		if err := (&Throttle{Lockout: -5, MaxLockout: -1}).Check(); err == nil || !strings.HasPrefix(err.Error(), "throttle.lockout:") {
+		if err := CheckThrottle(&throttle.Config{BaseLockout: -5, MaxLockout: -1}); err == nil || !strings.HasPrefix(err.Error(), "throttle.lockout:") {
 			t.Fatalf("two durations wrong: %v", err)
 		}
 		if err := g.Check(); err == nil || !strings.HasPrefix(err.Error(), "token_path:") {

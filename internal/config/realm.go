@@ -20,21 +20,13 @@ type Realm struct {
 	KeyPublishDelay     time.Duration
 	MaxConcurrentHashes int
 	HashQueueTimeout    time.Duration
-	Throttle            *Throttle // nil: the defaults
+	Throttle            *throttle.Config // nil: the defaults
 
 	// What Hashing reads besides: argon2id parameters (zero: the
 	// default) and the password policy's lengths (zero: the default).
 	Argon2Memory, Argon2Time             uint32
 	Argon2Threads                        uint8
 	PasswordMinLength, PasswordMaxLength int
-}
-
-// Throttle is what the static checks read of the login throttle's
-// settings; zero values stand for the defaults.
-type Throttle struct {
-	MaxFailures, UserMaxFailures, IPMaxFailures int
-	Window, Lockout, MaxLockout                 time.Duration
-	MaxEntries                                  int
 }
 
 // Check rejects unsafe settings; each message names the field.
@@ -67,12 +59,13 @@ func (s *Realm) Check() error {
 		return fmt.Errorf("hash_queue_timeout: %s is too long, at most 1m (a login flood would park requests that long)",
 			s.HashQueueTimeout)
 	}
-	return s.Throttle.Check()
+	return CheckThrottle(s.Throttle)
 }
 
-// Check rejects nonsense settings; the message names the field. A nil
-// Throttle is the defaults, which pass.
-func (c *Throttle) Check() error {
+// CheckThrottle rejects nonsense throttle settings (zero values stand for
+// the defaults); the message names the field. Nil is the defaults, which
+// pass.
+func CheckThrottle(c *throttle.Config) error {
 	if c == nil {
 		return nil
 	}
@@ -84,12 +77,12 @@ func (c *Throttle) Check() error {
 	if c.MaxEntries < 0 {
 		return fmt.Errorf("throttle.max_entries: %d must be positive", c.MaxEntries)
 	}
-	for _, f := range []named[time.Duration]{{"window", c.Window}, {"lockout", c.Lockout}, {"max_lockout", c.MaxLockout}} {
+	for _, f := range []named[time.Duration]{{"window", c.Window}, {"lockout", c.BaseLockout}, {"max_lockout", c.MaxLockout}} {
 		if f.v < 0 {
 			return fmt.Errorf("throttle.%s: %s must be positive", f.name, f.v)
 		}
 	}
-	lockout, maxLockout := c.Lockout, c.MaxLockout
+	lockout, maxLockout := c.BaseLockout, c.MaxLockout
 	if lockout == 0 {
 		lockout = throttle.DefaultBaseLockout
 	}
@@ -100,19 +93,6 @@ func (c *Throttle) Check() error {
 		return fmt.Errorf("throttle.max_lockout (%s) must not be shorter than throttle.lockout (%s)", maxLockout, lockout)
 	}
 	return nil
-}
-
-// Limits is the throttle's settings as internal/throttle takes them.
-func (c *Throttle) Limits() throttle.Config {
-	return throttle.Config{
-		MaxFailures:     c.MaxFailures,
-		UserMaxFailures: c.UserMaxFailures,
-		IPMaxFailures:   c.IPMaxFailures,
-		Window:          c.Window,
-		BaseLockout:     c.Lockout,
-		MaxLockout:      c.MaxLockout,
-		MaxEntries:      c.MaxEntries,
-	}
 }
 
 // CheckRealmName refuses a realm name other than letters, digits, '-',

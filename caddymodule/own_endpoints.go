@@ -13,10 +13,10 @@ import (
 // sessions) are served by internal/endpoints; this is what the handler
 // hands them.
 
-// endpointsConfig is the handler's configuration as internal/endpoints
-// takes it, without what only Provision has.
-func (h *Handler) endpointsConfig() endpoints.Config {
-	return endpoints.Config{
+// newEndpoints builds the endpoints' server, once the auth service is
+// there.
+func (h *Handler) newEndpoints() *endpoints.Server {
+	return endpoints.New(endpoints.Config{
 		TokenPath:      h.TokenPath,
 		RefreshPath:    h.RefreshPath,
 		PasswordPath:   h.PasswordPath,
@@ -28,22 +28,15 @@ func (h *Handler) endpointsConfig() endpoints.Config {
 		AllowedOrigins: h.AllowedOrigins,
 		AccessTTL:      time.Duration(h.AccessTTL),
 		Discovery:      h.discovery(),
-	}
-}
-
-// newEndpoints builds the endpoints' server, once the auth service is
-// there.
-func (h *Handler) newEndpoints() *endpoints.Server {
-	cfg := h.endpointsConfig()
-	cfg.Auth = h.auth
-	cfg.Bearer = func(r *http.Request) (auth.Principal, int, string, error) {
-		p, d := h.gate.Check(r, nil)
-		return p, d.Status, d.Challenge, d.Err
-	}
-	cfg.LogDenial = h.gate.LogDenial
-	cfg.ClientIP = clientIP
-	cfg.Logger = h.logger
-	cfg.Now = time.Now
-	cfg.Metrics = metrics.Endpoints()
-	return endpoints.New(cfg)
+		Auth:           h.auth,
+		Bearer: func(r *http.Request) (auth.Principal, int, string, error) {
+			p, d := h.gate.Check(r, nil)
+			return p, d.Status, d.Challenge, d.Err
+		},
+		LogDenial: h.gate.LogDenial,
+		ClientIP:  clientIP,
+		Logger:    h.logger,
+		Now:       time.Now,
+		Metrics:   metrics.Endpoints(),
+	})
 }
